@@ -1,0 +1,3 @@
+"""agentic-observability: a Prometheus/Grafana-native incident analyst."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from agentic_observability.cli import main
+
+raise SystemExit(main())

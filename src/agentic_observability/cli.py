@@ -1,0 +1,102 @@
+"""``agentic-obs``: the command line. Each subcommand is a small function; errors print one clear line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+
+from agentic_observability import __version__
+from agentic_observability.config import CONFIG_ENV, load_config
+from agentic_observability.errors import AgenticObsError
+
+EXIT_ERROR = 2
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from agentic_observability.telemetry import setup_logging
+    from agentic_observability.webhook import init_app
+
+    config = load_config(args.config)
+    setup_logging(config.secrets.values())
+    server = config.file.server
+    app = init_app(config, os.environ)
+    print(f"agentic-obs {__version__} listening on {server.host}:{server.port} (config: {config.source})",
+          file=sys.stderr, flush=True)
+    web.run_app(app, host=server.host, port=server.port, shutdown_timeout=server.shutdown_timeout,
+                access_log=None, print=None)
+    return 0
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    print(yaml.safe_dump(config.masked(), sort_keys=False), end="")
+    print(f"OK: {config.source} is valid", file=sys.stderr)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from agentic_observability.demo.run import run_demo
+    from agentic_observability.telemetry import setup_logging
+
+    setup_logging(level="WARNING")
+    try:
+        return asyncio.run(run_demo(keep_running=args.keep_running))
+    except KeyboardInterrupt:
+        return 0
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from agentic_observability.replay import replay_file
+
+    config = load_config(args.config)
+    storage = args.store or tempfile.mkdtemp(prefix="agentic-obs-replay-")
+    reports = asyncio.run(replay_file(Path(args.file), config, storage))
+    for report in reports:
+        print(json.dumps(report, indent=2) if args.json else report["summary"])
+        print()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="agentic-obs", description="Prometheus/Grafana-native incident analyst.")
+    parser.add_argument("--version", action="version", version=f"agentic-obs {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--config", help=f"YAML config file (default: ${CONFIG_ENV}, else built-in defaults)")
+        return p
+
+    with_config(sub.add_parser("serve", help="run the service")).set_defaults(func=_cmd_serve)
+    check = with_config(sub.add_parser("check-config", help="validate a config file and print it, secrets masked"))
+    check.add_argument("file", nargs="?", help="config file (same as --config)")
+    check.set_defaults(func=_cmd_check_config)
+    demo = sub.add_parser("demo", help="end-to-end demo on a real Prometheus and Alertmanager")
+    demo.add_argument("--keep-running", action="store_true", help="leave the stack up and print its URLs")
+    demo.set_defaults(func=_cmd_demo)
+    replay = with_config(sub.add_parser("replay", help="feed a recorded Alertmanager webhook body through the pipeline"))
+    replay.add_argument("file", help="a JSON webhook body as Alertmanager sends it")
+    replay.add_argument("--store", help="state directory to use (default: a fresh temp dir)")
+    replay.add_argument("--json", action="store_true", help="print full reports as JSON")
+    replay.set_defaults(func=_cmd_replay)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "file", None) and args.command == "check-config" and not args.config:
+        args.config = args.file
+    try:
+        return int(args.func(args))
+    except AgenticObsError as exc:
+        print(f"agentic-obs {args.command}: {exc}", file=sys.stderr)
+        return EXIT_ERROR

@@ -1,0 +1,307 @@
+"""The one place that reads configuration: a YAML file plus the environment (for secrets and tunables).
+
+Every section rejects unknown keys, so a misspelt key fails at startup with a message naming the key,
+the file and the closest valid spelling, instead of silently falling back to a default.
+Secrets are never read from YAML: only from the environment variables in ``SECRET_ENV``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError
+
+from agentic_observability.errors import ConfigError
+
+CONFIG_ENV = "AGENTIC_OBS_CONFIG"
+
+# field name on Secrets -> environment variable
+SECRET_ENV: dict[str, str] = {
+    "webhook_token": "AGENTIC_OBS_WEBHOOK_TOKEN",
+    "huggingface_token": "HUGGINGFACE_TOKEN",
+    "grafana_token": "GRAFANA_TOKEN",
+    "slack_bot_token": "SLACK_BOT_TOKEN",
+    "pagerduty_routing_key": "PAGERDUTY_ROUTING_KEY",
+    "qdrant_api_key": "QDRANT_API_KEY",
+}
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+
+
+def parse_duration(value: Any) -> float:
+    """Prometheus-style durations ("30s", "1h30m", "1d") or plain numbers of seconds -> seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like 30s, 5m or 1d")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return float(value)
+    text = str(value).strip()
+    if not text or _DURATION_PART.sub("", text) != "":
+        raise ValueError(f"{value!r} is not a duration like 30s, 5m, 1h30m or 1d")
+    return sum(float(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(text))
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class ServerConfig(Section):
+    host: str = "0.0.0.0"
+    port: int = Field(8000, ge=0, le=65535)
+    max_body_bytes: int = Field(1_048_576, gt=0)
+    auth: bool = True
+    workers: int = Field(2, ge=1, le=64)
+    shutdown_timeout: Duration = 10.0
+
+
+class PrometheusConfig(Section):
+    url: str = "http://127.0.0.1:9090"
+    timeout: Duration = 10.0
+    retries: int = Field(3, ge=0, le=10)
+
+
+class StorageConfig(Section):
+    path: str = "./var"
+
+
+class WatchConfig(Section):
+    name: str = Field(min_length=1)
+    query: str = Field(min_length=1)
+    interval: Duration = 60.0
+    lookback: Duration = 86400.0
+    detector: str = "default"
+    for_: Duration = Field(0.0, alias="for")
+    above: float | None = None
+    below: float | None = None
+    resolve_after: int = Field(3, ge=1, description="consecutive clean polls before an episode closes")
+
+
+class SignalConfig(Section):
+    name: str
+    query: str
+
+
+class InvestigationConfig(Section):
+    entity_label: str = "service"
+    signals: tuple[SignalConfig, ...] = ()
+    baseline: Duration = 1800.0
+    after: Duration = 600.0
+    evidence_window: Duration = 3600.0
+
+
+class MemoryConfig(Section):
+    backend: Literal["edge", "qdrant"] = "edge"
+    url: str | None = None
+    embedder: str = "hashing"
+
+
+class ReasoningConfig(Section):
+    backend: Literal["rules", "llm"] = "rules"
+    model: str = "meta-llama/Meta-Llama-3-8B-Instruct"
+    base_url: str | None = None
+    timeout: Duration = 20.0
+
+
+class GrafanaConfig(Section):
+    url: str | None = None
+    dashboard_uid: str | None = None
+    panel_id: int | None = None
+    folder: str = "agentic-observability"
+
+
+class SlackConfig(Section):
+    api_url: str = "https://slack.com/api"
+    channel: str | None = None
+    webhook_url: str | None = None
+
+
+class PagerDutyConfig(Section):
+    events_url: str = "https://events.pagerduty.com/v2/enqueue"
+
+
+class ActionsConfig(Section):
+    grafana: GrafanaConfig = GrafanaConfig()
+    slack: SlackConfig = SlackConfig()
+    pagerduty: PagerDutyConfig = PagerDutyConfig()
+
+
+class FileConfig(Section):
+    """Exactly the YAML file's schema."""
+
+    server: ServerConfig = ServerConfig()
+    prometheus: PrometheusConfig = PrometheusConfig()
+    storage: StorageConfig = StorageConfig()
+    watches: tuple[WatchConfig, ...] = ()
+    investigation: InvestigationConfig = InvestigationConfig()
+    memory: MemoryConfig = MemoryConfig()
+    reasoning: ReasoningConfig = ReasoningConfig()
+    actions: ActionsConfig = ActionsConfig()
+
+
+class Secrets(Section):
+    """Secrets from the environment only; SecretStr masks them in repr, str and model dumps."""
+
+    webhook_token: SecretStr | None = None
+    huggingface_token: SecretStr | None = None
+    grafana_token: SecretStr | None = None
+    slack_bot_token: SecretStr | None = None
+    pagerduty_routing_key: SecretStr | None = None
+    qdrant_api_key: SecretStr | None = None
+
+    def values(self) -> list[str]:
+        """Every secret's plain value, for log scrubbing."""
+        found = (getattr(self, name) for name in SECRET_ENV)
+        return [s.get_secret_value() for s in found if s is not None and s.get_secret_value()]
+
+
+class Tunables(Section):
+    """Numeric knobs honoured from the environment (the seed's variables)."""
+
+    anomaly_threshold: float = Field(0.5, ge=0.0, le=1.0)
+    circuit_breaker_threshold: int = Field(5, ge=1)
+    circuit_breaker_reset: Duration = 30.0
+
+
+class Config(Section):
+    """The whole runtime configuration: the file, secrets and tunables."""
+
+    file: FileConfig = FileConfig()
+    secrets: Secrets = Secrets()
+    tunables: Tunables = Tunables()
+    source: str = "<defaults>"
+
+    def masked(self) -> dict[str, Any]:
+        """A printable view: the file's settings plus which secrets are set (never their values)."""
+        view = self.file.model_dump(mode="json", by_alias=True)
+        view["secrets"] = {
+            env: ("set (masked)" if getattr(self.secrets, name) is not None else "not set")
+            for name, env in SECRET_ENV.items()
+        }
+        view["tunables"] = self.tunables.model_dump(mode="json")
+        return view
+
+
+def _format_location(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        parts.append(f"[{item}]" if isinstance(item, int) else ("." if parts else "") + str(item))
+    return "".join(parts)
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Walk the schema along ``loc`` (without its last element) to list the keys valid there."""
+    current: Any = model
+    for item in loc[:-1]:
+        if isinstance(item, int):
+            continue
+        field_info = current.model_fields.get(item) if isinstance(current, type) else None
+        if field_info is None:
+            return []
+        annotation = field_info.annotation
+        args = getattr(annotation, "__args__", ())
+        current = next((a for a in (annotation, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if current is None:
+            return []
+    if not (isinstance(current, type) and issubclass(current, BaseModel)):
+        return []
+    return [f.alias or name for name, f in current.model_fields.items()]
+
+
+def _explain(error: ValidationError, source: str, model: type[BaseModel]) -> str:
+    lines = []
+    for item in error.errors():
+        loc = tuple(item["loc"])
+        where = _format_location(loc) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            allowed = _allowed_keys(model, loc)
+            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            lines.append(f"{source}: unknown key '{where}'{hint} (valid keys here: {', '.join(allowed)})")
+        else:
+            lines.append(f"{source}: '{where}': {item['msg']}")
+    return "\n".join(lines)
+
+
+def _read_yaml(path: Path) -> Mapping[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, not {type(data).__name__}")
+    return data
+
+
+_TUNABLE_ENV = {
+    "anomaly_threshold": "ANOMALY_THRESHOLD",
+    "circuit_breaker_threshold": "CIRCUIT_BREAKER_THRESHOLD",
+    "circuit_breaker_reset": "CIRCUIT_BREAKER_RESET",
+}
+
+
+def _from_env(model: type[Section], names: Mapping[str, str], environ: Mapping[str, str]) -> Any:
+    raw = {field: environ[env] for field, env in names.items() if environ.get(env, "").strip()}
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        reverse = {field: env for field, env in names.items()}
+        bad = ", ".join(f"{reverse.get(str(e['loc'][0]), e['loc'][0])}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"environment: {bad}") from exc
+
+
+def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Load the YAML file (``path``, else $AGENTIC_OBS_CONFIG, else defaults) and the environment."""
+    env = os.environ if environ is None else environ
+    chosen = path if path is not None else env.get(CONFIG_ENV) or None
+    source = str(chosen) if chosen is not None else "<defaults>"
+    data = _read_yaml(Path(chosen)) if chosen is not None else {}
+    try:
+        file_config = FileConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, source, FileConfig)) from exc
+    secrets = _from_env(Secrets, SECRET_ENV, env)
+    tunables = _from_env(Tunables, _TUNABLE_ENV, env)
+    config = Config(file=file_config, secrets=secrets, tunables=tunables, source=source)
+    _check_consistency(config)
+    return config
+
+
+def _check_consistency(config: Config) -> None:
+    """Cross-field rules that a schema alone cannot express; fail fast at startup."""
+    names = [w.name for w in config.file.watches]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigError(f"{config.source}: watch names must be unique; repeated: {', '.join(duplicates)}")
+    for index, watch in enumerate(config.file.watches):
+        if watch.interval <= 0:
+            raise ConfigError(f"{config.source}: 'watches[{index}].interval' must be greater than 0")
+
+
+def require_webhook_token(config: Config) -> str | None:
+    """The token the service must check, or None when auth is explicitly off."""
+    if not config.file.server.auth:
+        return None
+    token = config.secrets.webhook_token
+    if token is None or not token.get_secret_value():
+        raise ConfigError(
+            f"{config.source}: server.auth is true but {SECRET_ENV['webhook_token']} is not set; "
+            "set it (the bearer token Alertmanager sends) or set server.auth: false to opt out"
+        )
+    return token.get_secret_value()

@@ -1,0 +1,127 @@
+"""``agentic-obs demo``: the main job, end to end on embedded defaults.
+
+Starts a synthetic shop exporter, a real Prometheus scraping it with alert rules, a real Alertmanager
+routed to the service, and the service itself (webhook + one PromQL watch). A CPU-hog fault is
+injected into carts after ~30 s; the demo prints every incident report as it arrives and exits 0
+once all incidents have resolved (or 1 if that has not happened within the time limit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import tempfile
+import time
+from importlib import resources
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from agentic_observability.config import Config, FileConfig, Secrets
+from agentic_observability.demo.shop import ShopCollector, shop_app
+from agentic_observability.demo.stack import ManagedProcess, free_port, start_alertmanager, start_prometheus
+from agentic_observability.webhook import init_app
+
+FAULT_AT = 30.0
+FAULT_FOR = 45.0
+TIME_LIMIT = 180.0
+
+
+def _say(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+def demo_config(workdir: Path, prometheus_url: str, port: int, token: str) -> Config:
+    file = FileConfig.model_validate({
+        "server": {"host": "127.0.0.1", "port": port},
+        "prometheus": {"url": prometheus_url, "timeout": "5s"},
+        "storage": {"path": str(workdir / "state")},
+        "investigation": {"evidence_window": "5m"},
+        "watches": [{"name": "CartsCpuSaturated", "query": 'shop_cpu_usage_ratio{service="carts"}',
+                     "interval": "2s", "for": "4s", "above": 0.8, "resolve_after": 2}],
+    })
+    return Config(file=file, secrets=Secrets.model_validate({"webhook_token": token}), source="<demo>")
+
+
+async def _start_site(app: web.Application, port: int) -> web.AppRunner:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner
+
+
+def print_report(incident: dict) -> None:  # type: ignore[type-arg]
+    report = incident.get("report") or {}
+    _say(f"incident {incident['id']} [{incident['status']}] {incident['title']}")
+    for line in str(report.get("summary", "(no report yet)")).splitlines():
+        print(f"    {line}", flush=True)
+
+
+async def _watch_incidents(api: str, token: str, deadline: float) -> bool:
+    """Print each report as it appears or changes; True once every incident seen has resolved."""
+    shown: dict[str, float] = {}
+    headers = {"Authorization": f"Bearer {token}"}
+    async with aiohttp.ClientSession(headers=headers) as http:
+        while time.monotonic() < deadline:
+            async with http.get(f"{api}/api/v1/incidents") as response:
+                incidents = (await response.json())["incidents"]
+            for incident in reversed(incidents):
+                generated = (incident.get("report") or {}).get("generated_at")
+                if generated and shown.get(incident["id"]) != generated:
+                    shown[incident["id"]] = generated
+                    print_report(incident)
+            everyone_done = all((i.get("report") or {}).get("status") == "resolved" for i in incidents)
+            if incidents and everyone_done and len(shown) == len(incidents):
+                return True
+            await asyncio.sleep(1.0)
+    return False
+
+
+async def run_demo(keep_running: bool = False) -> int:
+    workdir = Path(tempfile.mkdtemp(prefix="agentic-obs-demo-"))
+    token = secrets.token_urlsafe(24)
+    procs: list[ManagedProcess] = []
+    runners: list[web.AppRunner] = []
+    try:
+        shop_port, service_port = free_port(), free_port()
+        runners.append(await _start_site(shop_app(ShopCollector(FAULT_AT, FAULT_FOR)), shop_port))
+        _say(f"shop exporter on http://127.0.0.1:{shop_port}/metrics; carts CPU hog in {FAULT_AT:.0f}s")
+        service_url = f"http://127.0.0.1:{service_port}"
+        am = await asyncio.to_thread(
+            start_alertmanager, workdir / "alertmanager", f"{service_url}/api/v1/webhook/alertmanager", token
+        )
+        procs.append(am)
+        rules = workdir / "rules.yml"
+        rules.write_text(resources.files("agentic_observability.demo").joinpath("rules.yml").read_text())
+        prom = await asyncio.to_thread(
+            start_prometheus, workdir / "prometheus", [f"127.0.0.1:{shop_port}"], [rules], am.url
+        )
+        procs.append(prom)
+        _say(f"prometheus {prom.url}  alertmanager {am.url}  (state in {workdir})")
+        config = demo_config(workdir, prom.url, service_port, token)
+        runners.append(await _start_site(init_app(config), service_port))
+        _say(f"agentic-obs on {service_url} (API docs {service_url}/docs); waiting for incidents ...")
+        if keep_running:
+            return await _keep_running(service_url, token, prom, am)
+        done = await _watch_incidents(service_url, token, time.monotonic() + TIME_LIMIT)
+        if done:
+            _say("all incidents resolved; demo finished")
+            return 0
+        _say(f"incidents did not all resolve within {TIME_LIMIT:.0f}s; logs in {workdir}")
+        return 1
+    finally:
+        for runner in reversed(runners):
+            await runner.cleanup()
+        for proc in reversed(procs):
+            proc.stop()
+
+
+async def _keep_running(service_url: str, token: str, prom: ManagedProcess, am: ManagedProcess) -> int:
+    _say(f"stack is up: service {service_url}, prometheus {prom.url}, alertmanager {am.url}; Ctrl-C stops it")
+    _say(f"try: curl -H 'Authorization: Bearer {token}' {service_url}/api/v1/incidents  (demo-only token)")
+    try:
+        while True:
+            await asyncio.sleep(3600)
+    except asyncio.CancelledError:
+        return 0

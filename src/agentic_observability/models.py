@@ -1,0 +1,208 @@
+"""Domain objects shared by every layer. Frozen dataclasses; JSON conversion lives beside them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+AlertStatus = Literal["firing", "resolved"]
+IncidentStatus = Literal["firing", "resolved"]
+
+
+def label_fingerprint(labels: Mapping[str, str]) -> str:
+    """A stable fingerprint of a label set, for alerts that arrive without Alertmanager's own."""
+    canonical = json.dumps(sorted(labels.items()), separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def iso_time(ts: float | None) -> str | None:
+    """Unix seconds as an RFC 3339 UTC string (what people and Grafana read)."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One alert as Alertmanager (or a watch) reported it. Times are unix seconds."""
+
+    status: AlertStatus
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+    starts_at: float
+    ends_at: float | None
+    generator_url: str
+    fingerprint: str
+
+    @property
+    def name(self) -> str:
+        return self.labels.get("alertname", "unnamed")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["labels"] = dict(self.labels)
+        data["annotations"] = dict(self.annotations)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Alert:
+        return cls(
+            status=data["status"],
+            labels=dict(data["labels"]),
+            annotations=dict(data["annotations"]),
+            starts_at=float(data["starts_at"]),
+            ends_at=None if data.get("ends_at") is None else float(data["ends_at"]),
+            generator_url=data.get("generator_url", ""),
+            fingerprint=data["fingerprint"],
+        )
+
+
+@dataclass(frozen=True)
+class AcceptedAlert:
+    """An alert with the group it arrived in: the unit the inbox stores durably."""
+
+    group_key: str
+    source: Literal["alertmanager", "watch"]
+    alert: Alert
+    group_labels: Mapping[str, str] = field(default_factory=dict)
+    external_url: str = ""
+
+    @property
+    def dedup_key(self) -> str:
+        """Same key for a retried or repeated delivery of the same alert state, so it is stored once."""
+        a = self.alert
+        ends = a.ends_at if a.status == "resolved" else None
+        raw = json.dumps([self.group_key, a.fingerprint, a.status, a.starts_at, ends])
+        return hashlib.sha256(raw.encode()).hexdigest()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "group_key": self.group_key,
+            "source": self.source,
+            "alert": self.alert.to_dict(),
+            "group_labels": dict(self.group_labels),
+            "external_url": self.external_url,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AcceptedAlert:
+        return cls(
+            group_key=data["group_key"],
+            source=data["source"],
+            alert=Alert.from_dict(data["alert"]),
+            group_labels=dict(data.get("group_labels", {})),
+            external_url=data.get("external_url", ""),
+        )
+
+
+@dataclass(frozen=True)
+class SeriesSummary:
+    """What one returned series looked like over the evidence window."""
+
+    labels: Mapping[str, str]
+    points: int
+    first: float
+    last: float
+    minimum: float
+    maximum: float
+    mean: float
+    peak_at: float
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """The result of one PromQL query run to support (or refute) a claim."""
+
+    query: str
+    start: float
+    end: float
+    step: float
+    series: tuple[SeriesSummary, ...] = ()
+    explore_url: str = ""
+    error: str = ""
+    error_kind: str = ""  # "" | "query" (the PromQL is invalid) | "unavailable" (try again later)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["series"] = [dict(asdict(s), labels=dict(s.labels)) for s in self.series]
+        return data
+
+
+@dataclass(frozen=True)
+class Report:
+    """What the pipeline concluded about an incident."""
+
+    summary: str
+    status: IncidentStatus
+    facts: Mapping[str, Any]
+    evidence: tuple[Evidence, ...]
+    hypotheses: tuple[Mapping[str, Any], ...]
+    reasoner: str
+    reasoner_note: str
+    generated_at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "summary": self.summary,
+            "status": self.status,
+            "facts": dict(self.facts),
+            "evidence": [e.to_dict() for e in self.evidence],
+            "hypotheses": [dict(h) for h in self.hypotheses],
+            "reasoner": self.reasoner,
+            "reasoner_note": self.reasoner_note,
+            "generated_at": self.generated_at,
+        }
+
+
+@dataclass(frozen=True)
+class Incident:
+    """An alert group (or a watch episode) while it fires, and after it resolves."""
+
+    id: str
+    group_key: str
+    source: str
+    status: IncidentStatus
+    title: str
+    labels: Mapping[str, str]
+    started_at: float
+    resolved_at: float | None
+    alerts: tuple[Alert, ...] = ()
+    report: Mapping[str, Any] | None = None
+    similar_incidents: tuple[Mapping[str, Any], ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "status": self.status,
+            "title": self.title,
+            "labels": dict(self.labels),
+            "source": self.source,
+            "group_key": self.group_key,
+            "started_at": iso_time(self.started_at),
+            "resolved_at": iso_time(self.resolved_at),
+            "alerts": [a.to_dict() for a in self.alerts],
+            "report": None if self.report is None else dict(self.report),
+            "similar_incidents": [dict(s) for s in self.similar_incidents],
+        }
+
+
+@dataclass(frozen=True)
+class Series:
+    """One time series returned by a range query: labels plus aligned timestamps and values."""
+
+    labels: Mapping[str, str]
+    timestamps: tuple[float, ...]
+    values: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One instant-vector element."""
+
+    labels: Mapping[str, str]
+    timestamp: float
+    value: float

@@ -1,0 +1,25 @@
+"""The incident pipeline: one module per stage and a straight-line ``run()``.
+
+Stages present today: investigate (evidence from the alert's own PromQL) and reason (rules report).
+Detection, recall and actions arrive with their issues; each plugs in here as one more line.
+"""
+
+from __future__ import annotations
+
+import time
+
+from agentic_observability.models import Incident, Report
+from agentic_observability.pipeline import investigate, reason
+from agentic_observability.pipeline.ports import MetricsSource, PipelineDeps
+
+__all__ = ["MetricsSource", "PipelineDeps", "run"]
+
+
+async def run(incident: Incident, deps: PipelineDeps, now: float | None = None) -> Report:
+    """Analyse one incident end to end and return its report. Never raises for a dependency outage:
+    the report says what could not be checked instead."""
+    moment = time.time() if now is None else now
+    with deps.stage_timer("investigate"):
+        evidence = await investigate.alert_evidence(incident, deps.metrics, moment, deps.evidence_window)
+    with deps.stage_timer("reason"):
+        return reason.rules_report(incident, evidence, moment)

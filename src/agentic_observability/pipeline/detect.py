@@ -1,0 +1,58 @@
+"""Detection stage: decide when a watched series' behaviour is an incident episode (pure, no I/O).
+
+Today a watch has a static ``above``/``below`` threshold. An episode opens once the breach has
+lasted ``for`` seconds (one incident per episode, not per sample) and closes after
+``resolve_after`` consecutive clean polls (hysteresis, so a flapping series does not page twice).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Transition = Literal["open", "close"] | None
+
+
+def breaches(value: float, above: float | None, below: float | None) -> bool:
+    return (above is not None and value > above) or (below is not None and value < below)
+
+
+@dataclass
+class EpisodeState:
+    breaching_since: float | None = None
+    active: bool = False
+    clean_polls: int = 0
+    opened_at: float | None = None
+
+
+class EpisodeTracker:
+    """One state per series; ``observe`` returns "open"/"close" when an episode starts or ends."""
+
+    def __init__(self, hold_for: float, resolve_after: int) -> None:
+        self.hold_for = hold_for
+        self.resolve_after = resolve_after
+        self.states: dict[str, EpisodeState] = {}
+
+    def mark_active(self, key: str, opened_at: float) -> None:
+        """Seed an episode that was open before a restart, so it can still close."""
+        self.states[key] = EpisodeState(breaching_since=opened_at, active=True, opened_at=opened_at)
+
+    def observe(self, key: str, breaching: bool, now: float) -> Transition:
+        state = self.states.setdefault(key, EpisodeState())
+        if breaching:
+            state.clean_polls = 0
+            if state.breaching_since is None:
+                state.breaching_since = now
+            if not state.active and now - state.breaching_since >= self.hold_for:
+                state.active, state.opened_at = True, state.breaching_since
+                return "open"
+            return None
+        state.breaching_since = None
+        if not state.active:
+            self.states.pop(key, None)
+            return None
+        state.clean_polls += 1
+        if state.clean_polls >= self.resolve_after:
+            self.states.pop(key, None)
+            return "close"
+        return None

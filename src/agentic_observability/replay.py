@@ -1,0 +1,43 @@
+"""``agentic-obs replay FILE``: run a recorded webhook body through the same path a live one takes
+(parse -> inbox -> incident -> pipeline) and return the reports, without starting the HTTP server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from agentic_observability import pipeline
+from agentic_observability.config import Config
+from agentic_observability.errors import BadInputError
+from agentic_observability.integrations.prometheus import PrometheusClient
+from agentic_observability.store import Store
+from agentic_observability.webhook.schema import parse_webhook
+
+
+async def replay_file(path: Path, config: Config, storage: str) -> list[dict[str, Any]]:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise BadInputError(f"{path}: cannot read: {exc.strerror or exc}", field=str(path)) from exc
+    alerts = parse_webhook(raw)
+    store = await Store.open(storage)
+    try:
+        await store.accept(alerts)
+        jobs = await store.ingest_pending()
+        async with aiohttp.ClientSession() as session:
+            prometheus = PrometheusClient(config.file.prometheus.url, session, config.file.prometheus.timeout)
+            deps = pipeline.PipelineDeps(metrics=prometheus, evidence_window=config.file.investigation.evidence_window)
+            reports = []
+            for job in jobs:
+                incident = await store.get_incident(job.incident_id)
+                if incident is None:
+                    continue
+                report = await pipeline.run(incident, deps)
+                await store.save_report(incident.id, report.to_dict())
+                await store.finish_job(job.id)
+                reports.append({"incident_id": incident.id, **report.to_dict()})
+        return reports
+    finally:
+        await store.close()

@@ -1,0 +1,177 @@
+"""The service's own telemetry: Prometheus metrics, OpenTelemetry spans and JSON logs.
+
+Metrics live in a registry owned by each app instance (tests build many apps in one process).
+Logs are JSON lines carrying the incident id as correlation id (set with ``correlation()``), and
+every secret value known to the config is scrubbed from them before they are written.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+SERVICE_NAME = "agentic-observability"
+_incident_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("incident_id", default=None)
+_STAGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+
+
+class Metrics:
+    """Every metric the service exports, registered on its own registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.alerts_received = Counter(
+            "agentic_obs_alerts_received", "Alerts in valid webhook bodies, duplicates included.", ["status"], registry=r
+        )
+        self.alerts_duplicate = Counter(
+            "agentic_obs_alerts_duplicate", "Alerts already stored (retries, repeat notifications).", registry=r
+        )
+        self.webhook_requests = Counter(
+            "agentic_obs_webhook_requests", "Webhook requests by HTTP status code.", ["code"], registry=r
+        )
+        self.webhook_latency = Histogram(
+            "agentic_obs_webhook_duration_seconds", "Webhook handling time, commit included.",
+            buckets=_REQUEST_BUCKETS, registry=r,
+        )
+        self.incidents_opened = Counter(
+            "agentic_obs_incidents_opened", "Incidents opened, by source.", ["source"], registry=r
+        )
+        self.incidents_open = Gauge("agentic_obs_incidents_open", "Incidents currently firing.", registry=r)
+        self.queue_depth = Gauge(
+            "agentic_obs_queue_depth", "Work not yet done: inbox rows, pipeline jobs, outbox actions.",
+            ["queue"], registry=r,
+        )
+        self.stage_latency = Histogram(
+            "agentic_obs_stage_duration_seconds", "Pipeline stage latency.", ["stage"],
+            buckets=_STAGE_BUCKETS, registry=r,
+        )
+        self.errors = Counter("agentic_obs_errors", "Errors by component.", ["component"], registry=r)
+        self.watch_evaluations = Counter(
+            "agentic_obs_watch_evaluations", "Watch polls by outcome.", ["watch", "outcome"], registry=r
+        )
+        self.breaker_open = Gauge(
+            "agentic_obs_circuit_breaker_open", "1 while a dependency's circuit breaker is open.",
+            ["dependency"], registry=r,
+        )
+
+    def snapshot(self) -> dict[str, Any]:
+        """The metrics as plain JSON (for ``/api/v1/metrics``)."""
+        out: dict[str, Any] = {}
+        for family in self.registry.collect():
+            for sample in family.samples:
+                if sample.name.endswith("_created"):
+                    continue
+                key = sample.name + _label_suffix(sample.labels)
+                out[key] = sample.value
+        return out
+
+
+def _label_suffix(labels: Mapping[str, str]) -> str:
+    if not labels:
+        return ""
+    return "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
+
+
+@contextmanager
+def correlation(incident_id: str | None) -> Iterator[None]:
+    """Tag every log line (and span) emitted inside with this incident id."""
+    token = _incident_id.set(incident_id)
+    try:
+        yield
+    finally:
+        _incident_id.reset(token)
+
+
+class StageTimer:
+    """Times a pipeline stage into the histogram and wraps it in an OpenTelemetry span."""
+
+    def __init__(self, metrics: Metrics, tracer: trace.Tracer) -> None:
+        self._metrics = metrics
+        self._tracer = tracer
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        started = time.perf_counter()
+        with self._tracer.start_as_current_span(f"pipeline.{stage}") as span:
+            incident_id = _incident_id.get()
+            if incident_id:
+                span.set_attribute("incident.id", incident_id)
+            try:
+                yield
+            finally:
+                self._metrics.stage_latency.labels(stage).observe(time.perf_counter() - started)
+
+
+class JsonFormatter(logging.Formatter):
+    def __init__(self, secrets: Sequence[str] = ()) -> None:
+        super().__init__()
+        self._secrets = [s for s in secrets if s]
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        incident_id = _incident_id.get()
+        if incident_id:
+            entry["incident_id"] = incident_id
+        extra = getattr(record, "fields", None)
+        if isinstance(extra, dict):
+            entry.update(extra)
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return self._scrub(json.dumps(entry, default=str))
+
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
+def setup_logging(secrets: Sequence[str] = (), level: str | None = None) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter(secrets))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel((level or os.environ.get("AGENTIC_OBS_LOG_LEVEL", "INFO")).upper())
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+_provider_configured = False
+
+
+def setup_tracing(environ: Mapping[str, str]) -> trace.Tracer:
+    """A tracer; spans are exported by OTLP/HTTP only when OTEL_EXPORTER_OTLP_ENDPOINT is set."""
+    global _provider_configured
+    if not _provider_configured:
+        resource = Resource.create({"service.name": environ.get("OTEL_SERVICE_NAME", SERVICE_NAME)})
+        provider = TracerProvider(resource=resource)
+        if environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        trace.set_tracer_provider(provider)
+        _provider_configured = True
+    return trace.get_tracer(SERVICE_NAME)
+
+
+def log_fields(**fields: Any) -> dict[str, Any]:
+    """``logger.info("...", extra=log_fields(key=value))`` puts structured fields in the JSON line."""
+    return {"fields": fields}

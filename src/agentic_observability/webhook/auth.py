@@ -1,0 +1,48 @@
+"""Bearer-token or basic-auth check for the webhook and the incident API.
+
+Alertmanager sends either ``Authorization: Bearer <token>`` (http_config.authorization) or basic auth
+(http_config.basic_auth); for basic auth the password must equal the token (any username). Both
+comparisons are constant-time. Health, metrics and the API description stay open for probes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+
+from aiohttp import web
+
+from agentic_observability.webhook.keys import TOKEN
+
+OPEN_PATHS = frozenset({"/api/v1/health", "/api/v1/health/ready", "/metrics", "/api/v1/openapi.json", "/docs"})
+
+
+def credentials_valid(header: str, token: str) -> bool:
+    scheme, _, value = header.partition(" ")
+    value = value.strip()
+    expected = token.encode()
+    if scheme.lower() == "bearer":
+        return hmac.compare_digest(value.encode(), expected)
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            return False
+        _, _, password = decoded.partition(b":")
+        return hmac.compare_digest(password, expected)
+    return False
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+    token = request.app.get(TOKEN)
+    if token is None or request.path in OPEN_PATHS or not request.path.startswith("/api/"):
+        return await handler(request)
+    if not credentials_valid(request.headers.get("Authorization", ""), token):
+        return web.json_response(
+            {"error": "unauthorized", "detail": "send 'Authorization: Bearer <token>' or basic auth"},
+            status=401,
+            headers={"WWW-Authenticate": 'Bearer realm="agentic-obs", Basic realm="agentic-obs"'},
+        )
+    return await handler(request)

@@ -1,0 +1,137 @@
+"""The OpenAPI 3.1 document (a test checks it lists exactly the app's routes) and the /docs page."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from agentic_observability import __version__
+
+routes = web.RouteTableDef()
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+_SECURED = [{"bearer": []}, {"basic": []}]
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    text = {400: "Malformed request; `field` names what was wrong", 401: "Missing or invalid credentials",
+            404: "Not found", 413: "Body larger than server.max_body_bytes",
+            502: "Prometheus failed", 503: "Store unavailable; retry"}
+    return {str(c): _json(_ERROR, text[c]) for c in codes}
+
+
+def _op(summary: str, responses: dict[str, Any], secured: bool = True, **extra: Any) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "responses": responses, **extra}
+    if secured:
+        op["security"] = _SECURED
+    return op
+
+
+_INCIDENT_ID = {"name": "incident_id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+PATHS: dict[str, dict[str, Any]] = {
+    "/api/v1/webhook/alertmanager": {"post": _op(
+        "Receive an Alertmanager webhook (v4)",
+        {"202": _json({"type": "object", "properties": {"accepted": {"type": "integer"},
+                                                         "duplicates": {"type": "integer"}}},
+                      "Alerts durably stored"), **_errors(400, 401, 413, 503)},
+        requestBody={"required": True, "content": {"application/json": {
+            "schema": {"$ref": "#/components/schemas/AlertmanagerWebhook"}}}},
+    )},
+    "/api/v1/incidents": {"get": _op(
+        "List incidents, newest first",
+        {"200": _json({"type": "object", "properties": {"incidents": {
+            "type": "array", "items": {"$ref": "#/components/schemas/Incident"}}}}, "Incidents"),
+         **_errors(400, 401)},
+        parameters=[
+            {"name": "status", "in": "query", "schema": {"type": "string", "enum": ["firing", "resolved"]}},
+            {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
+        ],
+    )},
+    "/api/v1/incidents/{incident_id}": {"get": _op(
+        "One incident with its alerts and report",
+        {"200": _json({"$ref": "#/components/schemas/Incident"}, "The incident"), **_errors(401, 404)},
+        parameters=[_INCIDENT_ID],
+    )},
+    "/api/v1/analyze": {"post": _op(
+        "Ad-hoc analysis of a PromQL query over a time range (default: the last hour)",
+        {"200": _json({"type": "object"}, "Evidence summary"), **_errors(400, 401, 502)},
+        requestBody={"required": True, "content": {"application/json": {"schema": {
+            "type": "object", "required": ["query"], "additionalProperties": False,
+            "properties": {"query": {"type": "string", "minLength": 1}, "start": {"type": "number"},
+                           "end": {"type": "number"}}}}}},
+    )},
+    "/api/v1/health": {"get": _op("Liveness", {"200": _json({"type": "object"}, "Alive")}, secured=False)},
+    "/api/v1/health/ready": {"get": _op(
+        "Readiness: store, Prometheus, memory", {"200": _json({"type": "object"}, "Ready or degraded"),
+                                                 "503": _json({"type": "object"}, "Store unavailable")},
+        secured=False)},
+    "/metrics": {"get": _op("Prometheus exposition of the service's own metrics",
+                            {"200": {"description": "text/plain exposition"}}, secured=False)},
+    "/api/v1/metrics": {"get": _op("The same metrics as JSON", {"200": _json({"type": "object"}, "Metrics")},
+                                   secured=False)},
+    "/api/v1/openapi.json": {"get": _op("This document", {"200": _json({"type": "object"}, "OpenAPI")},
+                                        secured=False)},
+    "/docs": {"get": _op("Interactive API docs", {"200": {"description": "HTML"}}, secured=False)},
+}
+
+_LABELS = {"type": "object", "additionalProperties": {"type": "string"}}
+SCHEMAS: dict[str, Any] = {
+    "Error": {"type": "object", "required": ["error", "detail"], "properties": {
+        "error": {"type": "string"}, "detail": {"type": "string"}, "field": {"type": "string"}}},
+    "AlertmanagerWebhook": {"type": "object", "required": ["version", "groupKey", "status", "alerts"],
+                            "properties": {
+        "version": {"type": "string", "enum": ["4"]}, "groupKey": {"type": "string", "minLength": 1},
+        "status": {"type": "string", "enum": ["firing", "resolved"]}, "receiver": {"type": "string"},
+        "groupLabels": _LABELS, "commonLabels": _LABELS, "commonAnnotations": _LABELS,
+        "externalURL": {"type": "string"}, "truncatedAlerts": {"type": "integer"},
+        "alerts": {"type": "array", "minItems": 1, "items": {"type": "object",
+                   "required": ["status", "labels", "startsAt"], "properties": {
+            "status": {"type": "string", "enum": ["firing", "resolved"]}, "labels": _LABELS,
+            "annotations": _LABELS, "startsAt": {"type": "string", "format": "date-time"},
+            "endsAt": {"type": "string", "format": "date-time"}, "generatorURL": {"type": "string"},
+            "fingerprint": {"type": "string"}}}}}},
+    "Incident": {"type": "object", "required": ["id", "status", "title", "labels", "started_at", "resolved_at",
+                                                "report", "similar_incidents"], "properties": {
+        "id": {"type": "string"}, "status": {"type": "string", "enum": ["firing", "resolved"]},
+        "title": {"type": "string"}, "labels": _LABELS, "source": {"type": "string"},
+        "started_at": {"type": "string", "format": "date-time"},
+        "resolved_at": {"type": ["string", "null"], "format": "date-time"},
+        "report": {"type": ["object", "null"]}, "similar_incidents": {"type": "array"},
+        "alerts": {"type": "array"}}},
+}
+
+
+def document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "agentic-observability", "version": __version__,
+                 "description": "Prometheus/Grafana-native incident analyst."},
+        "paths": PATHS,
+        "components": {"schemas": SCHEMAS, "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer"}, "basic": {"type": "http", "scheme": "basic"}}},
+    }
+
+
+@routes.get("/api/v1/openapi.json")
+async def openapi_json(request: web.Request) -> web.Response:
+    return web.json_response(document())
+
+
+_DOCS_HTML = """<!doctype html>
+<html><head><meta charset="utf-8"><title>agentic-observability API</title>
+<link rel="stylesheet" href="https://unpkg.com/swagger-ui-dist@5/swagger-ui.css"></head>
+<body><div id="ui"><noscript>The machine-readable API is at /api/v1/openapi.json.</noscript></div>
+<script src="https://unpkg.com/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
+<script>SwaggerUIBundle({url: "/api/v1/openapi.json", dom_id: "#ui"});</script></body></html>
+"""
+
+
+@routes.get("/docs")
+async def docs(request: web.Request) -> web.Response:
+    return web.Response(text=_DOCS_HTML, content_type="text/html")

@@ -1,0 +1,123 @@
+"""PromQL watches polled on their own schedule (with jitter, so many watches don't fire in lockstep).
+
+Each returned series is tracked separately; when an episode opens or closes the poller commits a
+synthetic firing/resolved alert to the same inbox the webhook uses, so watches and Alertmanager
+alerts share one path (dedup, incidents, jobs, restart safety).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from urllib.parse import urlencode
+
+from agentic_observability.config import WatchConfig
+from agentic_observability.errors import AgenticObsError
+from agentic_observability.integrations.prometheus import PrometheusClient
+from agentic_observability.models import AcceptedAlert, Alert, label_fingerprint
+from agentic_observability.pipeline.detect import EpisodeTracker, breaches
+from agentic_observability.store import Store
+from agentic_observability.telemetry import Metrics
+
+log = logging.getLogger(__name__)
+JITTER = 0.1
+
+
+def watch_expression(watch: WatchConfig) -> str:
+    """The rule the watch applies, as PromQL (what the evidence stage will recover and plot)."""
+    if watch.above is not None:
+        return f"({watch.query}) > {watch.above:g}"
+    if watch.below is not None:
+        return f"({watch.query}) < {watch.below:g}"
+    return watch.query
+
+
+def watch_group_key(watch: WatchConfig, labels: Mapping[str, str]) -> str:
+    return f"watch:{watch.name}:{label_fingerprint(labels)}"
+
+
+class WatchPoller:
+    def __init__(
+        self,
+        watch: WatchConfig,
+        prometheus: PrometheusClient,
+        store: Store,
+        metrics: Metrics,
+        on_commit: Callable[[], None] | None = None,
+    ) -> None:
+        self.watch = watch
+        self._prometheus = prometheus
+        self._store = store
+        self._metrics = metrics
+        self.tracker = EpisodeTracker(watch.for_, watch.resolve_after)
+        self._labels: dict[str, dict[str, str]] = {}
+        self._notify = on_commit
+
+    async def resume(self) -> None:
+        """Reopen tracking for episodes that were still open when the service stopped."""
+        for group_key in await self._store.open_incidents_by_group("watch"):
+            prefix = f"watch:{self.watch.name}:"
+            if group_key.startswith(prefix):
+                self.tracker.mark_active(group_key, time.time())
+
+    async def run_forever(self) -> None:
+        await asyncio.sleep(random.uniform(0, self.watch.interval * JITTER))
+        while True:
+            await self.poll_once()
+            await asyncio.sleep(self.watch.interval * random.uniform(1 - JITTER, 1 + JITTER))
+
+    async def poll_once(self, now: float | None = None) -> int:
+        """One evaluation; returns how many alerts (opens + closes) it committed."""
+        moment = time.time() if now is None else now
+        try:
+            samples = await self._prometheus.query(self.watch.query, at=moment)
+        except AgenticObsError as exc:
+            self._metrics.watch_evaluations.labels(self.watch.name, "error").inc()
+            log.warning("watch %s: query failed: %s", self.watch.name, exc)
+            return 0
+        self._metrics.watch_evaluations.labels(self.watch.name, "ok").inc()
+        changes: list[AcceptedAlert] = []
+        seen: set[str] = set()
+        for sample in samples:
+            key = watch_group_key(self.watch, sample.labels)
+            seen.add(key)
+            self._labels[key] = dict(sample.labels)
+            hit = breaches(sample.value, self.watch.above, self.watch.below)
+            changes.extend(self._transition(key, hit, moment, sample.value))
+        for key in [k for k in self.tracker.states if k not in seen]:
+            changes.extend(self._transition(key, False, moment, None))  # series vanished: counts as clean
+        if changes:
+            await self._store.accept(changes)
+            if self._notify is not None:
+                self._notify()
+        return len(changes)
+
+    def _transition(self, key: str, hit: bool, now: float, value: float | None) -> list[AcceptedAlert]:
+        before = self.tracker.states.get(key)
+        opened_before = before.opened_at if before else None
+        change = self.tracker.observe(key, hit, now)
+        if change == "open":
+            return [self._alert(key, "firing", self.tracker.states[key].opened_at or now, now, value)]
+        if change == "close":
+            return [self._alert(key, "resolved", opened_before or now, now, value)]
+        return []
+
+    def _alert(self, key: str, status: str, starts: float, now: float, value: float | None) -> AcceptedAlert:
+        series_labels = self._labels.get(key, {})
+        labels = {**series_labels, "alertname": self.watch.name, "watch": self.watch.name}
+        labels.pop("__name__", None)
+        shown = "" if value is None else f" (value {value:.4g})"
+        expr = watch_expression(self.watch)
+        alert = Alert(
+            status="firing" if status == "firing" else "resolved",
+            labels=labels,
+            annotations={"summary": f"watch {self.watch.name}: {expr}{shown}"},
+            starts_at=starts,
+            ends_at=now if status == "resolved" else None,
+            generator_url=f"{self._prometheus.base_url}/graph?{urlencode({'g0.expr': expr})}",
+            fingerprint=label_fingerprint(labels),
+        )
+        return AcceptedAlert(group_key=key, source="watch", alert=alert, group_labels=labels)

@@ -1,0 +1,135 @@
+"""Background work, off the request path.
+
+* the ingest loop turns committed inbox rows into incident changes and pipeline jobs;
+* N pipeline workers run ``pipeline.run()`` per job. Jobs are sharded by incident id, so the jobs of
+  one incident run in order (analyze before resolve) while different incidents run in parallel.
+
+On start, everything the store still has pending (inbox rows, unfinished jobs) is resumed: an alert
+acknowledged before a crash is processed after the restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from agentic_observability import pipeline
+from agentic_observability.errors import StoreError
+from agentic_observability.pipeline.ports import PipelineDeps
+from agentic_observability.store import Job, Store
+from agentic_observability.telemetry import Metrics, correlation, log_fields
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 5
+INGEST_POLL_SECONDS = 1.0  # safety net: the webhook wakes the loop at once, this catches anything missed
+
+class Workers:
+    def __init__(self, store: Store, deps: PipelineDeps, metrics: Metrics, count: int) -> None:
+        self._store = store
+        self._deps = deps
+        self._metrics = metrics
+        self._queues: list[asyncio.Queue[Job]] = [asyncio.Queue() for _ in range(count)]
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._busy = 0
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def start(self) -> None:
+        for job in await self._store.pending_jobs():
+            self._enqueue(job)
+        self._wake.set()  # drain inbox rows left from before a restart
+        self._tasks.append(asyncio.create_task(self._ingest_loop(), name="ingest"))
+        for index, queue in enumerate(self._queues):
+            self._tasks.append(asyncio.create_task(self._worker(queue), name=f"pipeline-{index}"))
+
+    async def stop(self, deadline: float) -> None:
+        """Let queued work finish until ``deadline`` seconds pass; what is left stays pending in the store."""
+        ingest = self._tasks[0] if self._tasks else None
+        if ingest is not None:
+            ingest.cancel()
+        loop = asyncio.get_running_loop()
+        until = loop.time() + deadline
+        while loop.time() < until and (self._busy or any(not q.empty() for q in self._queues)):
+            await asyncio.sleep(0.05)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    @property
+    def idle(self) -> bool:
+        return not self._busy and all(q.empty() for q in self._queues)
+
+    def _enqueue(self, job: Job) -> None:
+        self._queues[int(job.incident_id) % len(self._queues)].put_nowait(job)
+
+    async def _ingest_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), INGEST_POLL_SECONDS)
+            self._wake.clear()
+            try:
+                await self._ingest_all()
+            except StoreError as exc:
+                self._metrics.errors.labels("ingest").inc()
+                log.error("ingest failed, will retry: %s", exc)
+            except Exception:
+                self._metrics.errors.labels("ingest").inc()
+                log.exception("ingest failed unexpectedly, will retry")
+                await asyncio.sleep(INGEST_POLL_SECONDS)
+
+    async def _ingest_all(self) -> None:
+        while True:
+            jobs = await self._store.ingest_pending()
+            for job in jobs:
+                if job.kind == "analyze":
+                    self._metrics.incidents_opened.labels(job.source).inc()
+                self._enqueue(job)
+            if not jobs and not await self._has_pending_inbox():
+                return
+
+    async def _has_pending_inbox(self) -> bool:
+        return (await self._store.counts())["inbox_pending"] > 0
+
+    async def _worker(self, queue: asyncio.Queue[Job]) -> None:
+        while True:
+            job = await queue.get()
+            self._busy += 1
+            try:
+                await self._run_job(job)
+            finally:
+                self._busy -= 1
+
+    async def _run_job(self, job: Job) -> None:
+        with correlation(job.incident_id):
+            incident = await self._store.get_incident(job.incident_id)
+            if incident is None:
+                await self._store.finish_job(job.id, error="incident vanished")
+                return
+            started = time.perf_counter()
+            try:
+                report = await pipeline.run(incident, self._deps)
+                await self._store.save_report(incident.id, report.to_dict())
+            except asyncio.CancelledError:
+                raise  # shutdown: the job stays pending and resumes after restart
+            except Exception as exc:
+                await self._failed(job, exc)
+                return
+            await self._store.finish_job(job.id)
+            log.info("report written", extra=log_fields(job=job.kind, seconds=round(time.perf_counter() - started, 3)))
+
+    async def _failed(self, job: Job, exc: Exception) -> None:
+        self._metrics.errors.labels("pipeline").inc()
+        give_up = job.attempts + 1 >= MAX_ATTEMPTS
+        log.exception("pipeline failed (attempt %d of %d)", job.attempts + 1, MAX_ATTEMPTS)
+        await self._store.finish_job(job.id, error=f"{type(exc).__name__}: {exc}", give_up=give_up)
+        if not give_up:
+            asyncio.get_running_loop().call_later(
+                min(2.0 ** job.attempts, 60.0), self._enqueue,
+                Job(job.id, job.incident_id, job.kind, job.attempts + 1),
+            )
