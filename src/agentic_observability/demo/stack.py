@@ -114,8 +114,10 @@ def start_prometheus(
     if alertmanager_url:
         target = alertmanager_url.split("://", 1)[-1].rstrip("/")
         config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [target]}]}]}
+    jobs = [{"job_name": "prometheus", "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}]
     if scrape_targets:
-        config["scrape_configs"] = [{"job_name": "shop", "static_configs": [{"targets": scrape_targets}]}]
+        jobs.append({"job_name": "shop", "static_configs": [{"targets": scrape_targets}]})
+    config["scrape_configs"] = jobs
     (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
     argv = [
         find_binary("prometheus", install=True),

@@ -8,16 +8,20 @@ Prometheus's own message; an invalid query is never retried.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import aiohttp
 
 from agentic_observability.errors import PrometheusError, PrometheusQueryError, UpstreamUnavailableError
 from agentic_observability.integrations.resilience import Guard
 from agentic_observability.models import Sample, Series
+
+Params = Mapping[str, str] | Sequence[tuple[str, str]]
 
 # Prometheus refuses range queries with more than 11,000 points per series.
 MAX_POINTS = 11_000
@@ -60,7 +64,8 @@ class PrometheusClient:
         return [str(name) for name in await self._call("/api/v1/labels", {})]
 
     async def label_values(self, name: str) -> list[str]:
-        return [str(v) for v in await self._call(f"/api/v1/label/{name}/values", {})]
+        path = f"/api/v1/label/{quote(name, safe='')}/values"
+        return [str(v) for v in await self._call(path, {}, method="GET")]
 
     async def ping(self) -> None:
         """One quick readiness probe, outside the retry/breaker path so health checks stay cheap."""
@@ -73,16 +78,16 @@ class PrometheusClient:
                            "g0.end_input": _iso(end)})
         return f"{self.base_url}/graph?{query}"
 
-    async def _call(self, path: str, params: Mapping[str, str] | Sequence[tuple[str, str]]) -> Any:
-        return await self.guard.call(lambda: self._request(path, params, self._timeout))
+    async def _call(self, path: str, params: Params, method: str = "POST") -> Any:
+        return await self.guard.call(lambda: self._request(path, params, self._timeout, method))
 
-    async def _request(
-        self, path: str, params: Mapping[str, str] | Sequence[tuple[str, str]], timeout: float
-    ) -> Any:
+    async def _request(self, path: str, params: Params, timeout: float, method: str = "POST") -> Any:
+        """POST (form-encoded) where the API allows it, so long PromQL never hits URL length limits."""
         url = self.base_url + path
+        placement = {"data": params} if method == "POST" else {"params": params}
         try:
-            async with self._session.post(
-                url, data=params, timeout=aiohttp.ClientTimeout(total=timeout)
+            async with self._session.request(
+                method, url, timeout=aiohttp.ClientTimeout(total=timeout), **placement
             ) as response:
                 body = await response.read()
                 return _decode(url, response.status, body)
@@ -93,16 +98,16 @@ class PrometheusClient:
 
 
 def _decode(url: str, status: int, body: bytes) -> Any:
-    import json
-
     try:
         payload = json.loads(body)
     except ValueError:
         payload = None
     if not isinstance(payload, dict):
         snippet = body[:200].decode("utf-8", "replace")
-        error: type[PrometheusError] = UpstreamUnavailableError if status >= 500 else PrometheusError  # type: ignore[assignment]
-        raise error(f"{url} answered HTTP {status} with a non-JSON body: {snippet!r}")
+        message = f"{url} answered HTTP {status} with a non-JSON body: {snippet!r}"
+        if status >= 500:
+            raise UpstreamUnavailableError(message)
+        raise PrometheusError(message)
     if payload.get("status") == "success":
         return payload.get("data")
     message = f"{payload.get('errorType', 'error')}: {payload.get('error', 'unknown error')}"
@@ -144,6 +149,4 @@ def _fmt(value: float) -> str:
 
 
 def _iso(ts: float) -> str:
-    from datetime import UTC, datetime
-
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")

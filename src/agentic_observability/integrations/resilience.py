@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import TypeVar
 
 from aiobreaker import CircuitBreaker, CircuitBreakerError
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from agentic_observability.errors import UpstreamUnavailableError
 
@@ -45,6 +45,8 @@ class Guard:
         try:
             return await self.breaker.call_async(self._with_retries, func)
         except CircuitBreakerError as exc:
+            if isinstance(exc.__cause__, Exception):
+                raise exc.__cause__ from None  # the call that tripped the breaker reports its own failure
             raise UpstreamUnavailableError(
                 f"{self.name}: circuit open after repeated failures; next try in "
                 f"{max(exc.time_remaining.total_seconds(), 0):.0f}s"
@@ -54,7 +56,7 @@ class Guard:
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(UpstreamUnavailableError),
             stop=stop_after_attempt(self.retries + 1),
-            wait=wait_exponential_jitter(initial=0.2, max=self.max_backoff),
+            wait=wait_random_exponential(multiplier=0.2, max=self.max_backoff),
             reraise=True,
         )
         async for attempt in retrying:

@@ -1,0 +1,237 @@
+"""The webhook receiver against the real app and a real SQLite store (Prometheus deliberately absent)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from agentic_observability.errors import StoreUnavailableError
+from agentic_observability.webhook import init_app
+from agentic_observability.webhook.keys import STORE
+from tests.conftest import FIXTURES, TOKEN, auth_headers, fixture_body
+
+URL = "/api/v1/webhook/alertmanager"
+Client = Callable[..., Awaitable[TestClient]]
+
+
+@pytest.fixture
+async def client(aiohttp_client: Client, config_factory: Callable[..., Any]) -> TestClient:
+    return await aiohttp_client(init_app(config_factory(server={"max_body_bytes": 20_000})))
+
+
+async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+async def incidents(client: TestClient, **params: str) -> list[dict[str, Any]]:
+    response = await client.get("/api/v1/incidents", params=params, headers=auth_headers())
+    assert response.status == 200
+    return list((await response.json())["incidents"])
+
+
+async def post(client: TestClient, body: Any, headers: dict[str, str] | None = None) -> Any:
+    data = body if isinstance(body, bytes | str) else json.dumps(body)
+    return await client.post(URL, data=data, headers=auth_headers() if headers is None else headers)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in FIXTURES.glob("*.json")))
+async def test_recorded_bodies_are_accepted(client: TestClient, name: str) -> None:
+    response = await post(client, fixture_body(name))
+    assert response.status == 202, await response.text()
+    body = await response.json()
+    assert body["accepted"] == len(fixture_body(name)["alerts"])
+
+
+async def test_firing_then_resolved_is_one_incident(client: TestClient) -> None:
+    assert (await post(client, fixture_body("am-0.25-firing.json"))).status == 202
+    await wait_for(lambda: _has(client, status="firing"))
+    [incident] = await incidents(client)
+    assert incident["status"] == "firing"
+    assert incident["title"] == "HighCheckoutLatency: checkout p99 latency above 2s"
+    assert incident["labels"] == {"alertname": "HighCheckoutLatency", "service": "checkout"}
+    assert incident["started_at"] == "2026-11-27T20:38:00.189000Z"
+    assert {"id", "status", "title", "labels", "started_at", "resolved_at", "report",
+            "similar_incidents"} <= set(incident)
+    assert (await post(client, fixture_body("am-0.25-resolved.json"))).status == 202
+    await wait_for(lambda: _has(client, status="resolved"))
+    [incident] = await incidents(client)
+    assert incident["resolved_at"] == "2026-11-27T20:38:20.189000Z"
+
+
+async def _has(client: TestClient, **params: str) -> bool:
+    return bool(await incidents(client, **params))
+
+
+async def test_report_is_written_even_when_prometheus_is_down(client: TestClient) -> None:
+    await post(client, fixture_body("am-0.25-firing.json"))
+
+    async def reported() -> bool:
+        found = await incidents(client)
+        return bool(found) and found[0]["report"] is not None
+
+    await wait_for(reported)
+    [summary] = await incidents(client)
+    detail = await (await client.get(f"/api/v1/incidents/{summary['id']}", headers=auth_headers())).json()
+    report = detail["report"]
+    assert report["reasoner"] == "rules"
+    assert report["facts"]["runbook_url"] == "https://runbooks.example.com/checkout-latency"
+    assert report["evidence"][0]["query"] == "vector(1) and on () (vector(time() % 40) < 20)"
+    assert report["evidence"][0]["error_kind"] == "unavailable"
+    assert "could not be checked" in report["summary"]
+    assert detail["alerts"][0]["fingerprint"] == "a5bc72580bdc516d"
+
+
+async def test_retries_and_repeats_create_nothing_new(client: TestClient) -> None:
+    body = fixture_body("legacy-firing-3-alerts.json")
+    first = await (await post(client, body)).json()
+    assert first == {"accepted": 3, "duplicates": 0}
+    await wait_for(lambda: _has(client))
+    for _ in range(3):  # Alertmanager retry + repeat_interval resend
+        again = await (await post(client, body)).json()
+        assert again == {"accepted": 0, "duplicates": 3}
+    await asyncio.sleep(0.3)
+    assert len(await incidents(client)) == 1
+
+
+async def test_group_resolves_only_when_every_alert_has(client: TestClient) -> None:
+    body = fixture_body("legacy-firing-3-alerts.json")
+    await post(client, body)
+    await wait_for(lambda: _has(client))
+    partly = copy.deepcopy(body)
+    partly["alerts"][0]["status"] = "resolved"
+    partly["alerts"][0]["endsAt"] = "2019-09-27T16:40:00Z"
+    await post(client, partly)
+    await asyncio.sleep(0.5)
+    assert (await incidents(client))[0]["status"] == "firing"
+    for alert in body["alerts"]:
+        alert["status"], alert["endsAt"] = "resolved", "2019-09-27T16:45:00Z"
+    body["status"] = "resolved"
+    await post(client, body)
+    await wait_for(lambda: _has(client, status="resolved"))
+    assert len(await incidents(client)) == 1
+
+
+async def test_refiring_after_resolve_opens_a_new_incident(client: TestClient) -> None:
+    await post(client, fixture_body("am-0.25-firing.json"))
+    await post(client, fixture_body("am-0.25-resolved.json"))
+    await wait_for(lambda: _has(client, status="resolved"))
+    again = fixture_body("am-0.25-firing.json")
+    again["alerts"][0]["startsAt"] = "2026-11-27T21:00:00Z"
+    await post(client, again)
+    await wait_for(lambda: _has(client, status="firing"))
+    assert len(await incidents(client)) == 2
+
+
+async def test_unknown_keys_from_newer_alertmanager_are_ignored(client: TestClient) -> None:
+    body = fixture_body("am-0.25-firing.json")
+    body["notification_reason"] = "new_alerts"
+    body["routeLabels"] = {"team": "payments"}
+    body["alerts"][0]["someFutureField"] = {"x": 1}
+    assert (await post(client, body)).status == 202
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda b: b.pop("groupKey"), "groupKey"),
+        (lambda b: b.update(version="3"), "version"),
+        (lambda b: b.update(alerts=[]), "alerts"),
+        (lambda b: b["alerts"][0].pop("startsAt"), "alerts[0].startsAt"),
+        (lambda b: b["alerts"][0].update(startsAt="yesterday"), "alerts[0].startsAt"),
+        (lambda b: b["alerts"][0].update(status="pending"), "alerts[0].status"),
+        (lambda b: b["alerts"][0]["labels"].update(severity=3), "alerts[0].labels.severity"),
+    ],
+)
+async def test_malformed_bodies_get_400_naming_the_field(client: TestClient, mutate: Any, field: str) -> None:
+    body = fixture_body("am-0.25-firing.json")
+    mutate(body)
+    response = await post(client, body)
+    assert response.status == 400
+    error = await response.json()
+    assert error["field"] == field
+    assert field.split(".")[0].split("[")[0] in error["detail"]
+
+
+@pytest.mark.parametrize("raw", [b"not json", b"[1, 2]", b"", b'{"version": "4"'])
+async def test_non_object_bodies_get_400(client: TestClient, raw: bytes) -> None:
+    response = await post(client, raw)
+    assert response.status == 400
+    assert (await response.json())["field"] == "(body)"
+
+
+async def test_oversized_body_gets_413(client: TestClient) -> None:
+    body = fixture_body("am-0.25-firing.json")
+    body["alerts"][0]["annotations"]["description"] = "x" * 30_000
+    response = await post(client, body)
+    assert response.status == 413
+    assert "20000 bytes" in (await response.json())["detail"]
+
+
+async def test_oversized_chunked_body_gets_413(client: TestClient) -> None:
+    async def chunks() -> Any:
+        for _ in range(30):
+            yield b"x" * 1000
+
+    response = await client.post(URL, data=chunks(), headers=auth_headers())
+    assert response.status == 413
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic !!notbase64"},
+     {"Authorization": "Basic " + base64.b64encode(b"user:wrong").decode()}, {"Authorization": TOKEN}],
+)
+async def test_missing_or_bad_credentials_get_401(client: TestClient, headers: dict[str, str]) -> None:
+    response = await post(client, fixture_body("am-0.25-firing.json"), headers=headers)
+    assert response.status == 401
+    assert "WWW-Authenticate" in response.headers
+    assert await incidents(client) == []
+    assert (await client.get("/api/v1/incidents", headers=headers)).status == 401
+
+
+async def test_basic_auth_is_accepted(client: TestClient) -> None:
+    basic = {"Authorization": "Basic " + base64.b64encode(f"alertmanager:{TOKEN}".encode()).decode()}
+    assert (await post(client, fixture_body("am-0.25-firing.json"), headers=basic)).status == 202
+
+
+async def test_auth_can_be_turned_off(aiohttp_client: Client, config_factory: Callable[..., Any]) -> None:
+    client = await aiohttp_client(init_app(config_factory(token=None)))
+    assert (await post(client, fixture_body("am-0.25-firing.json"), headers={})).status == 202
+
+
+async def test_store_failure_answers_503_so_alertmanager_retries(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(alerts: Any) -> Any:
+        raise StoreUnavailableError("disk full")
+
+    monkeypatch.setattr(client.app[STORE], "accept", broken)
+    response = await post(client, fixture_body("am-0.25-firing.json"))
+    assert response.status == 503
+    assert (await response.json())["error"] == "store unavailable"
+
+
+async def test_concurrent_deliveries_are_all_committed(client: TestClient) -> None:
+    bodies = []
+    for n in range(50):
+        body = fixture_body("am-0.25-firing.json")
+        body["groupKey"] = f"group-{n}"
+        bodies.append(body)
+    responses = await asyncio.gather(*(post(client, b) for b in bodies))
+    assert [r.status for r in responses] == [202] * 50
+
+    async def all_there() -> bool:
+        return len(await incidents(client, limit="100")) == 50
+
+    await wait_for(all_there)
