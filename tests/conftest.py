@@ -55,8 +55,9 @@ def stack_factory(tmp_path: Path) -> Iterator[Callable[..., tuple[ManagedProcess
     """Start a real Alertmanager routed to ``webhook_url`` and a real Prometheus with rules and targets."""
     started: list[ManagedProcess] = []
 
-    def start(webhook_url: str, targets: list[str], rules: str, token: str | None = TOKEN
-              ) -> tuple[ManagedProcess, ManagedProcess]:
+    def start(
+        webhook_url: str, targets: list[str], rules: str, token: str | None = TOKEN
+    ) -> tuple[ManagedProcess, ManagedProcess]:
         am = start_alertmanager(tmp_path / "alertmanager", webhook_url, token)
         started.append(am)
         rule_file = tmp_path / "rules.yml"

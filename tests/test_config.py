@@ -69,8 +69,9 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
         load_config(tmp_path / "nope.yaml", environ={})
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("30s", 30), ("5m", 300), ("1h30m", 5400), ("1d", 86400),
-                                                (15, 15), ("250ms", 0.25)])
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("30s", 30), ("5m", 300), ("1h30m", 5400), ("1d", 86400), (15, 15), ("250ms", 0.25)]
+)
 def test_durations(text: object, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
@@ -123,7 +124,9 @@ def test_duplicate_watch_names_rejected(tmp_path: Path) -> None:
         load_config(path, environ={})
 
 
-def test_check_config_cli_masks_secrets(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_check_config_cli_masks_secrets(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("AGENTIC_OBS_WEBHOOK_TOKEN", "tok-should-never-print")
     monkeypatch.setenv("PAGERDUTY_ROUTING_KEY", "pd-key-should-never-print")
     assert main(["check-config", str(ROOT / "config.example.yaml")]) == 0

@@ -80,7 +80,7 @@ async def test_rule_fires_and_resolves_through_alertmanager(
         firing.update(await _report_with_evidence(client, "firing") or {})
         return bool(firing) and bool(firing["report"]["evidence"][0]["series"])
 
-    await wait_for(fired, timeout=45)
+    await wait_for(fired, within=45)
     assert firing["title"] == "CheckoutSlow: checkout is slow"
     assert firing["labels"] == {"alertname": "CheckoutSlow", "service": "checkout"}
     evidence = firing["report"]["evidence"][0]
@@ -95,7 +95,7 @@ async def test_rule_fires_and_resolves_through_alertmanager(
         resolved.update(await _report_with_evidence(client, "resolved") or {})
         return bool(resolved)
 
-    await wait_for(cleared, timeout=45)
+    await wait_for(cleared, within=45)
     assert resolved["id"] == firing["id"]
     assert resolved["resolved_at"] is not None
     assert len(await incidents(client)) == 1
@@ -110,19 +110,25 @@ async def test_watch_opens_one_incident_per_episode(
 ) -> None:
     gauge, target = exporter
     prom = await asyncio.to_thread(prometheus_with_target, target)
-    watch = {"name": "CheckoutLatency", "query": 'e2e_latency_seconds{service="checkout"}',
-             "interval": "1s", "for": "2s", "above": 0.5, "resolve_after": 2}
+    watch = {
+        "name": "CheckoutLatency",
+        "query": 'e2e_latency_seconds{service="checkout"}',
+        "interval": "1s",
+        "for": "2s",
+        "above": 0.5,
+        "resolve_after": 2,
+    }
     client = await aiohttp_client(init_app(config_factory(prometheus={"url": prom.url}, watches=[watch])))
     await asyncio.sleep(3)
     assert await incidents(client) == []  # clean series: nothing opens
 
     gauge.value = 2.0
-    await wait_for(lambda: _count(client, "firing", 1), timeout=30)
+    await wait_for(lambda: _count(client, "firing", 1), within=30)
     await asyncio.sleep(3)  # still breaching: the same episode, no second incident
     assert len(await incidents(client)) == 1
 
     gauge.value = 0.1
-    await wait_for(lambda: _count(client, "resolved", 1), timeout=30)
+    await wait_for(lambda: _count(client, "resolved", 1), within=30)
     [incident] = await incidents(client)
     assert incident["labels"]["watch"] == "CheckoutLatency"
     assert incident["labels"]["service"] == "checkout"

@@ -26,8 +26,8 @@ async def client(aiohttp_client: Client, config_factory: Callable[..., Any]) -> 
     return await aiohttp_client(init_app(config_factory(server={"max_body_bytes": 20_000})))
 
 
-async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
+async def wait_for(predicate: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within
     while not await predicate():
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("condition not met in time")
@@ -61,8 +61,16 @@ async def test_firing_then_resolved_is_one_incident(client: TestClient) -> None:
     assert incident["title"] == "HighCheckoutLatency: checkout p99 latency above 2s"
     assert incident["labels"] == {"alertname": "HighCheckoutLatency", "service": "checkout"}
     assert incident["started_at"] == "2026-11-27T20:38:00.189000Z"
-    assert {"id", "status", "title", "labels", "started_at", "resolved_at", "report",
-            "similar_incidents"} <= set(incident)
+    assert {
+        "id",
+        "status",
+        "title",
+        "labels",
+        "started_at",
+        "resolved_at",
+        "report",
+        "similar_incidents",
+    } <= set(incident)
     assert (await post(client, fixture_body("am-0.25-resolved.json"))).status == 202
     await wait_for(lambda: _has(client, status="resolved"))
     [incident] = await incidents(client)
@@ -189,8 +197,13 @@ async def test_oversized_chunked_body_gets_413(client: TestClient) -> None:
 
 @pytest.mark.parametrize(
     "headers",
-    [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic !!notbase64"},
-     {"Authorization": "Basic " + base64.b64encode(b"user:wrong").decode()}, {"Authorization": TOKEN}],
+    [
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": "Basic !!notbase64"},
+        {"Authorization": "Basic " + base64.b64encode(b"user:wrong").decode()},
+        {"Authorization": TOKEN},
+    ],
 )
 async def test_missing_or_bad_credentials_get_401(client: TestClient, headers: dict[str, str]) -> None:
     response = await post(client, fixture_body("am-0.25-firing.json"), headers=headers)

@@ -30,10 +30,19 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     setup_logging(config.secrets.values())
     server = config.file.server
     app = init_app(config, os.environ)
-    print(f"agentic-obs {__version__} listening on {server.host}:{server.port} (config: {config.source})",
-          file=sys.stderr, flush=True)
-    web.run_app(app, host=server.host, port=server.port, shutdown_timeout=server.shutdown_timeout,
-                access_log=None, print=None)
+    print(
+        f"agentic-obs {__version__} listening on {server.host}:{server.port} (config: {config.source})",
+        file=sys.stderr,
+        flush=True,
+    )
+    web.run_app(
+        app,
+        host=server.host,
+        port=server.port,
+        shutdown_timeout=server.shutdown_timeout,
+        access_log=None,
+        print=None,
+    )
     return 0
 
 
@@ -56,11 +65,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
-    from agentic_observability.replay import replay_file
+    from agentic_observability.replay import read_body, replay_body
 
     config = load_config(args.config)
+    raw = read_body(Path(args.file))
     storage = args.store or tempfile.mkdtemp(prefix="agentic-obs-replay-")
-    reports = asyncio.run(replay_file(Path(args.file), config, storage))
+    reports = asyncio.run(replay_body(raw, config, storage))
     for report in reports:
         print(json.dumps(report, indent=2) if args.json else report["summary"])
         print()
@@ -68,7 +78,9 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="agentic-obs", description="Prometheus/Grafana-native incident analyst.")
+    parser = argparse.ArgumentParser(
+        prog="agentic-obs", description="Prometheus/Grafana-native incident analyst."
+    )
     parser.add_argument("--version", action="version", version=f"agentic-obs {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -77,13 +89,17 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     with_config(sub.add_parser("serve", help="run the service")).set_defaults(func=_cmd_serve)
-    check = with_config(sub.add_parser("check-config", help="validate a config file and print it, secrets masked"))
+    check = with_config(
+        sub.add_parser("check-config", help="validate a config file and print it, secrets masked")
+    )
     check.add_argument("file", nargs="?", help="config file (same as --config)")
     check.set_defaults(func=_cmd_check_config)
     demo = sub.add_parser("demo", help="end-to-end demo on a real Prometheus and Alertmanager")
     demo.add_argument("--keep-running", action="store_true", help="leave the stack up and print its URLs")
     demo.set_defaults(func=_cmd_demo)
-    replay = with_config(sub.add_parser("replay", help="feed a recorded Alertmanager webhook body through the pipeline"))
+    replay = with_config(
+        sub.add_parser("replay", help="feed a recorded Alertmanager webhook body through the pipeline")
+    )
     replay.add_argument("file", help="a JSON webhook body as Alertmanager sends it")
     replay.add_argument("--store", help="state directory to use (default: a fresh temp dir)")
     replay.add_argument("--json", action="store_true", help="print full reports as JSON")

@@ -205,12 +205,15 @@ def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     for item in loc[:-1]:
         if isinstance(item, int):
             continue
-        field_info = current.model_fields.get(item) if isinstance(current, type) else None
+        fields = getattr(current, "model_fields", {})
+        field_info = fields.get(item)
         if field_info is None:
             return []
         annotation = field_info.annotation
         args = getattr(annotation, "__args__", ())
-        current = next((a for a in (annotation, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        current = next(
+            (a for a in (annotation, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None
+        )
         if current is None:
             return []
     if not (isinstance(current, type) and issubclass(current, BaseModel)):
@@ -266,7 +269,9 @@ def _from_env(model: type[Section], names: Mapping[str, str], environ: Mapping[s
         raise ConfigError(f"environment: {bad}") from exc
 
 
-def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
+def load_config(
+    path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Config:
     """Load the YAML file (``path``, else $AGENTIC_OBS_CONFIG, else defaults) and the environment."""
     env = os.environ if environ is None else environ
     chosen = path if path is not None else env.get(CONFIG_ENV) or None

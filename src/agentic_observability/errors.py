@@ -1,15 +1,15 @@
 """The one exception tree of agentic-observability.
 
-    AgenticObsError
-    ├── ConfigError                 bad YAML, unknown key, missing secret (names the key and the file)
-    ├── BadInputError               a request body or file the user sent is malformed (names the field)
-    ├── StoreError                  the durable store failed
-    │   └── StoreUnavailableError   cannot commit right now (the webhook answers 503)
-    ├── UpstreamError               an external system misbehaved
-    │   ├── PrometheusError         Prometheus answered with an error (message from its body)
-    │   │   └── PrometheusQueryError    the query itself is invalid (HTTP 400/422): never retried
-    │   └── UpstreamUnavailableError    timeout, connection refused, 5xx, or circuit open
-    └── StackError                  a demo/test process (prometheus, alertmanager) could not start
+AgenticObsError
+├── ConfigError                 bad YAML, unknown key, missing secret (names the key and the file)
+├── BadInputError               a request body or file the user sent is malformed (names the field)
+├── StoreError                  the durable store failed
+│   └── StoreUnavailableError   cannot commit right now (the webhook answers 503)
+├── UpstreamError               an external system misbehaved
+│   ├── PrometheusError         Prometheus answered with an error (message from its body)
+│   │   └── PrometheusQueryError    the query itself is invalid (HTTP 400/422): never retried
+│   └── UpstreamUnavailableError    timeout, connection refused, 5xx, or circuit open
+└── StackError                  a demo/test process (prometheus, alertmanager) could not start
 """
 
 from __future__ import annotations

@@ -16,11 +16,14 @@ from agentic_observability.store import Store
 from agentic_observability.webhook.schema import parse_webhook
 
 
-async def replay_file(path: Path, config: Config, storage: str) -> list[dict[str, Any]]:
+def read_body(path: Path) -> bytes:
     try:
-        raw = path.read_bytes()
+        return path.read_bytes()
     except OSError as exc:
         raise BadInputError(f"{path}: cannot read: {exc.strerror or exc}", field=str(path)) from exc
+
+
+async def replay_body(raw: bytes, config: Config, storage: str) -> list[dict[str, Any]]:
     alerts = parse_webhook(raw)
     store = await Store.open(storage)
     try:
@@ -28,7 +31,9 @@ async def replay_file(path: Path, config: Config, storage: str) -> list[dict[str
         jobs = await store.ingest_pending()
         async with aiohttp.ClientSession() as session:
             prometheus = PrometheusClient(config.file.prometheus.url, session, config.file.prometheus.timeout)
-            deps = pipeline.PipelineDeps(metrics=prometheus, evidence_window=config.file.investigation.evidence_window)
+            deps = pipeline.PipelineDeps(
+                metrics=prometheus, evidence_window=config.file.investigation.evidence_window
+            )
             reports = []
             for job in jobs:
                 incident = await store.get_incident(job.incident_id)

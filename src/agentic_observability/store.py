@@ -125,7 +125,7 @@ class Store:
     async def open(cls, directory: str | Path) -> Store:
         folder = Path(directory)
         try:
-            folder.mkdir(parents=True, exist_ok=True)
+            await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
             path = folder / DB_FILENAME
             writer = await _connect(path)
             await _migrate(writer)
@@ -207,7 +207,9 @@ class Store:
                 for inbox_id, body in rows:
                     accepted = AcceptedAlert.from_dict(json.loads(body))
                     jobs.extend(await self._apply(accepted, now))
-                    await self._writer.execute("UPDATE inbox SET processed_at = ? WHERE id = ?", (now, inbox_id))
+                    await self._writer.execute(
+                        "UPDATE inbox SET processed_at = ? WHERE id = ?", (now, inbox_id)
+                    )
                 await self._writer.commit()
             except BaseException:
                 await self._writer.rollback()
@@ -242,15 +244,23 @@ class Store:
         cursor = await self._writer.execute(
             "INSERT INTO incidents (group_key, source, status, title, labels, started_at, "
             "created_at, updated_at) VALUES (?, ?, 'firing', ?, ?, ?, ?, ?)",
-            (accepted.group_key, accepted.source, incident_title(alert), json.dumps(labels),
-             alert.starts_at, now, now),
+            (
+                accepted.group_key,
+                accepted.source,
+                incident_title(alert),
+                json.dumps(labels),
+                alert.starts_at,
+                now,
+                now,
+            ),
         )
         return int(cursor.lastrowid or 0)
 
     async def _upsert_alert(self, incident_id: int, alert: Alert) -> None:
         await self._writer.execute(
             "INSERT INTO incident_alerts (incident_id, fingerprint, status, body) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (incident_id, fingerprint) DO UPDATE SET status = excluded.status, body = excluded.body",
+            "ON CONFLICT (incident_id, fingerprint) "
+            "DO UPDATE SET status = excluded.status, body = excluded.body",
             (incident_id, alert.fingerprint, alert.status, json.dumps(alert.to_dict())),
         )
 
@@ -349,8 +359,13 @@ class Store:
         )
         row = await cursor.fetchone()
         inbox, jobs, open_, total, outbox = row if row is not None else (0, 0, 0, 0, 0)
-        return {"inbox_pending": inbox, "jobs_pending": jobs, "incidents_open": open_,
-                "incidents_total": total, "outbox_pending": outbox}
+        return {
+            "inbox_pending": inbox,
+            "jobs_pending": jobs,
+            "incidents_open": open_,
+            "incidents_total": total,
+            "outbox_pending": outbox,
+        }
 
 
 _INCIDENT_SELECT = (
@@ -367,8 +382,15 @@ def incident_title(alert: Alert) -> str:
 def _incident_from_row(row: Sequence[Any], alerts: tuple[Alert, ...]) -> Incident:
     id_, group_key, source, status, title, labels, started, resolved, report, similar = row
     return Incident(
-        id=str(id_), group_key=group_key, source=source, status=status, title=title,
-        labels=json.loads(labels), started_at=started, resolved_at=resolved, alerts=alerts,
+        id=str(id_),
+        group_key=group_key,
+        source=source,
+        status=status,
+        title=title,
+        labels=json.loads(labels),
+        started_at=started,
+        resolved_at=resolved,
+        alerts=alerts,
         report=None if report is None else json.loads(report),
         similar_incidents=tuple(json.loads(similar)),
     )
@@ -401,6 +423,5 @@ async def _migrate(conn: aiosqlite.Connection) -> None:
         )
     for version in range(current + 1, SCHEMA_VERSION + 1):
         # One script, one transaction: a crash mid-migration leaves the previous version intact.
-        await conn.executescript(
-            f"BEGIN;\n{_MIGRATIONS[version]}\nINSERT INTO schema_version (version) VALUES ({version});\nCOMMIT;"
-        )
+        record = f"INSERT INTO schema_version (version) VALUES ({version});"
+        await conn.executescript(f"BEGIN;\n{_MIGRATIONS[version]}\n{record}\nCOMMIT;")

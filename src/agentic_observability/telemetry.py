@@ -36,37 +36,51 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.alerts_received = Counter(
-            "agentic_obs_alerts_received", "Alerts in valid webhook bodies, duplicates included.", ["status"], registry=r
+            "agentic_obs_alerts_received",
+            "Alerts in valid webhook bodies, duplicates included.",
+            ["status"],
+            registry=r,
         )
         self.alerts_duplicate = Counter(
-            "agentic_obs_alerts_duplicate", "Alerts already stored (retries, repeat notifications).", registry=r
+            "agentic_obs_alerts_duplicate",
+            "Alerts already stored (retries, repeat notifications).",
+            registry=r,
         )
         self.webhook_requests = Counter(
             "agentic_obs_webhook_requests", "Webhook requests by HTTP status code.", ["code"], registry=r
         )
         self.webhook_latency = Histogram(
-            "agentic_obs_webhook_duration_seconds", "Webhook handling time, commit included.",
-            buckets=_REQUEST_BUCKETS, registry=r,
+            "agentic_obs_webhook_duration_seconds",
+            "Webhook handling time, commit included.",
+            buckets=_REQUEST_BUCKETS,
+            registry=r,
         )
         self.incidents_opened = Counter(
             "agentic_obs_incidents_opened", "Incidents opened, by source.", ["source"], registry=r
         )
         self.incidents_open = Gauge("agentic_obs_incidents_open", "Incidents currently firing.", registry=r)
         self.queue_depth = Gauge(
-            "agentic_obs_queue_depth", "Work not yet done: inbox rows, pipeline jobs, outbox actions.",
-            ["queue"], registry=r,
+            "agentic_obs_queue_depth",
+            "Work not yet done: inbox rows, pipeline jobs, outbox actions.",
+            ["queue"],
+            registry=r,
         )
         self.stage_latency = Histogram(
-            "agentic_obs_stage_duration_seconds", "Pipeline stage latency.", ["stage"],
-            buckets=_STAGE_BUCKETS, registry=r,
+            "agentic_obs_stage_duration_seconds",
+            "Pipeline stage latency.",
+            ["stage"],
+            buckets=_STAGE_BUCKETS,
+            registry=r,
         )
         self.errors = Counter("agentic_obs_errors", "Errors by component.", ["component"], registry=r)
         self.watch_evaluations = Counter(
             "agentic_obs_watch_evaluations", "Watch polls by outcome.", ["watch", "outcome"], registry=r
         )
         self.breaker_open = Gauge(
-            "agentic_obs_circuit_breaker_open", "1 while a dependency's circuit breaker is open.",
-            ["dependency"], registry=r,
+            "agentic_obs_circuit_breaker_open",
+            "1 while a dependency's circuit breaker is open.",
+            ["dependency"],
+            registry=r,
         )
 
     def snapshot(self) -> dict[str, Any]:

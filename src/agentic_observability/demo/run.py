@@ -14,6 +14,7 @@ import tempfile
 import time
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -33,14 +34,24 @@ def _say(text: str) -> None:
 
 
 def demo_config(workdir: Path, prometheus_url: str, port: int, token: str) -> Config:
-    file = FileConfig.model_validate({
-        "server": {"host": "127.0.0.1", "port": port},
-        "prometheus": {"url": prometheus_url, "timeout": "5s"},
-        "storage": {"path": str(workdir / "state")},
-        "investigation": {"evidence_window": "5m"},
-        "watches": [{"name": "CartsCpuSaturated", "query": 'shop_cpu_usage_ratio{service="carts"}',
-                     "interval": "2s", "for": "4s", "above": 0.8, "resolve_after": 2}],
-    })
+    file = FileConfig.model_validate(
+        {
+            "server": {"host": "127.0.0.1", "port": port},
+            "prometheus": {"url": prometheus_url, "timeout": "5s"},
+            "storage": {"path": str(workdir / "state")},
+            "investigation": {"evidence_window": "5m"},
+            "watches": [
+                {
+                    "name": "CartsCpuSaturated",
+                    "query": 'shop_cpu_usage_ratio{service="carts"}',
+                    "interval": "2s",
+                    "for": "4s",
+                    "above": 0.8,
+                    "resolve_after": 2,
+                }
+            ],
+        }
+    )
     return Config(file=file, secrets=Secrets.model_validate({"webhook_token": token}), source="<demo>")
 
 
@@ -51,7 +62,7 @@ async def _start_site(app: web.Application, port: int) -> web.AppRunner:
     return runner
 
 
-def print_report(incident: dict) -> None:  # type: ignore[type-arg]
+def print_report(incident: dict[str, Any]) -> None:
     report = incident.get("report") or {}
     _say(f"incident {incident['id']} [{incident['status']}] {incident['title']}")
     for line in str(report.get("summary", "(no report yet)")).splitlines():
@@ -120,8 +131,5 @@ async def run_demo(keep_running: bool = False) -> int:
 async def _keep_running(service_url: str, token: str, prom: ManagedProcess, am: ManagedProcess) -> int:
     _say(f"stack is up: service {service_url}, prometheus {prom.url}, alertmanager {am.url}; Ctrl-C stops it")
     _say(f"try: curl -H 'Authorization: Bearer {token}' {service_url}/api/v1/incidents  (demo-only token)")
-    try:
-        while True:
-            await asyncio.sleep(3600)
-    except asyncio.CancelledError:
-        return 0
+    await asyncio.Event().wait()  # until Ctrl-C cancels the run (the CLI turns that into exit 0)
+    return 0

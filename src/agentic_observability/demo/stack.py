@@ -20,8 +20,12 @@ import yaml
 
 from agentic_observability.errors import StackError
 
-DEBIAN_PACKAGES = {"prometheus": "prometheus", "promtool": "prometheus",
-                   "prometheus-alertmanager": "prometheus-alertmanager", "amtool": "prometheus-alertmanager"}
+DEBIAN_PACKAGES = {
+    "prometheus": "prometheus",
+    "promtool": "prometheus",
+    "prometheus-alertmanager": "prometheus-alertmanager",
+    "amtool": "prometheus-alertmanager",
+}
 
 
 def free_port() -> int:
@@ -91,8 +95,9 @@ class ManagedProcess:
 def _spawn(name: str, argv: list[str], workdir: Path, url: str) -> ManagedProcess:
     log_path = workdir / f"{name}.log"
     with log_path.open("wb") as log:
-        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=workdir,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True
+        )
     return ManagedProcess(name, process, url, workdir, log_path)
 
 
@@ -138,8 +143,13 @@ def alertmanager_config(webhook_url: str, token_file: Path | None, group_by: lis
     if token_file is not None:
         webhook["http_config"] = {"authorization": {"type": "Bearer", "credentials_file": str(token_file)}}
     return {
-        "route": {"receiver": "agentic-obs", "group_by": group_by, "group_wait": "1s",
-                  "group_interval": "2s", "repeat_interval": "1h"},
+        "route": {
+            "receiver": "agentic-obs",
+            "group_by": group_by,
+            "group_wait": "1s",
+            "group_interval": "2s",
+            "repeat_interval": "1h",
+        },
         "receivers": [{"name": "agentic-obs", "webhook_configs": [webhook]}],
     }
 

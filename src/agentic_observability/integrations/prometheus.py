@@ -69,30 +69,35 @@ class PrometheusClient:
 
     async def ping(self) -> None:
         """One quick readiness probe, outside the retry/breaker path so health checks stay cheap."""
-        await self._request("/api/v1/query", {"query": "1"}, timeout=min(self._timeout, 3.0))
+        await self._request("/api/v1/query", {"query": "1"}, min(self._timeout, 3.0))
 
     def explore_url(self, expr: str, start: float, end: float) -> str:
         """A link that opens the query in Prometheus's own graph UI over the window."""
         range_s = max(int(end - start), 60)
-        query = urlencode({"g0.expr": expr, "g0.tab": "0", "g0.range_input": f"{range_s}s",
-                           "g0.end_input": _iso(end)})
+        query = urlencode(
+            {"g0.expr": expr, "g0.tab": "0", "g0.range_input": f"{range_s}s", "g0.end_input": _iso(end)}
+        )
         return f"{self.base_url}/graph?{query}"
 
     async def _call(self, path: str, params: Params, method: str = "POST") -> Any:
         return await self.guard.call(lambda: self._request(path, params, self._timeout, method))
 
-    async def _request(self, path: str, params: Params, timeout: float, method: str = "POST") -> Any:
+    async def _request(self, path: str, params: Params, seconds: float, method: str = "POST") -> Any:
         """POST (form-encoded) where the API allows it, so long PromQL never hits URL length limits."""
         url = self.base_url + path
-        placement = {"data": params} if method == "POST" else {"params": params}
+        request = (
+            self._session.post(url, data=params, timeout=aiohttp.ClientTimeout(total=seconds))
+            if method == "POST"
+            else self._session.get(url, params=params, timeout=aiohttp.ClientTimeout(total=seconds))
+        )
         try:
-            async with self._session.request(
-                method, url, timeout=aiohttp.ClientTimeout(total=timeout), **placement
-            ) as response:
+            async with request as response:
                 body = await response.read()
                 return _decode(url, response.status, body)
         except TimeoutError as exc:
-            raise UpstreamUnavailableError(f"Prometheus at {self.base_url} timed out after {timeout:g}s") from exc
+            raise UpstreamUnavailableError(
+                f"Prometheus at {self.base_url} timed out after {seconds:g}s"
+            ) from exc
         except aiohttp.ClientError as exc:
             raise UpstreamUnavailableError(f"Prometheus at {self.base_url} unreachable: {exc}") from exc
 
@@ -138,7 +143,9 @@ def _parse_instant(data: Mapping[str, Any]) -> list[Sample]:
     kind = data.get("resultType")
     result = data.get("result", [])
     if kind == "vector":
-        return [Sample(dict(i.get("metric", {})), float(i["value"][0]), _value(i["value"][1])) for i in result]
+        return [
+            Sample(dict(i.get("metric", {})), float(i["value"][0]), _value(i["value"][1])) for i in result
+        ]
     if kind == "scalar":
         return [Sample({}, float(result[0]), _value(result[1]))]
     raise PrometheusError(f"instant query returned {kind!r}; expected a vector or scalar")

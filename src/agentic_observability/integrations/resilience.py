@@ -34,7 +34,10 @@ class Guard:
         self.retries = retries
         self.max_backoff = max_backoff
         self.breaker = CircuitBreaker(
-            fail_max=fail_max, timeout_duration=timedelta(seconds=reset_after), exclude=list(excluded), name=name
+            fail_max=fail_max,
+            timeout_duration=timedelta(seconds=reset_after),
+            exclude=list(excluded),
+            name=name,
         )
 
     @property

@@ -64,7 +64,7 @@ def split_threshold(expr: str) -> tuple[str, str, float] | None:
 
 def _threshold_parts(expr: str, index: int, operator: str) -> tuple[str, str, float] | None:
     left = expr[:index].strip()
-    right = expr[index + len(operator):].strip()
+    right = expr[index + len(operator) :].strip()
     if right.startswith("bool "):
         right = right[5:].strip()
     try:
@@ -81,8 +81,14 @@ def summarize(series: Series) -> SeriesSummary | None:
     values = [v for _, v in points]
     peak_at = max(points, key=lambda p: p[1])[0]
     return SeriesSummary(
-        labels=dict(series.labels), points=len(points), first=values[0], last=values[-1],
-        minimum=min(values), maximum=max(values), mean=sum(values) / len(values), peak_at=peak_at,
+        labels=dict(series.labels),
+        points=len(points),
+        first=values[0],
+        last=values[-1],
+        minimum=min(values),
+        maximum=max(values),
+        mean=sum(values) / len(values),
+        peak_at=peak_at,
     )
 
 
@@ -115,10 +121,15 @@ async def query_evidence(source: MetricsSource, expr: str, start: float, end: fl
     except UpstreamError as exc:
         log.warning("evidence query failed: %s", exc)
         kind = "query" if isinstance(exc, PrometheusQueryError) else "unavailable"
-        return Evidence(query=query, start=start, end=end, step=step, explore_url=link, error=str(exc),
-                        error_kind=kind)
+        return Evidence(
+            query=query, start=start, end=end, step=step, explore_url=link, error=str(exc), error_kind=kind
+        )
     return Evidence(
-        query=query, start=start, end=end, step=step, explore_url=link,
+        query=query,
+        start=start,
+        end=end,
+        step=step,
+        explore_url=link,
         series=_top_series(s for s in map(summarize, series) if s is not None),
     )
 

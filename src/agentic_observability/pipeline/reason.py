@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from agentic_observability.models import Evidence, Incident, Report, SeriesSummary, iso_time
+from agentic_observability.models import Evidence, Incident, IncidentStatus, Report, SeriesSummary, iso_time
 from agentic_observability.pipeline.investigate import incident_expressions, split_threshold
 
 
@@ -20,7 +20,8 @@ def alert_facts(incident: Incident) -> dict[str, Any]:
     return {
         "alertname": incident.labels.get("alertname") or (first.name if first else ""),
         "labels": dict(incident.labels),
-        "severity": (first.labels.get("severity", "") if first else "") or incident.labels.get("severity", ""),
+        "severity": (first.labels.get("severity", "") if first else "")
+        or incident.labels.get("severity", ""),
         "summary": annotations.get("summary", ""),
         "description": annotations.get("description", ""),
         "runbook_url": annotations.get("runbook_url", ""),
@@ -63,12 +64,15 @@ def _thresholds(incident: Incident) -> dict[str, tuple[str, float]]:
 def rules_report(incident: Incident, evidence: tuple[Evidence, ...], now: float) -> Report:
     facts = alert_facts(incident)
     thresholds = _thresholds(incident)
-    state = "resolved" if incident.status == "resolved" else "firing"
+    state: IncidentStatus = "resolved" if incident.status == "resolved" else "firing"
     headline = f"{facts['alertname']} {state}"
     if facts["summary"]:
         headline += f": {facts['summary']}"
-    lines = [headline, f"Started {facts['started_at']}" + (f", resolved {facts['resolved_at']}" if
-                                                          incident.resolved_at else "")]
+    lines = [
+        headline,
+        f"Started {facts['started_at']}"
+        + (f", resolved {facts['resolved_at']}" if incident.resolved_at else ""),
+    ]
     for item in evidence:
         lines.extend(_describe_evidence(item, thresholds.get(item.query)))
     if not evidence:
@@ -76,7 +80,12 @@ def rules_report(incident: Incident, evidence: tuple[Evidence, ...], now: float)
     if facts["runbook_url"]:
         lines.append(f"Runbook: {facts['runbook_url']}")
     return Report(
-        summary="\n".join(lines), status=state, facts=facts, evidence=evidence, hypotheses=(),
-        reasoner="rules", reasoner_note="rules reasoner (default; no language model configured)",
+        summary="\n".join(lines),
+        status=state,
+        facts=facts,
+        evidence=evidence,
+        hypotheses=(),
+        reasoner="rules",
+        reasoner_note="rules reasoner (default; no language model configured)",
         generated_at=now,
     )

@@ -58,9 +58,9 @@ async def analyze(request: web.Request) -> web.Response:
     try:
         body = AnalyzeRequest.model_validate_json(await request.read())
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "(body)"
-        return error_response(400, "invalid analyze request", f"{field}: {first['msg']}", field)
+        problems = [(".".join(str(p) for p in e["loc"]) or "(body)", e["msg"]) for e in exc.errors()]
+        detail = "; ".join(f"{field}: {msg}" for field, msg in problems)
+        return error_response(400, "invalid analyze request", detail, problems[0][0])
     end = body.end if body.end is not None else time.time()
     start = body.start if body.start is not None else end - 3600
     evidence = await query_evidence(request.app[PROMETHEUS], body.query, start, end)

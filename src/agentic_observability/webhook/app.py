@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Mapping
 
 import aiohttp
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from agentic_observability.config import Config, require_webhook_token
 from agentic_observability.errors import PrometheusQueryError
@@ -22,7 +23,16 @@ from agentic_observability.store import Store
 from agentic_observability.telemetry import Metrics, StageTimer, setup_tracing
 from agentic_observability.webhook import api, openapi, ops, receiver
 from agentic_observability.webhook.auth import auth_middleware
-from agentic_observability.webhook.keys import CONFIG, ENVIRON, HTTP, METRICS, PROMETHEUS, STORE, TOKEN, WORKERS
+from agentic_observability.webhook.keys import (
+    CONFIG,
+    ENVIRON,
+    HTTP,
+    METRICS,
+    PROMETHEUS,
+    STORE,
+    TOKEN,
+    WORKERS,
+)
 from agentic_observability.webhook.poller import WatchPoller
 from agentic_observability.webhook.workers import Workers
 
@@ -31,7 +41,7 @@ POLLERS = web.AppKey("pollers", list)
 
 
 @web.middleware
-async def json_errors(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every error leaves as JSON; an unexpected exception is logged and becomes a 500 without details."""
     try:
         return await handler(request)
@@ -80,17 +90,20 @@ async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
         reset_after=config.tunables.circuit_breaker_reset,
         excluded=(PrometheusQueryError,),
     )
-    app[PROMETHEUS] = PrometheusClient(config.file.prometheus.url, session, config.file.prometheus.timeout, guard)
+    app[PROMETHEUS] = PrometheusClient(
+        config.file.prometheus.url, session, config.file.prometheus.timeout, guard
+    )
     yield
     await session.close()
 
 
 async def _workers_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
+    environ: dict[str, str] = app[ENVIRON]
     deps = PipelineDeps(
         metrics=app[PROMETHEUS],
         evidence_window=config.file.investigation.evidence_window,
-        stage_timer=StageTimer(app[METRICS], setup_tracing(app[ENVIRON])),
+        stage_timer=StageTimer(app[METRICS], setup_tracing(environ)),
     )
     workers = Workers(app[STORE], deps, app[METRICS], config.file.server.workers)
     app[WORKERS] = workers

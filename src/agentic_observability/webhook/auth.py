@@ -12,10 +12,13 @@ import binascii
 import hmac
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from agentic_observability.webhook.keys import TOKEN
 
-OPEN_PATHS = frozenset({"/api/v1/health", "/api/v1/health/ready", "/metrics", "/api/v1/openapi.json", "/docs"})
+OPEN_PATHS = frozenset(
+    {"/api/v1/health", "/api/v1/health/ready", "/metrics", "/api/v1/metrics", "/api/v1/openapi.json", "/docs"}
+)
 
 
 def credentials_valid(header: str, token: str) -> bool:
@@ -35,7 +38,7 @@ def credentials_valid(header: str, token: str) -> bool:
 
 
 @web.middleware
-async def auth_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     token = request.app.get(TOKEN)
     if token is None or request.path in OPEN_PATHS or not request.path.startswith("/api/"):
         return await handler(request)

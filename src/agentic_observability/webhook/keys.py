@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import aiohttp
 from aiohttp import web
 
@@ -11,15 +9,13 @@ from agentic_observability.config import Config
 from agentic_observability.integrations.prometheus import PrometheusClient
 from agentic_observability.store import Store
 from agentic_observability.telemetry import Metrics
-
-if TYPE_CHECKING:
-    from agentic_observability.webhook.workers import Workers
+from agentic_observability.webhook.workers import Workers
 
 CONFIG = web.AppKey("config", Config)
 STORE = web.AppKey("store", Store)
 METRICS = web.AppKey("metrics", Metrics)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 PROMETHEUS = web.AppKey("prometheus", PrometheusClient)
-WORKERS = web.AppKey("workers", "Workers")
+WORKERS = web.AppKey("workers", Workers)
 TOKEN = web.AppKey("token", str)
-ENVIRON = web.AppKey("environ", dict)
+ENVIRON: web.AppKey[dict[str, str]] = web.AppKey("environ", dict)

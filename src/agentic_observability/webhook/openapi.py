@@ -11,7 +11,7 @@ from agentic_observability import __version__
 routes = web.RouteTableDef()
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
-_SECURED = [{"bearer": []}, {"basic": []}]
+_SECURED: list[dict[str, list[str]]] = [{"bearer": []}, {"basic": []}]
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -19,9 +19,14 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 
 def _errors(*codes: int) -> dict[str, Any]:
-    text = {400: "Malformed request; `field` names what was wrong", 401: "Missing or invalid credentials",
-            404: "Not found", 413: "Body larger than server.max_body_bytes",
-            502: "Prometheus failed", 503: "Store unavailable; retry"}
+    text = {
+        400: "Malformed request; `field` names what was wrong",
+        401: "Missing or invalid credentials",
+        404: "Not found",
+        413: "Body larger than server.max_body_bytes",
+        502: "Prometheus failed",
+        503: "Store unavailable; retry",
+    }
     return {str(c): _json(_ERROR, text[c]) for c in codes}
 
 
@@ -35,86 +40,196 @@ def _op(summary: str, responses: dict[str, Any], secured: bool = True, **extra: 
 _INCIDENT_ID = {"name": "incident_id", "in": "path", "required": True, "schema": {"type": "string"}}
 
 PATHS: dict[str, dict[str, Any]] = {
-    "/api/v1/webhook/alertmanager": {"post": _op(
-        "Receive an Alertmanager webhook (v4)",
-        {"202": _json({"type": "object", "properties": {"accepted": {"type": "integer"},
-                                                         "duplicates": {"type": "integer"}}},
-                      "Alerts durably stored"), **_errors(400, 401, 413, 503)},
-        requestBody={"required": True, "content": {"application/json": {
-            "schema": {"$ref": "#/components/schemas/AlertmanagerWebhook"}}}},
-    )},
-    "/api/v1/incidents": {"get": _op(
-        "List incidents, newest first",
-        {"200": _json({"type": "object", "properties": {"incidents": {
-            "type": "array", "items": {"$ref": "#/components/schemas/Incident"}}}}, "Incidents"),
-         **_errors(400, 401)},
-        parameters=[
-            {"name": "status", "in": "query", "schema": {"type": "string", "enum": ["firing", "resolved"]}},
-            {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
-        ],
-    )},
-    "/api/v1/incidents/{incident_id}": {"get": _op(
-        "One incident with its alerts and report",
-        {"200": _json({"$ref": "#/components/schemas/Incident"}, "The incident"), **_errors(401, 404)},
-        parameters=[_INCIDENT_ID],
-    )},
-    "/api/v1/analyze": {"post": _op(
-        "Ad-hoc analysis of a PromQL query over a time range (default: the last hour)",
-        {"200": _json({"type": "object"}, "Evidence summary"), **_errors(400, 401, 502)},
-        requestBody={"required": True, "content": {"application/json": {"schema": {
-            "type": "object", "required": ["query"], "additionalProperties": False,
-            "properties": {"query": {"type": "string", "minLength": 1}, "start": {"type": "number"},
-                           "end": {"type": "number"}}}}}},
-    )},
+    "/api/v1/webhook/alertmanager": {
+        "post": _op(
+            "Receive an Alertmanager webhook (v4)",
+            {
+                "202": _json(
+                    {
+                        "type": "object",
+                        "properties": {"accepted": {"type": "integer"}, "duplicates": {"type": "integer"}},
+                    },
+                    "Alerts durably stored",
+                ),
+                **_errors(400, 401, 413, 503),
+            },
+            requestBody={
+                "required": True,
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/AlertmanagerWebhook"}}
+                },
+            },
+        )
+    },
+    "/api/v1/incidents": {
+        "get": _op(
+            "List incidents, newest first",
+            {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "properties": {
+                            "incidents": {"type": "array", "items": {"$ref": "#/components/schemas/Incident"}}
+                        },
+                    },
+                    "Incidents",
+                ),
+                **_errors(400, 401),
+            },
+            parameters=[
+                {
+                    "name": "status",
+                    "in": "query",
+                    "schema": {"type": "string", "enum": ["firing", "resolved"]},
+                },
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
+            ],
+        )
+    },
+    "/api/v1/incidents/{incident_id}": {
+        "get": _op(
+            "One incident with its alerts and report",
+            {"200": _json({"$ref": "#/components/schemas/Incident"}, "The incident"), **_errors(401, 404)},
+            parameters=[_INCIDENT_ID],
+        )
+    },
+    "/api/v1/analyze": {
+        "post": _op(
+            "Ad-hoc analysis of a PromQL query over a time range (default: the last hour)",
+            {"200": _json({"type": "object"}, "Evidence summary"), **_errors(400, 401, 502)},
+            requestBody={
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["query"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "query": {"type": "string", "minLength": 1},
+                                "start": {"type": "number"},
+                                "end": {"type": "number"},
+                            },
+                        }
+                    }
+                },
+            },
+        )
+    },
     "/api/v1/health": {"get": _op("Liveness", {"200": _json({"type": "object"}, "Alive")}, secured=False)},
-    "/api/v1/health/ready": {"get": _op(
-        "Readiness: store, Prometheus, memory", {"200": _json({"type": "object"}, "Ready or degraded"),
-                                                 "503": _json({"type": "object"}, "Store unavailable")},
-        secured=False)},
-    "/metrics": {"get": _op("Prometheus exposition of the service's own metrics",
-                            {"200": {"description": "text/plain exposition"}}, secured=False)},
-    "/api/v1/metrics": {"get": _op("The same metrics as JSON", {"200": _json({"type": "object"}, "Metrics")},
-                                   secured=False)},
-    "/api/v1/openapi.json": {"get": _op("This document", {"200": _json({"type": "object"}, "OpenAPI")},
-                                        secured=False)},
+    "/api/v1/health/ready": {
+        "get": _op(
+            "Readiness: store, Prometheus, memory",
+            {
+                "200": _json({"type": "object"}, "Ready or degraded"),
+                "503": _json({"type": "object"}, "Store unavailable"),
+            },
+            secured=False,
+        )
+    },
+    "/metrics": {
+        "get": _op(
+            "Prometheus exposition of the service's own metrics",
+            {"200": {"description": "text/plain exposition"}},
+            secured=False,
+        )
+    },
+    "/api/v1/metrics": {
+        "get": _op("The same metrics as JSON", {"200": _json({"type": "object"}, "Metrics")}, secured=False)
+    },
+    "/api/v1/openapi.json": {
+        "get": _op("This document", {"200": _json({"type": "object"}, "OpenAPI")}, secured=False)
+    },
     "/docs": {"get": _op("Interactive API docs", {"200": {"description": "HTML"}}, secured=False)},
 }
 
 _LABELS = {"type": "object", "additionalProperties": {"type": "string"}}
 SCHEMAS: dict[str, Any] = {
-    "Error": {"type": "object", "required": ["error", "detail"], "properties": {
-        "error": {"type": "string"}, "detail": {"type": "string"}, "field": {"type": "string"}}},
-    "AlertmanagerWebhook": {"type": "object", "required": ["version", "groupKey", "status", "alerts"],
-                            "properties": {
-        "version": {"type": "string", "enum": ["4"]}, "groupKey": {"type": "string", "minLength": 1},
-        "status": {"type": "string", "enum": ["firing", "resolved"]}, "receiver": {"type": "string"},
-        "groupLabels": _LABELS, "commonLabels": _LABELS, "commonAnnotations": _LABELS,
-        "externalURL": {"type": "string"}, "truncatedAlerts": {"type": "integer"},
-        "alerts": {"type": "array", "minItems": 1, "items": {"type": "object",
-                   "required": ["status", "labels", "startsAt"], "properties": {
-            "status": {"type": "string", "enum": ["firing", "resolved"]}, "labels": _LABELS,
-            "annotations": _LABELS, "startsAt": {"type": "string", "format": "date-time"},
-            "endsAt": {"type": "string", "format": "date-time"}, "generatorURL": {"type": "string"},
-            "fingerprint": {"type": "string"}}}}}},
-    "Incident": {"type": "object", "required": ["id", "status", "title", "labels", "started_at", "resolved_at",
-                                                "report", "similar_incidents"], "properties": {
-        "id": {"type": "string"}, "status": {"type": "string", "enum": ["firing", "resolved"]},
-        "title": {"type": "string"}, "labels": _LABELS, "source": {"type": "string"},
-        "started_at": {"type": "string", "format": "date-time"},
-        "resolved_at": {"type": ["string", "null"], "format": "date-time"},
-        "report": {"type": ["object", "null"]}, "similar_incidents": {"type": "array"},
-        "alerts": {"type": "array"}}},
+    "Error": {
+        "type": "object",
+        "required": ["error", "detail"],
+        "properties": {
+            "error": {"type": "string"},
+            "detail": {"type": "string"},
+            "field": {"type": "string"},
+        },
+    },
+    "AlertmanagerWebhook": {
+        "type": "object",
+        "required": ["version", "groupKey", "status", "alerts"],
+        "properties": {
+            "version": {"type": "string", "enum": ["4"]},
+            "groupKey": {"type": "string", "minLength": 1},
+            "status": {"type": "string", "enum": ["firing", "resolved"]},
+            "receiver": {"type": "string"},
+            "groupLabels": _LABELS,
+            "commonLabels": _LABELS,
+            "commonAnnotations": _LABELS,
+            "externalURL": {"type": "string"},
+            "truncatedAlerts": {"type": "integer"},
+            "alerts": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "required": ["status", "labels", "startsAt"],
+                    "properties": {
+                        "status": {"type": "string", "enum": ["firing", "resolved"]},
+                        "labels": _LABELS,
+                        "annotations": _LABELS,
+                        "startsAt": {"type": "string", "format": "date-time"},
+                        "endsAt": {"type": "string", "format": "date-time"},
+                        "generatorURL": {"type": "string"},
+                        "fingerprint": {"type": "string"},
+                    },
+                },
+            },
+        },
+    },
+    "Incident": {
+        "type": "object",
+        "required": [
+            "id",
+            "status",
+            "title",
+            "labels",
+            "started_at",
+            "resolved_at",
+            "report",
+            "similar_incidents",
+        ],
+        "properties": {
+            "id": {"type": "string"},
+            "status": {"type": "string", "enum": ["firing", "resolved"]},
+            "title": {"type": "string"},
+            "labels": _LABELS,
+            "source": {"type": "string"},
+            "started_at": {"type": "string", "format": "date-time"},
+            "resolved_at": {"type": ["string", "null"], "format": "date-time"},
+            "report": {"type": ["object", "null"]},
+            "similar_incidents": {"type": "array"},
+            "alerts": {"type": "array"},
+        },
+    },
 }
 
 
 def document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
-        "info": {"title": "agentic-observability", "version": __version__,
-                 "description": "Prometheus/Grafana-native incident analyst."},
+        "info": {
+            "title": "agentic-observability",
+            "version": __version__,
+            "description": "Prometheus/Grafana-native incident analyst.",
+        },
         "paths": PATHS,
-        "components": {"schemas": SCHEMAS, "securitySchemes": {
-            "bearer": {"type": "http", "scheme": "bearer"}, "basic": {"type": "http", "scheme": "basic"}}},
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "basic": {"type": "http", "scheme": "basic"},
+            },
+        },
     }
 
 

@@ -68,4 +68,7 @@ def _count(request: web.Request, alerts: list[AcceptedAlert], duplicates: int) -
         metrics.alerts_received.labels(accepted.alert.status).inc()
     if duplicates:
         metrics.alerts_duplicate.inc(duplicates)
-        log.info("duplicate delivery ignored", extra=log_fields(group_key=alerts[0].group_key, duplicates=duplicates))
+        log.info(
+            "duplicate delivery ignored",
+            extra=log_fields(group_key=alerts[0].group_key, duplicates=duplicates),
+        )

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import pytest
+
+from agentic_observability.models import Series
+from agentic_observability.pipeline.investigate import (
+    expression_from_generator_url,
+    split_threshold,
+    summarize,
+)
+from tests.conftest import fixture_body
+
+
+@pytest.mark.parametrize(
+    ("name", "expr"),
+    [
+        ("am-0.25-firing.json", "vector(1) and on () (vector(time() % 40) < 20)"),
+        ("legacy-firing-3-alerts.json", 'probe_success{job="blackbox-icmp"} == 0'),
+        (
+            "resolved-escaped-receiver.json",
+            'kube_deployment_spec_replicas{namespace="eric-eo-cm-ci406"} != '
+            'kube_deployment_status_replicas_available{namespace="eric-eo-cm-ci406"}',
+        ),
+    ],
+)
+def test_expression_recovered_from_recorded_generator_urls(name: str, expr: str) -> None:
+    url = fixture_body(name)["alerts"][0]["generatorURL"]
+    assert expression_from_generator_url(url) == expr
+
+
+@pytest.mark.parametrize("url", ["", "http://x/graph", "http://x/graph?g0.tab=1", "not a url"])
+def test_no_expression(url: str) -> None:
+    assert expression_from_generator_url(url) is None
+
+
+@pytest.mark.parametrize(
+    ("expr", "expected"),
+    [
+        ("rate(x[5m]) > 0.5", ("rate(x[5m])", ">", 0.5)),
+        ('probe_success{job="a"} == 0', ('probe_success{job="a"}', "==", 0.0)),
+        ("up < bool 1", ("up", "<", 1.0)),
+        ('x{a=">"} >= 2e3', ('x{a=">"}', ">=", 2000.0)),
+        ('x{a="\\"q>1"} > 3', ('x{a="\\"q>1"}', ">", 3.0)),
+        ("a > b", None),
+        ("vector(1) and on () (vector(time() % 40) < 20)", None),
+        ("sum(rate(x[5m]))", None),
+        ("> 3", None),
+    ],
+)
+def test_split_threshold(expr: str, expected: tuple[str, str, float] | None) -> None:
+    assert split_threshold(expr) == expected
+
+
+def test_summarize_skips_nan_and_finds_the_peak() -> None:
+    series = Series({"service": "a"}, (1.0, 2.0, 3.0, 4.0), (1.0, float("nan"), 5.0, 2.0))
+    summary = summarize(series)
+    assert summary is not None
+    assert (summary.points, summary.maximum, summary.peak_at, summary.last) == (3, 5.0, 3.0, 2.0)
+    assert summarize(Series({}, (1.0,), (float("nan"),))) is None
