@@ -7,6 +7,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any, Literal
 
 AlertStatus = Literal["firing", "resolved"]
@@ -43,10 +44,16 @@ class Alert:
         return self.labels.get("alertname", "unnamed")
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["labels"] = dict(self.labels)
-        data["annotations"] = dict(self.annotations)
-        return data
+        # Written out rather than dataclasses.asdict: this runs for every accepted alert.
+        return {
+            "status": self.status,
+            "labels": dict(self.labels),
+            "annotations": dict(self.annotations),
+            "starts_at": self.starts_at,
+            "ends_at": self.ends_at,
+            "generator_url": self.generator_url,
+            "fingerprint": self.fingerprint,
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Alert:
@@ -71,7 +78,7 @@ class AcceptedAlert:
     group_labels: Mapping[str, str] = field(default_factory=dict)
     external_url: str = ""
 
-    @property
+    @cached_property
     def dedup_key(self) -> str:
         """Same key for a retried or repeated delivery of the same alert state, so it is stored once."""
         a = self.alert

@@ -28,7 +28,7 @@ async def replay_body(raw: bytes, config: Config, storage: str) -> list[dict[str
     store = await Store.open(storage)
     try:
         await store.accept(alerts)
-        jobs = await store.ingest_pending()
+        jobs, _ = await store.ingest_pending()
         async with aiohttp.ClientSession() as session:
             prometheus = PrometheusClient(config.file.prometheus.url, session, config.file.prometheus.timeout)
             deps = pipeline.PipelineDeps(
@@ -40,8 +40,7 @@ async def replay_body(raw: bytes, config: Config, storage: str) -> list[dict[str
                 if incident is None:
                     continue
                 report = await pipeline.run(incident, deps)
-                await store.save_report(incident.id, report.to_dict())
-                await store.finish_job(job.id)
+                await store.complete_job(job.id, incident.id, report.to_dict())
                 reports.append({"incident_id": incident.id, **report.to_dict()})
         return reports
     finally:

@@ -4,6 +4,10 @@
 * N pipeline workers run ``pipeline.run()`` per job. Jobs are sharded by incident id, so the jobs of
   one incident run in order (analyze before resolve) while different incidents run in parallel.
 
+During an alert storm, intake comes first: while webhook deliveries keep arriving, the ingest loop
+coalesces them into larger transactions and the pipeline is held to ``storm_jobs_per_second``, so
+acknowledging alerts stays fast; analysis catches up as soon as the storm eases.
+
 On start, everything the store still has pending (inbox rows, unfinished jobs) is resumed: an alert
 acknowledged before a crash is processed after the restart.
 """
@@ -15,6 +19,8 @@ import contextlib
 import logging
 import time
 
+from aiolimiter import AsyncLimiter
+
 from agentic_observability import pipeline
 from agentic_observability.errors import StoreError
 from agentic_observability.pipeline.ports import PipelineDeps
@@ -24,11 +30,20 @@ from agentic_observability.telemetry import Metrics, correlation, log_fields
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 5
-INGEST_POLL_SECONDS = 1.0  # safety net: the webhook wakes the loop at once, this catches anything missed
+INGEST_POLL_SECONDS = 1.0  # safety net: the webhook wakes the loop at once; this catches anything missed
+STORM_WINDOW_SECONDS = 0.05  # a delivery within this window means intake is busy
+STORM_COALESCE_SECONDS = 0.05  # during a storm, ingest this often, in bigger transactions
 
 
 class Workers:
-    def __init__(self, store: Store, deps: PipelineDeps, metrics: Metrics, count: int) -> None:
+    def __init__(
+        self,
+        store: Store,
+        deps: PipelineDeps,
+        metrics: Metrics,
+        count: int,
+        storm_jobs_per_second: float = 100.0,
+    ) -> None:
         self._store = store
         self._deps = deps
         self._metrics = metrics
@@ -36,9 +51,17 @@ class Workers:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._busy = 0
+        self._last_intake = -1.0
+        self._storm_limiter = AsyncLimiter(storm_jobs_per_second, 1.0)
 
     def wake(self) -> None:
+        """Called on every committed delivery: new work, and a sign of intake pressure."""
+        self._last_intake = asyncio.get_running_loop().time()
         self._wake.set()
+
+    @property
+    def under_pressure(self) -> bool:
+        return asyncio.get_running_loop().time() - self._last_intake < STORM_WINDOW_SECONDS
 
     async def start(self) -> None:
         for job in await self._store.pending_jobs():
@@ -75,6 +98,8 @@ class Workers:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), INGEST_POLL_SECONDS)
             self._wake.clear()
+            if self.under_pressure:
+                await asyncio.sleep(STORM_COALESCE_SECONDS)  # let a storm's deliveries pile into one batch
             try:
                 await self._ingest_all()
             except StoreError as exc:
@@ -86,21 +111,19 @@ class Workers:
                 await asyncio.sleep(INGEST_POLL_SECONDS)
 
     async def _ingest_all(self) -> None:
-        while True:
-            jobs = await self._store.ingest_pending()
+        more = True
+        while more:
+            jobs, more = await self._store.ingest_pending()
             for job in jobs:
                 if job.kind == "analyze":
                     self._metrics.incidents_opened.labels(job.source).inc()
                 self._enqueue(job)
-            if not jobs and not await self._has_pending_inbox():
-                return
-
-    async def _has_pending_inbox(self) -> bool:
-        return (await self._store.counts())["inbox_pending"] > 0
 
     async def _worker(self, queue: asyncio.Queue[Job]) -> None:
         while True:
             job = await queue.get()
+            if self.under_pressure:
+                await self._storm_limiter.acquire()
             self._busy += 1
             try:
                 await self._run_job(job)
@@ -116,17 +139,14 @@ class Workers:
             started = time.perf_counter()
             try:
                 report = await pipeline.run(incident, self._deps)
-                await self._store.save_report(incident.id, report.to_dict())
+                await self._store.complete_job(job.id, incident.id, report.to_dict())
             except asyncio.CancelledError:
                 raise  # shutdown: the job stays pending and resumes after restart
             except Exception as exc:
                 await self._failed(job, exc)
                 return
-            await self._store.finish_job(job.id)
-            log.info(
-                "report written",
-                extra=log_fields(job=job.kind, seconds=round(time.perf_counter() - started, 3)),
-            )
+            seconds = round(time.perf_counter() - started, 3)
+            log.info("report written", extra=log_fields(job=job.kind, seconds=seconds))
 
     async def _failed(self, job: Job, exc: Exception) -> None:
         self._metrics.errors.labels("pipeline").inc()

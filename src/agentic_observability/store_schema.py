@@ -1,0 +1,105 @@
+"""The SQLite schema, its migrations and connection settings (shared by the writer and readers)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from agentic_observability.errors import StoreError
+
+SCHEMA_VERSION = 1
+DB_FILENAME = "agentic-obs.sqlite3"
+
+# WAL + synchronous=NORMAL: a commit survives a process crash (SIGKILL, OOM); only an OS crash or
+# power loss can drop the last transactions, which Alertmanager would then resend.
+PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA foreign_keys=ON",
+    "PRAGMA busy_timeout=5000",
+)
+
+MIGRATIONS: dict[int, str] = {
+    1: """
+    CREATE TABLE inbox (
+        id           INTEGER PRIMARY KEY,
+        dedup_key    TEXT NOT NULL UNIQUE,
+        group_key    TEXT NOT NULL,
+        body         TEXT NOT NULL,
+        received_at  REAL NOT NULL,
+        processed_at REAL
+    );
+    CREATE INDEX inbox_pending ON inbox(id) WHERE processed_at IS NULL;
+    CREATE TABLE incidents (
+        id           INTEGER PRIMARY KEY,
+        group_key    TEXT NOT NULL,
+        source       TEXT NOT NULL,
+        status       TEXT NOT NULL CHECK (status IN ('firing', 'resolved')),
+        title        TEXT NOT NULL,
+        labels       TEXT NOT NULL,
+        started_at   REAL NOT NULL,
+        resolved_at  REAL,
+        report       TEXT,
+        similar      TEXT NOT NULL DEFAULT '[]',
+        created_at   REAL NOT NULL,
+        updated_at   REAL NOT NULL
+    );
+    CREATE UNIQUE INDEX incidents_one_open_per_group ON incidents(group_key) WHERE status = 'firing';
+    CREATE INDEX incidents_by_status ON incidents(status, id);
+    CREATE TABLE incident_alerts (
+        incident_id  INTEGER NOT NULL REFERENCES incidents(id),
+        fingerprint  TEXT NOT NULL,
+        status       TEXT NOT NULL,
+        ends_at      REAL,
+        body         TEXT NOT NULL,
+        PRIMARY KEY (incident_id, fingerprint)
+    );
+    CREATE TABLE jobs (
+        id           INTEGER PRIMARY KEY,
+        incident_id  INTEGER NOT NULL REFERENCES incidents(id),
+        kind         TEXT NOT NULL,
+        created_at   REAL NOT NULL,
+        attempts     INTEGER NOT NULL DEFAULT 0,
+        last_error   TEXT,
+        done_at      REAL
+    );
+    CREATE INDEX jobs_pending ON jobs(id) WHERE done_at IS NULL;
+    CREATE TABLE outbox (
+        id           INTEGER PRIMARY KEY,
+        incident_id  INTEGER NOT NULL REFERENCES incidents(id),
+        sink         TEXT NOT NULL,
+        action       TEXT NOT NULL,
+        dedup_key    TEXT NOT NULL UNIQUE,
+        payload      TEXT NOT NULL,
+        state        TEXT NOT NULL DEFAULT 'pending',
+        attempts     INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL DEFAULT 0,
+        external_id  TEXT,
+        created_at   REAL NOT NULL,
+        delivered_at REAL
+    );
+    CREATE INDEX outbox_pending ON outbox(next_attempt_at) WHERE state = 'pending';
+    """,
+}
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=5.0, check_same_thread=False, isolation_level=None)
+    for pragma in PRAGMAS:
+        conn.execute(pragma)
+    return conn
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+    current = int(row[0]) if row and row[0] is not None else 0
+    if current > SCHEMA_VERSION:
+        raise StoreError(
+            f"the store was written by a newer version (schema {current} > {SCHEMA_VERSION}); "
+            "upgrade agentic-obs or point storage.path elsewhere"
+        )
+    for version in range(current + 1, SCHEMA_VERSION + 1):
+        # One script, one transaction: a crash mid-migration leaves the previous version intact.
+        record = f"INSERT INTO schema_version (version) VALUES ({version});"
+        conn.executescript(f"BEGIN;\n{MIGRATIONS[version]}\n{record}\nCOMMIT;")

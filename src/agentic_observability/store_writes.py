@@ -1,0 +1,134 @@
+"""Every write transaction of the store, as plain synchronous functions over one sqlite3 connection.
+
+They run on the store's single writer thread, one whole transaction per hand-off: a transaction
+never stays open across event-loop iterations, so a busy loop cannot stretch how long the SQLite
+write lock is held (which is what made per-statement async writes slow under an alert storm).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from agentic_observability.lifecycle import IngestPlan, IngestPlanner, PlannedJob
+from agentic_observability.models import AcceptedAlert
+
+ROWS_PER_STATEMENT = 2000  # 4 parameters a row, well under SQLite's 32,766-parameter limit
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any error (the connection is in autocommit mode)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def insert_inbox(conn: sqlite3.Connection, rows: Sequence[tuple[str, str, str, float]]) -> set[str]:
+    """Insert inbox rows, ignoring ones already stored; returns the dedup keys that were new."""
+    inserted: set[str] = set()
+    with transaction(conn):
+        for start in range(0, len(rows), ROWS_PER_STATEMENT):
+            chunk = rows[start : start + ROWS_PER_STATEMENT]
+            placeholders = ",".join(["(?, ?, ?, ?)"] * len(chunk))
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO inbox (dedup_key, group_key, body, received_at) "
+                f"VALUES {placeholders} RETURNING dedup_key",
+                [value for row in chunk for value in row],
+            )
+            inserted.update(str(r[0]) for r in cursor.fetchall())
+    return inserted
+
+
+def ingest(conn: sqlite3.Connection, limit: int, now: float) -> tuple[list[PlannedJob], int]:
+    """Apply up to ``limit`` unprocessed inbox rows to incidents (rules in lifecycle.py);
+    returns the jobs created and how many rows were consumed."""
+    with transaction(conn):
+        rows = conn.execute(
+            "SELECT id, body FROM inbox WHERE processed_at IS NULL ORDER BY id LIMIT ?", (limit,)
+        ).fetchall()
+        if not rows:
+            return [], 0
+        pending = [(int(i), AcceptedAlert.from_dict(json.loads(b))) for i, b in rows]
+        planner = _planner(conn, {a.group_key for _, a in pending})
+        for inbox_id, accepted in pending:
+            planner.add(inbox_id, accepted, now)
+        _apply(conn, planner.plan, now)
+    return planner.plan.jobs, len(rows)
+
+
+def _planner(conn: sqlite3.Connection, group_keys: set[str]) -> IngestPlanner:
+    incidents = conn.execute(
+        "SELECT id, group_key FROM incidents WHERE status = 'firing' "
+        "AND group_key IN (SELECT value FROM json_each(?))",
+        (json.dumps(sorted(group_keys)),),
+    ).fetchall()
+    alerts = conn.execute(
+        "SELECT incident_id, fingerprint, status, ends_at FROM incident_alerts "
+        "WHERE incident_id IN (SELECT value FROM json_each(?))",
+        (json.dumps([int(i) for i, _ in incidents]),),
+    ).fetchall()
+    by_incident: dict[int, list[tuple[str, str, float | None]]] = {}
+    for incident_id, fingerprint, status, ends in alerts:
+        by_incident.setdefault(int(incident_id), []).append((fingerprint, status, ends))
+    open_state = {g: IngestPlanner.open_state(int(i), by_incident.get(int(i), [])) for i, g in incidents}
+    next_incident, next_job = conn.execute(
+        "SELECT (SELECT COALESCE(MAX(id), 0) + 1 FROM incidents), (SELECT COALESCE(MAX(id), 0) + 1 FROM jobs)"
+    ).fetchone()
+    return IngestPlanner(open_state, int(next_incident), int(next_job))
+
+
+def _apply(conn: sqlite3.Connection, plan: IngestPlan, now: float) -> None:
+    conn.executemany(
+        "INSERT INTO incidents (id, group_key, source, status, title, labels, started_at, created_at, "
+        "updated_at) VALUES (?, ?, ?, 'firing', ?, ?, ?, ?, ?)",
+        [
+            (n.id, n.group_key, n.source, n.title, json.dumps(dict(n.labels)), n.started_at, now, now)
+            for n in plan.new_incidents
+        ],
+    )
+    conn.executemany(
+        "INSERT INTO incident_alerts (incident_id, fingerprint, status, ends_at, body) "
+        "VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT (incident_id, fingerprint) DO UPDATE SET "
+        "status = excluded.status, ends_at = excluded.ends_at, body = excluded.body",
+        plan.alert_rows,
+    )
+    conn.executemany(
+        "UPDATE incidents SET status = 'resolved', resolved_at = ?, updated_at = ? WHERE id = ?",
+        [(resolved_at, now, incident_id) for incident_id, resolved_at in plan.resolved],
+    )
+    conn.executemany(
+        "INSERT INTO jobs (id, incident_id, kind, created_at) VALUES (?, ?, ?, ?)",
+        [(j.id, j.incident_id, j.kind, now) for j in plan.jobs],
+    )
+    conn.execute(
+        "UPDATE inbox SET processed_at = ? WHERE id IN (SELECT value FROM json_each(?))",
+        (now, json.dumps(plan.processed)),
+    )
+
+
+def complete_job(conn: sqlite3.Connection, job_id: int, incident_id: int, report: str, now: float) -> None:
+    """Save the report and mark its job done together: never one without the other."""
+    with transaction(conn):
+        conn.execute(
+            "UPDATE incidents SET report = ?, updated_at = ? WHERE id = ?", (report, now, incident_id)
+        )
+        conn.execute(
+            "UPDATE jobs SET done_at = ?, attempts = attempts + 1, last_error = NULL WHERE id = ?",
+            (now, job_id),
+        )
+
+
+def finish_job(conn: sqlite3.Connection, job_id: int, done_at: float | None, error: str | None) -> None:
+    with transaction(conn):
+        conn.execute(
+            "UPDATE jobs SET done_at = ?, attempts = attempts + 1, last_error = ? WHERE id = ?",
+            (done_at, error, job_id),
+        )
