@@ -77,6 +77,21 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_rca(args: argparse.Namespace) -> int:
+    from agentic_observability.offline.rca import run_rca
+
+    return run_rca(Path(args.case_dir), Path(args.output))
+
+
+def _cmd_backtest(args: argparse.Namespace) -> int:
+    from agentic_observability.offline.rca import backtest_rca
+
+    if args.task == "rca":
+        backtest_rca(Path(args.dir), shift=args.shift)
+        return 0
+    raise AgenticObsError(f"backtest {args.task}: not available in this version (only 'rca')")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="agentic-obs", description="Prometheus/Grafana-native incident analyst."
@@ -104,6 +119,15 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--store", help="state directory to use (default: a fresh temp dir)")
     replay.add_argument("--json", action="store_true", help="print full reports as JSON")
     replay.set_defaults(func=_cmd_replay)
+    rca = sub.add_parser("rca", help="rank root-cause services for one offline case")
+    rca.add_argument("case_dir", help="directory with metrics.csv and case.json (fault_time, entity_label)")
+    rca.add_argument("--output", required=True, help="where to write the ranking JSON")
+    rca.set_defaults(func=_cmd_rca)
+    backtest = sub.add_parser("backtest", help="score an offline task on labelled data")
+    backtest.add_argument("task", choices=["rca"], help="rca: root-cause ranking (AC@1, AC@3, Avg@5)")
+    backtest.add_argument("dir", help="directory of labelled cases")
+    backtest.add_argument("--shift", type=float, default=0.0, help="give the method a fault time this late (s)")
+    backtest.set_defaults(func=_cmd_backtest)
     return parser
 
 

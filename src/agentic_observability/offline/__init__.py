@@ -1,0 +1,1 @@
+"""Offline commands over files: ``rca`` and ``backtest rca`` (and their CSV format)."""
