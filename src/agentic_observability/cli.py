@@ -126,7 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     backtest = sub.add_parser("backtest", help="score an offline task on labelled data")
     backtest.add_argument("task", choices=["rca"], help="rca: root-cause ranking (AC@1, AC@3, Avg@5)")
     backtest.add_argument("dir", help="directory of labelled cases")
-    backtest.add_argument("--shift", type=float, default=0.0, help="give the method a fault time this late (s)")
+    backtest.add_argument(
+        "--shift", type=float, default=0.0, help="give the method a fault time this late (s)"
+    )
     backtest.set_defaults(func=_cmd_backtest)
     return parser
 

@@ -92,9 +92,17 @@ class SignalConfig(Section):
     query: str
 
 
+class CallEdge(Section):
+    """``caller`` calls ``callee``: when both changed, the callee is the better explanation."""
+
+    caller: str
+    callee: str
+
+
 class InvestigationConfig(Section):
     entity_label: str = "service"
     signals: tuple[SignalConfig, ...] = ()
+    calls: tuple[CallEdge, ...] = ()
     baseline: Duration = 1800.0
     after: Duration = 600.0
     evidence_window: Duration = 3600.0

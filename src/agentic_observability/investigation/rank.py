@@ -63,7 +63,9 @@ class RankConfig:
     onset_lookback: float = 600.0  # how far before the given time the real onset may lie
     onset_threshold: float = 6.0  # robust deviations that count as "changed"
     onset_persistence: int = 3  # consecutive points above the threshold
-    delay_half_life: float = 300.0  # an entity that changed this much later than the first keeps half its score
+    delay_half_life: float = (
+        300.0  # an entity that changed this much later than the first keeps half its score
+    )
     callee_discount: float = 0.5  # a caller whose callee changed as much (and no later) keeps this share
     evidence_per_candidate: int = 3
     calls: tuple[tuple[str, str], ...] = field(default_factory=tuple)  # (caller, callee) edges
@@ -128,7 +130,9 @@ def estimate_onset(series: Sequence[SignalSeries], incident_time: float, config:
     return float(np.median(earliest))
 
 
-def score_series(series: SignalSeries, onset: float, incident_time: float, config: RankConfig) -> _Scored | None:
+def score_series(
+    series: SignalSeries, onset: float, incident_time: float, config: RankConfig
+) -> _Scored | None:
     ts, values = series.timestamps, series.values
     baseline = _finite(ts, values, ts < onset)
     after = _finite(ts, values, ts >= onset)
@@ -139,8 +143,12 @@ def score_series(series: SignalSeries, onset: float, incident_time: float, confi
     peak = int(np.argmax(deviations))
     own_onset = signal_onset(series, max(incident_time, onset), config)
     evidence = SignalEvidence(
-        signal=series.signal, labels=series.labels, baseline=median, incident=float(after[peak]),
-        deviation=float(deviations[peak]), onset=own_onset,
+        signal=series.signal,
+        labels=series.labels,
+        baseline=median,
+        incident=float(after[peak]),
+        deviation=float(deviations[peak]),
+        onset=own_onset,
     )
     return _Scored(series, evidence)
 
@@ -195,7 +203,11 @@ def _discount_callers(candidates: list[Candidate], cfg: RankConfig) -> list[Cand
     by_name = {c.entity: c for c in candidates}
     result = []
     for candidate in candidates:
-        callees = [by_name[callee] for caller, callee in cfg.calls if caller == candidate.entity and callee in by_name]
+        callees = [
+            by_name[callee]
+            for caller, callee in cfg.calls
+            if caller == candidate.entity and callee in by_name
+        ]
         explained = any(_explains(callee, candidate) for callee in callees)
         result.append(_rescore(candidate, cfg.callee_discount) if explained else candidate)
     return result

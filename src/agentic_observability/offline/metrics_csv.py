@@ -62,8 +62,9 @@ def _number(cell: str, row: int, column: str, path: Path) -> float:
     try:
         return float(cell)
     except ValueError:
-        raise BadInputError(f"{path}: row {row}, column {column!r}: {cell!r} is not a number",
-                            field=column) from None
+        raise BadInputError(
+            f"{path}: row {row}, column {column!r}: {cell!r} is not a number", field=column
+        ) from None
 
 
 def read_metrics_csv(path: Path) -> MetricsTable:
@@ -82,9 +83,13 @@ def read_metrics_csv(path: Path) -> MetricsTable:
     data = np.empty((len(rows) - 1, len(header) + 1))
     for index, row in enumerate(rows[1:], start=2):
         if len(row) != len(header) + 1:
-            raise BadInputError(f"{path}: row {index} has {len(row)} cells, the header has {len(header) + 1}",
-                                field=f"row {index}")
-        data[index - 2] = [_number(c, index, n, path) for c, n in zip(row, ["timestamp", *header], strict=True)]
+            raise BadInputError(
+                f"{path}: row {index} has {len(row)} cells, the header has {len(header) + 1}",
+                field=f"row {index}",
+            )
+        data[index - 2] = [
+            _number(c, index, n, path) for c, n in zip(row, ["timestamp", *header], strict=True)
+        ]
     timestamps = data[:, 0]
     if np.isnan(timestamps).any() or (np.diff(timestamps) <= 0).any():
         raise BadInputError(f"{path}: timestamps must be present and strictly ascending", field="timestamp")

@@ -39,13 +39,17 @@ def case_inputs(case_dir: Path) -> tuple[float, str]:
     try:
         return float(meta["fault_time"]), str(meta.get("entity_label", "service"))
     except (KeyError, TypeError, ValueError) as exc:
-        raise BadInputError(f"{case_dir / 'case.json'}: needs a numeric 'fault_time'", field="fault_time") from exc
+        raise BadInputError(
+            f"{case_dir / 'case.json'}: needs a numeric 'fault_time'", field="fault_time"
+        ) from exc
 
 
 def table_series(table: MetricsTable, entity_label: str) -> list[SignalSeries]:
     """One SignalSeries per column that carries the entity label (others cannot be attributed)."""
     return [
-        SignalSeries(column.labels[entity_label], column.name, column.labels, table.timestamps, table.values[:, i])
+        SignalSeries(
+            column.labels[entity_label], column.name, column.labels, table.timestamps, table.values[:, i]
+        )
         for i, column in enumerate(table.columns)
         if entity_label in column.labels
     ]
@@ -56,7 +60,9 @@ def rank_case(case_dir: Path, shift: float = 0.0, config: RankConfig | None = No
     table = read_metrics_csv(case_dir / "metrics.csv")
     series = table_series(table, entity_label)
     if not series:
-        raise BadInputError(f"{case_dir}: no column carries the entity label {entity_label!r}", field=entity_label)
+        raise BadInputError(
+            f"{case_dir}: no column carries the entity label {entity_label!r}", field=entity_label
+        )
     return rank_entities(series, fault_time + shift, config)
 
 
@@ -66,8 +72,14 @@ def candidate_json(candidate: Candidate) -> dict[str, Any]:
         "score": round(candidate.score, 6),
         "onset": candidate.onset,
         "evidence": [
-            {"signal": e.signal, "labels": dict(e.labels), "baseline": e.baseline, "incident": e.incident,
-             "deviation": round(e.deviation, 3), "onset": e.onset}
+            {
+                "signal": e.signal,
+                "labels": dict(e.labels),
+                "baseline": e.baseline,
+                "incident": e.incident,
+                "deviation": round(e.deviation, 3),
+                "onset": e.onset,
+            }
             for e in candidate.evidence
         ],
     }
@@ -103,11 +115,19 @@ def accuracy(positions: list[int]) -> dict[str, float]:
     return {"AC@1": ac[0], "AC@3": ac[2], "Avg@5": float(np.mean(ac)), "cases": float(len(positions))}
 
 
-def backtest_rca(directory: Path, shift: float = 0.0, out: TextIO = sys.stdout,
-                 progress: Callable[[int, int, float, TextIO], None] = _progress) -> dict[str, dict[str, float]]:
-    cases = sorted(p for p in directory.iterdir() if (p / "case.json").is_file() and (p / "metrics.csv").is_file())
+def backtest_rca(
+    directory: Path,
+    shift: float = 0.0,
+    out: TextIO = sys.stdout,
+    progress: Callable[[int, int, float, TextIO], None] = _progress,
+) -> dict[str, dict[str, float]]:
+    cases = sorted(
+        p for p in directory.iterdir() if (p / "case.json").is_file() and (p / "metrics.csv").is_file()
+    )
     if not cases:
-        raise BadInputError(f"{directory}: no case directories (with case.json and metrics.csv) found", field="DIR")
+        raise BadInputError(
+            f"{directory}: no case directories (with case.json and metrics.csv) found", field="DIR"
+        )
     by_fault: dict[str, list[int]] = {}
     started = time.perf_counter()
     for done, case in enumerate(cases, start=1):

@@ -1,6 +1,7 @@
 """The incident pipeline: one module per stage and a straight-line ``run()``.
 
-Stages present today: investigate (evidence from the alert's own PromQL) and reason (rules report).
+Stages present today: investigate (evidence from the alert's own PromQL, and root-cause ranking over
+the configured signals) and reason (rules report).
 Detection, recall and actions arrive with their issues; each plugs in here as one more line.
 """
 
@@ -19,7 +20,11 @@ async def run(incident: Incident, deps: PipelineDeps, now: float | None = None) 
     """Analyse one incident end to end and return its report. Never raises for a dependency outage:
     the report says what could not be checked instead."""
     moment = time.time() if now is None else now
+    source = investigate.with_explore_links(deps.metrics, deps.grafana_url)
     with deps.stage_timer("investigate"):
-        evidence = await investigate.alert_evidence(incident, deps.metrics, moment, deps.evidence_window)
+        evidence = await investigate.alert_evidence(incident, source, moment, deps.evidence_window)
+        hypotheses, problems = await investigate.root_cause_hypotheses(
+            incident, source, deps.investigation, moment
+        )
     with deps.stage_timer("reason"):
-        return reason.rules_report(incident, evidence, moment)
+        return reason.rules_report(incident, evidence, hypotheses, problems, moment)

@@ -7,13 +7,19 @@ evidence shows the whole curve and the threshold rather than only the moments it
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Iterable, Sequence
-from urllib.parse import parse_qs, urlsplit
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
 
+import numpy as np
+
+from agentic_observability.config import InvestigationConfig
 from agentic_observability.errors import PrometheusQueryError, UpstreamError
-from agentic_observability.models import Evidence, Incident, Series, SeriesSummary
+from agentic_observability.investigation import Candidate, RankConfig, SignalSeries, rank_entities
+from agentic_observability.models import Evidence, Incident, Series, SeriesSummary, iso_time
 from agentic_observability.pipeline.ports import MetricsSource
 
 log = logging.getLogger(__name__)
@@ -21,6 +27,8 @@ log = logging.getLogger(__name__)
 MAX_QUERIES = 5
 MAX_SERIES = 20
 TARGET_POINTS = 240
+SIGNAL_POINTS = 720  # points per signal over baseline + after: enough to place an onset within a few steps
+MAX_HYPOTHESES = 5
 _COMPARISONS = ("==", "!=", ">=", "<=", ">", "<")
 
 
@@ -138,3 +146,123 @@ def _top_series(summaries: Iterable[SeriesSummary]) -> tuple[SeriesSummary, ...]
     """Keep the series with the largest range (the ones that moved), bounded so reports stay small."""
     ranked: Sequence[SeriesSummary] = sorted(summaries, key=lambda s: s.maximum - s.minimum, reverse=True)
     return tuple(ranked[:MAX_SERIES])
+
+
+# -- root-cause investigation ------------------------------------------------------------------------
+
+
+def promql_string(value: str) -> str:
+    """A PromQL double-quoted string literal; quotes, backslashes and newlines cannot break out."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
+
+
+def promql_for_entity(query: str, label: str, value: str) -> str:
+    """Restrict an arbitrary signal query to one entity without parsing it: keep only the series whose
+    ``label`` equals ``value``."""
+    return f'({query}) and on({label}) label_replace(vector(1), "{label}", {promql_string(value)}, "", "")'
+
+
+async def gather_signals(
+    source: MetricsSource, settings: InvestigationConfig, start: float, end: float
+) -> tuple[list[SignalSeries], list[str]]:
+    """Query every configured signal over the window; returns the series and what could not be read."""
+    step = max((end - start) / SIGNAL_POINTS, 1.0)
+    series: list[SignalSeries] = []
+    problems: list[str] = []
+    for signal in settings.signals:
+        try:
+            found = await source.query_range(signal.query, start, end, step)
+        except UpstreamError as exc:
+            problems.append(f"{signal.name}: {exc}")
+            continue
+        for item in found:
+            entity = item.labels.get(settings.entity_label)
+            if entity is not None and item.timestamps:
+                series.append(
+                    SignalSeries(
+                        entity,
+                        signal.name,
+                        dict(item.labels),
+                        np.asarray(item.timestamps),
+                        np.asarray(item.values, dtype=float),
+                    )
+                )
+    return series, problems
+
+
+async def root_cause_hypotheses(
+    incident: Incident, source: MetricsSource, settings: InvestigationConfig, now: float
+) -> tuple[tuple[dict[str, Any], ...], list[str]]:
+    """Rank entities around the incident's start; each hypothesis carries its checkable evidence."""
+    if not settings.signals:
+        return (), []
+    start = incident.started_at - settings.baseline
+    end = min(incident.started_at + settings.after, now)
+    series, problems = await gather_signals(source, settings, start, end)
+    rank_config = RankConfig(calls=tuple((e.caller, e.callee) for e in settings.calls))
+    ranking = rank_entities(series, incident.started_at, rank_config)
+    queries = {s.name: s.query for s in settings.signals}
+    hypotheses = tuple(
+        _hypothesis(position, candidate, settings.entity_label, queries, source, start, end)
+        for position, candidate in enumerate(ranking[:MAX_HYPOTHESES], start=1)
+    )
+    return hypotheses, problems
+
+
+def _hypothesis(
+    position: int,
+    candidate: Candidate,
+    label: str,
+    queries: dict[str, str],
+    source: MetricsSource,
+    start: float,
+    end: float,
+) -> dict[str, Any]:
+    evidence = []
+    for item in candidate.evidence:
+        promql = promql_for_entity(queries[item.signal], label, candidate.entity)
+        evidence.append(
+            {
+                "signal": item.signal,
+                "promql": promql,
+                "labels": dict(item.labels),
+                "baseline": item.baseline,
+                "incident": item.incident,
+                "deviation": round(item.deviation, 2),
+                "onset": iso_time(item.onset),
+                "explore_url": source.explore_url(promql, start, end),
+            }
+        )
+    return {
+        "rank": position,
+        "entity_label": label,
+        "entity": candidate.entity,
+        "score": round(candidate.score, 4),
+        "onset": iso_time(candidate.onset),
+        "evidence": evidence,
+    }
+
+
+class _GrafanaLinks:
+    """A MetricsSource whose explore links open Grafana Explore instead of Prometheus's graph page."""
+
+    def __init__(self, inner: MetricsSource, grafana_url: str) -> None:
+        self._inner = inner
+        self._grafana = grafana_url.rstrip("/")
+
+    async def query_range(self, expr: str, start: float, end: float, step: float) -> list[Series]:
+        return await self._inner.query_range(expr, start, end, step)
+
+    def explore_url(self, expr: str, start: float, end: float) -> str:
+        pane = {
+            "a": {
+                "queries": [{"refId": "A", "expr": expr}],
+                "range": {"from": str(int(start * 1000)), "to": str(int(end * 1000))},
+            }
+        }
+        return f"{self._grafana}/explore?" + urlencode({"schemaVersion": "1", "panes": json.dumps(pane)})
+
+
+def with_explore_links(source: MetricsSource, grafana_url: str | None) -> MetricsSource:
+    return _GrafanaLinks(source, grafana_url) if grafana_url else source

@@ -8,6 +8,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from agentic_observability.config import InvestigationConfig
 from agentic_observability.models import Series
 
 
@@ -30,4 +31,6 @@ def _no_timer(stage: str) -> AbstractContextManager[None]:
 class PipelineDeps:
     metrics: MetricsSource
     evidence_window: float = 3600.0
+    investigation: InvestigationConfig = field(default_factory=InvestigationConfig)
+    grafana_url: str | None = None
     stage_timer: StageTimer = field(default=_no_timer)

@@ -61,7 +61,33 @@ def _thresholds(incident: Incident) -> dict[str, tuple[str, float]]:
     return found
 
 
-def rules_report(incident: Incident, evidence: tuple[Evidence, ...], now: float) -> Report:
+def _describe_cause(hypothesis: Mapping[str, Any]) -> str:
+    strongest = hypothesis["evidence"][0]
+    since = hypothesis["onset"] or "the incident start"
+    return (
+        f"Most likely cause: {hypothesis['entity_label']} {hypothesis['entity']}: {strongest['signal']} "
+        f"{strongest['baseline']:.4g} -> {strongest['incident']:.4g} "
+        f"({strongest['deviation']:.0f}x its usual spread), changing from {since}. "
+        f"Check: {strongest['promql']}"
+    )
+
+
+def _describe_hypotheses(hypotheses: tuple[Mapping[str, Any], ...], problems: list[str]) -> list[str]:
+    lines = [_describe_cause(hypotheses[0])] if hypotheses else []
+    others = [f"{h['entity']} ({h['score']:.2f})" for h in hypotheses[1:]]
+    if others:
+        lines.append("Also checked, less likely: " + ", ".join(others))
+    lines.extend(f"Could not check signal {p}" for p in problems)
+    return lines
+
+
+def rules_report(
+    incident: Incident,
+    evidence: tuple[Evidence, ...],
+    hypotheses: tuple[Mapping[str, Any], ...],
+    problems: list[str],
+    now: float,
+) -> Report:
     facts = alert_facts(incident)
     thresholds = _thresholds(incident)
     state: IncidentStatus = "resolved" if incident.status == "resolved" else "firing"
@@ -73,6 +99,7 @@ def rules_report(incident: Incident, evidence: tuple[Evidence, ...], now: float)
         f"Started {facts['started_at']}"
         + (f", resolved {facts['resolved_at']}" if incident.resolved_at else ""),
     ]
+    lines.extend(_describe_hypotheses(hypotheses, problems))
     for item in evidence:
         lines.extend(_describe_evidence(item, thresholds.get(item.query)))
     if not evidence:
@@ -84,7 +111,7 @@ def rules_report(incident: Incident, evidence: tuple[Evidence, ...], now: float)
         status=state,
         facts=facts,
         evidence=evidence,
-        hypotheses=(),
+        hypotheses=hypotheses,
         reasoner="rules",
         reasoner_note="rules reasoner (default; no language model configured)",
         generated_at=now,

@@ -103,6 +103,8 @@ async def _workers_ctx(app: web.Application) -> AsyncIterator[None]:
     deps = PipelineDeps(
         metrics=app[PROMETHEUS],
         evidence_window=config.file.investigation.evidence_window,
+        investigation=config.file.investigation,
+        grafana_url=config.file.actions.grafana.url,
         stage_timer=StageTimer(app[METRICS], setup_tracing(environ)),
     )
     workers = Workers(app[STORE], deps, app[METRICS], config.file.server.workers)
