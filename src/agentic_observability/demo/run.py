@@ -39,7 +39,21 @@ def demo_config(workdir: Path, prometheus_url: str, port: int, token: str) -> Co
             "server": {"host": "127.0.0.1", "port": port},
             "prometheus": {"url": prometheus_url, "timeout": "5s"},
             "storage": {"path": str(workdir / "state")},
-            "investigation": {"evidence_window": "5m"},
+            "investigation": {
+                "evidence_window": "5m",
+                "baseline": "5m",
+                "after": "2m",
+                "signals": [
+                    {"name": "cpu", "query": "max by (service) (shop_cpu_usage_ratio)"},
+                    {"name": "latency_p90", "query": "max by (service) (shop_request_latency_seconds)"},
+                ],
+                "calls": [
+                    {"caller": "front-end", "callee": "orders"},
+                    {"caller": "front-end", "callee": "catalogue"},
+                    {"caller": "orders", "callee": "carts"},
+                    {"caller": "orders", "callee": "payment"},
+                ],
+            },
             "watches": [
                 {
                     "name": "CartsCpuSaturated",

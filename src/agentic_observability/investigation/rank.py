@@ -63,9 +63,8 @@ class RankConfig:
     onset_lookback: float = 600.0  # how far before the given time the real onset may lie
     onset_threshold: float = 6.0  # robust deviations that count as "changed"
     onset_persistence: int = 3  # consecutive points above the threshold
-    delay_half_life: float = (
-        300.0  # an entity that changed this much later than the first keeps half its score
-    )
+    # an entity whose change began this much after the first strong change keeps half its score
+    delay_half_life: float = 60.0
     callee_discount: float = 0.5  # a caller whose callee changed as much (and no later) keeps this share
     evidence_per_candidate: int = 3
     calls: tuple[tuple[str, str], ...] = field(default_factory=tuple)  # (caller, callee) edges

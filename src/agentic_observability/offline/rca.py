@@ -139,7 +139,7 @@ def backtest_rca(
         progress(done, len(cases), started, sys.stderr)
     results = {fault: accuracy(p) for fault, p in sorted(by_fault.items())}
     results["all"] = accuracy([p for ps in by_fault.values() for p in ps])
-    _print_table(results, shift, len(cases) / (time.perf_counter() - started), out)
+    _print_table(results, shift, len(cases) / (time.perf_counter() - started), out or sys.stdout)
     return results
 
 
