@@ -35,7 +35,7 @@ def test_cause_that_propagates_with_lag_to_its_callers_ranks_first() -> None:
         series("front-end", step(0.20, 1.5, FAULT + 60, 0.01, 3)),
     ]
     ranking = rank_entities(data, FAULT + 120)  # the alert fires late, on the front-end
-    assert [c.entity for c in ranking][0] == "db"
+    assert ranking[0].entity == "db"
     assert ranking[0].onset is not None and abs(ranking[0].onset - FAULT) <= 10
 
 

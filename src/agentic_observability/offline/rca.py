@@ -118,7 +118,7 @@ def accuracy(positions: list[int]) -> dict[str, float]:
 def backtest_rca(
     directory: Path,
     shift: float = 0.0,
-    out: TextIO = sys.stdout,
+    out: TextIO | None = None,
     progress: Callable[[int, int, float, TextIO], None] = _progress,
 ) -> dict[str, dict[str, float]]:
     cases = sorted(
