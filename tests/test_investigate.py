@@ -1,10 +1,15 @@
 from __future__ import annotations
 
+import aiohttp
 import pytest
 
+from agentic_observability.demo.stack import ManagedProcess
+from agentic_observability.integrations.prometheus import PrometheusClient
 from agentic_observability.models import Series
 from agentic_observability.pipeline.investigate import (
     expression_from_generator_url,
+    promql_for_entity,
+    promql_string,
     split_threshold,
     summarize,
 )
@@ -57,3 +62,16 @@ def test_summarize_skips_nan_and_finds_the_peak() -> None:
     assert summary is not None
     assert (summary.points, summary.maximum, summary.peak_at, summary.last) == (3, 5.0, 3.0, 2.0)
     assert summarize(Series({}, (1.0,), (float("nan"),))) is None
+
+
+async def test_entity_filter_is_valid_promql_for_hostile_label_values(prometheus: ManagedProcess) -> None:
+    hostile = 'we"ird} {x="1"}\nnew\\line'
+    expr = (
+        f'label_replace(vector(1), "service", {promql_string(hostile)}, "", "") '
+        'or label_replace(vector(2), "service", "other", "", "")'
+    )
+    async with aiohttp.ClientSession() as session:
+        client = PrometheusClient(prometheus.url, session)
+        assert len(await client.query(expr)) == 2
+        [sample] = await client.query(promql_for_entity(expr, "service", hostile))
+    assert sample.labels["service"] == hostile and sample.value == 1
