@@ -7,6 +7,7 @@ evidence shows the whole curve and the threshold rather than only the moments it
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -201,7 +202,8 @@ async def root_cause_hypotheses(
     end = min(incident.started_at + settings.after, now)
     series, problems = await gather_signals(source, settings, start, end)
     rank_config = RankConfig(calls=tuple((e.caller, e.callee) for e in settings.calls))
-    ranking = rank_entities(series, incident.started_at, rank_config)
+    # thousands of series take a second or two of numpy: keep the event loop (and the webhook) free
+    ranking = await asyncio.to_thread(rank_entities, series, incident.started_at, rank_config)
     queries = {s.name: s.query for s in settings.signals}
     hypotheses = tuple(
         _hypothesis(position, candidate, settings.entity_label, queries, source, start, end)
