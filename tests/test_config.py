@@ -141,3 +141,28 @@ def test_check_config_cli_reports_errors(tmp_path: Path, capsys: pytest.CaptureF
     path.write_text("storage: {pth: x}\n")
     assert main(["check-config", str(path)]) == 2
     assert "storage.pth" in capsys.readouterr().err
+
+
+def test_example_signal_templates_are_valid_promql(tmp_path: Path) -> None:
+    import subprocess
+
+    import yaml
+
+    from agentic_observability.demo.stack import find_binary
+
+    config = load_config(ROOT / "config.example.yaml", environ={})
+    queries = [s.query for s in config.file.investigation.signals] + [w.query for w in config.file.watches]
+    rules = {
+        "groups": [
+            {
+                "name": "templates",
+                "rules": [{"record": f"agentic_obs:template_{i}", "expr": q} for i, q in enumerate(queries)],
+            }
+        ]
+    }
+    path = tmp_path / "rules.yml"
+    path.write_text(yaml.safe_dump(rules))
+    result = subprocess.run(
+        [find_binary("promtool"), "check", "rules", str(path)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
