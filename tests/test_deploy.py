@@ -1,0 +1,269 @@
+"""The Helm chart, the Alertmanager/Prometheus examples and the container files.
+
+The chart is rendered and linted offline with helm-python-sdk (the Helm Go SDK); every rendered
+manifest is validated with kubernetes-validate against a pinned Kubernetes version, and the
+prometheus-operator objects against their schemas kept in tests/data/crd.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from agentic_observability.config import Config, load_config
+from agentic_observability.demo.stack import find_binary
+
+ROOT = Path(__file__).resolve().parents[1]
+CHART = ROOT / "helm" / "agentic-observability"
+KUBERNETES_VERSION = "1.30.0"
+CRD_SCHEMAS = {
+    kind: json.loads((ROOT / "tests/data/crd" / f"{kind.lower()}.schema.json").read_text())
+    for kind in ("ServiceMonitor", "PrometheusRule")
+}
+ALL_ON = {
+    "serviceMonitor": {"enabled": True},
+    "prometheusRule": {"enabled": True},
+    "dashboards": {"enabled": True},
+    "networkPolicy": {
+        "enabled": True,
+        "from": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}],
+    },
+    "podDisruptionBudget": {"enabled": True},
+    "persistence": {"storageClass": "standard"},
+    "secrets": {"values": {"AGENTIC_OBS_WEBHOOK_TOKEN": "chart-test-token"}},
+    "env": {"ANOMALY_THRESHOLD": "0.6"},
+}
+
+
+def render(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    with helm.Chart.load(CHART) as chart:
+        rendered = chart.render(values=values, name="agentic-obs", namespace="monitoring", is_install=True)
+    return [
+        doc
+        for path, text in sorted(rendered.items())
+        if not path.endswith("NOTES.txt")
+        for doc in yaml.safe_load_all(text)
+        if doc
+    ]
+
+
+def notes(values: dict[str, Any] | None = None) -> str:
+    with helm.Chart.load(CHART) as chart:
+        return chart.render(values=values, name="agentic-obs", namespace="monitoring")[
+            "agentic-observability/templates/NOTES.txt"
+        ]
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+@pytest.fixture(scope="module", params=["defaults", "all-on"])
+def manifests(request: pytest.FixtureRequest) -> Iterator[list[dict[str, Any]]]:
+    yield render(None if request.param == "defaults" else ALL_ON)
+
+
+def test_every_manifest_is_valid_kubernetes(manifests: list[dict[str, Any]]) -> None:
+    for doc in manifests:
+        if doc["kind"] in CRD_SCHEMAS:
+            jsonschema.validate(doc, CRD_SCHEMAS[doc["kind"]])
+        else:
+            kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+
+
+def test_optional_parts_follow_their_flags() -> None:
+    default_kinds = {d["kind"] for d in render()}
+    assert default_kinds == {
+        "ConfigMap",
+        "Secret",
+        "ServiceAccount",
+        "Service",
+        "PersistentVolumeClaim",
+        "Deployment",
+    }
+    all_kinds = {d["kind"] for d in render(ALL_ON)}
+    assert all_kinds - default_kinds == {
+        "ServiceMonitor",
+        "PrometheusRule",
+        "NetworkPolicy",
+        "PodDisruptionBudget",
+    }
+    assert len(by_kind(render(ALL_ON), "ConfigMap")) == 2  # config + dashboards
+
+
+def test_chart_lints_strictly() -> None:
+    for values in (None, ALL_ON):
+        report = helm.lint(CHART, values, strict=True, kube_version=f"v{KUBERNETES_VERSION}")
+        assert report["errors"] == []
+        assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+def _config_from(docs: list[dict[str, Any]], tmp_path: Path) -> Config:
+    [configmap] = [d for d in by_kind(docs, "ConfigMap") if "config.yaml" in d["data"]]
+    path = tmp_path / "config.yaml"
+    path.write_text(configmap["data"]["config.yaml"])
+    return load_config(path, environ={"AGENTIC_OBS_WEBHOOK_TOKEN": "x"})
+
+
+def test_rendered_config_is_accepted_by_the_service(tmp_path: Path) -> None:
+    config = _config_from(render(), tmp_path)
+    assert config.file.storage.path == "/var/lib/agentic-obs"
+    assert config.file.prometheus.url.startswith("http://prometheus-operated")
+
+
+def _keys(data: Any, prefix: str = "") -> set[str]:
+    if not isinstance(data, dict):
+        return set()
+    found = set()
+    for key, value in data.items():
+        found.add(prefix + key)
+        found |= _keys(value, f"{prefix}{key}.")
+    return found
+
+
+def test_every_config_key_is_reachable_from_the_chart() -> None:
+    example = yaml.safe_load((ROOT / "config.example.yaml").read_text())
+    chart_config = yaml.safe_load((CHART / "values.yaml").read_text())["config"]
+    assert _keys(example) == _keys(chart_config)
+
+
+def test_deployment_is_locked_down() -> None:
+    [deployment] = by_kind(render(), "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["livenessProbe"]["httpGet"]["path"] == "/api/v1/health"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/api/v1/health/ready"
+    assert container["resources"]["requests"]
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert {"/var/lib/agentic-obs", "/etc/agentic-obs", "/tmp"} <= mounts
+
+
+def test_secrets_come_from_an_existing_secret_or_a_chart_made_one() -> None:
+    made = render(ALL_ON)
+    [secret] = by_kind(made, "Secret")
+    assert set(secret["data"]) == {"AGENTIC_OBS_WEBHOOK_TOKEN"}  # empty values are left out
+    existing = render({"secrets": {"existingSecret": "team-secrets"}})
+    assert by_kind(existing, "Secret") == []
+    [deployment] = by_kind(existing, "Deployment")
+    env_from = deployment["spec"]["template"]["spec"]["containers"][0]["envFrom"]
+    assert env_from == [{"secretRef": {"name": "team-secrets"}}]
+
+
+def test_notes_print_the_in_cluster_receiver_url() -> None:
+    text = notes()
+    assert "http://agentic-obs-agentic-observability.monitoring.svc:8000/api/v1/webhook/alertmanager" in text
+    assert "continue: true" in text and "send_resolved: true" in text
+
+
+def test_chart_dashboards_and_rules_are_the_repository_files() -> None:
+    ours = {p.name: p.read_bytes() for p in (ROOT / "dashboards").glob("*.json")}
+    chart = {p.name: p.read_bytes() for p in (CHART / "dashboards").glob("*.json")}
+    assert ours and ours == chart
+    rules = "agentic-obs-health.yml"
+    assert (CHART / "rules" / rules).read_bytes() == (ROOT / "alertmanager" / "rules" / rules).read_bytes()
+    [configmap] = [
+        d for d in by_kind(render(ALL_ON), "ConfigMap") if d["metadata"]["name"].endswith("dashboards")
+    ]
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert {k: json.loads(v) for k, v in configmap["data"].items()} == {
+        k: json.loads(v) for k, v in ours.items()
+    }
+
+
+def test_dashboards_use_a_datasource_variable() -> None:
+    for path in (ROOT / "dashboards").glob("*.json"):
+        dashboard = json.loads(path.read_text())
+        assert any(v["type"] == "datasource" for v in dashboard["templating"]["list"])
+        for panel in dashboard["panels"]:
+            assert panel["datasource"]["uid"] == "${datasource}"
+
+
+def test_alertmanager_examples_pass_amtool() -> None:
+    for path in [ROOT / "alertmanager" / "receiver.yml", ROOT / "deploy" / "compose" / "alertmanager.yml"]:
+        result = subprocess.run(
+            [find_binary("amtool"), "check-config", str(path)], capture_output=True, text=True
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+    receiver = yaml.safe_load((ROOT / "alertmanager" / "receiver.yml").read_text())
+    route = receiver["route"]["routes"][0]
+    assert route["receiver"] == "agentic-obs" and route["continue"] is True and route["group_by"]
+    [hook] = next(r for r in receiver["receivers"] if r["name"] == "agentic-obs")["webhook_configs"]
+    assert hook["send_resolved"] is True and "max_alerts" in hook
+    assert hook["http_config"]["authorization"]["credentials_file"]
+
+
+def test_example_rules_pass_promtool() -> None:
+    rules = sorted((ROOT / "alertmanager" / "rules").glob("*.yml"))
+    result = subprocess.run(
+        [find_binary("promtool"), "check", "rules", *map(str, rules)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    demo_rules = ROOT / "src" / "agentic_observability" / "demo" / "rules.yml"
+    assert (ROOT / "alertmanager" / "rules" / "shop.yml").read_bytes() == demo_rules.read_bytes()
+    result = subprocess.run(
+        [find_binary("promtool"), "check", "config", str(ROOT / "deploy/compose/prometheus.yml")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_is_multi_stage_non_root_and_runs_the_console_script() -> None:
+    lines = [
+        line.strip()
+        for line in (ROOT / "Dockerfile").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    stages = [line for line in lines if line.startswith("FROM ")]
+    assert len(stages) == 2 and all("slim" in s for s in stages)
+    final = lines[lines.index(stages[-1]) :]
+    assert 'ENTRYPOINT ["agentic-obs"]' in final
+    user = next(line for line in final if line.startswith("USER "))
+    assert not user.split()[1].startswith(("0", "root"))
+    assert not any(
+        tool in " ".join(final) for tool in ("gcc", "build-essential", "pip install --upgrade pip build")
+    )
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert 'agentic-obs = "agentic_observability.cli:main"' in pyproject  # the entrypoint exists
+
+
+def test_docker_build_context_is_only_the_package() -> None:
+    ignore = [
+        line
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
+    assert ignore[0] == "*"
+    assert {"!pyproject.toml", "!src/"} <= set(ignore)
+
+
+def test_compose_file_is_consistent() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert set(services) == {"agentic-obs", "prometheus", "alertmanager", "grafana", "qdrant"}
+    for name, service in services.items():
+        assert "image" in service or "build" in service, name
+        for dependency in service.get("depends_on", []):
+            assert dependency in services
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("./"):
+                assert (ROOT / source).exists(), f"{name}: {source} missing"
+            else:
+                assert source in compose["volumes"], f"{name}: volume {source} not declared"
+    service = services["agentic-obs"]
+    assert service["read_only"] is True and not service["user"].startswith("0")
+    load_config(ROOT / "deploy" / "compose" / "agentic-obs.yaml", environ={"AGENTIC_OBS_WEBHOOK_TOKEN": "x"})
