@@ -29,19 +29,7 @@ CRD_SCHEMAS = {
     kind: json.loads((ROOT / "tests/data/crd" / f"{kind.lower()}.schema.json").read_text())
     for kind in ("ServiceMonitor", "PrometheusRule")
 }
-ALL_ON = {
-    "serviceMonitor": {"enabled": True},
-    "prometheusRule": {"enabled": True},
-    "dashboards": {"enabled": True},
-    "networkPolicy": {
-        "enabled": True,
-        "from": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}],
-    },
-    "podDisruptionBudget": {"enabled": True},
-    "persistence": {"storageClass": "standard"},
-    "secrets": {"values": {"AGENTIC_OBS_WEBHOOK_TOKEN": "chart-test-token"}},
-    "env": {"ANOMALY_THRESHOLD": "0.6"},
-}
+ALL_ON: dict[str, Any] = yaml.safe_load((CHART / "ci" / "all-on-values.yaml").read_text())
 
 
 def render(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
