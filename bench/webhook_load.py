@@ -217,22 +217,12 @@ def main() -> int:
             f"{args.alerts_per_body} alert(s) per body, loopback, {os.cpu_count()} cores",
             flush=True,
         )
-        base = measure(
-            f"http://127.0.0.1:{bare_port}/api/v1/webhook/alertmanager",
-            args.seconds,
-            args.concurrency,
-            args.alerts_per_body,
-            0,
-        )
-        print(line("bare aiohttp 202", base), flush=True)
-        svc = measure(
-            f"http://127.0.0.1:{service_port}/api/v1/webhook/alertmanager",
-            args.seconds,
-            args.concurrency,
-            args.alerts_per_body,
-            0,
-        )
-        print(line("agentic-obs (durable)", svc), flush=True)
+        results = {}
+        for name, port in (("bare aiohttp 202", bare_port), ("agentic-obs (durable)", service_port)):
+            url = f"http://127.0.0.1:{port}/api/v1/webhook/alertmanager"
+            results[name] = measure(url, args.seconds, args.concurrency, args.alerts_per_body, 0)
+            print(line(name, results[name]), flush=True)
+        base, svc = results["bare aiohttp 202"], results["agentic-obs (durable)"]
         backlog, drain = drain_time(f"http://127.0.0.1:{service_port}")
         print(f"analysis backlog when the load stopped: {backlog} jobs; all analysed {drain:.1f}s later")
     finally:
