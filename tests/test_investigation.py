@@ -147,3 +147,10 @@ def test_selector_parsing() -> None:
     }
     assert parse_selector("up").labels == {}
     assert parse_selector(r'x{a="q\"uote"}').labels == {"a": 'q"uote'}
+
+
+def test_missing_inputs_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["backtest", "rca", str(tmp_path / "nope")]) == 2
+    assert main(["rca", str(tmp_path), "--output", str(tmp_path / "o.json")]) == 2
+    err = capsys.readouterr().err
+    assert "not a directory of cases" in err and "case.json: cannot read" in err
