@@ -121,6 +121,8 @@ def backtest_rca(
     out: TextIO | None = None,
     progress: Callable[[int, int, float, TextIO], None] = _progress,
 ) -> dict[str, dict[str, float]]:
+    if not directory.is_dir():
+        raise BadInputError(f"{directory}: not a directory of cases", field="DIR")
     cases = sorted(
         p for p in directory.iterdir() if (p / "case.json").is_file() and (p / "metrics.csv").is_file()
     )
