@@ -111,7 +111,11 @@ def signal_onset(series: SignalSeries, incident_time: float, config: RankConfig)
         reference = _finite(ts, values, ts < incident_time)
     if reference.size < config.min_baseline_points:
         return None
-    median, scale = robust_scale(reference, config.relative_floor)
+    # MAD (50% breakdown) rather than IQR (25%): a late incident time can leave a third of the
+    # reference already anomalous, which would inflate the IQR and hide the change being looked for
+    median = float(np.median(reference))
+    mad = 1.4826 * float(np.median(np.abs(reference - median)))
+    scale = max(mad, config.relative_floor * abs(median), 1e-9)
     search = (ts >= earliest) & np.isfinite(values)
     deviations = np.abs(values[search] - median) / scale
     return _first_persistent(ts[search], deviations, config.onset_threshold, config.onset_persistence)
