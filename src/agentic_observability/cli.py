@@ -84,12 +84,27 @@ def _cmd_rca(args: argparse.Namespace) -> int:
 
 
 def _cmd_backtest(args: argparse.Namespace) -> int:
-    from agentic_observability.offline.rca import backtest_rca
-
     if args.task == "rca":
+        from agentic_observability.offline.rca import backtest_rca
+
         backtest_rca(Path(args.dir), shift=args.shift)
         return 0
-    raise AgenticObsError(f"backtest {args.task}: not available in this version (only 'rca')")
+    from agentic_observability.offline.detect import backtest_nab
+
+    backtest_nab(Path(args.dir), args.detector, _threshold())
+    return 0
+
+
+def _threshold() -> float:
+    return load_config(
+        None, environ={k: v for k, v in os.environ.items() if k == "ANOMALY_THRESHOLD"}
+    ).tunables.anomaly_threshold
+
+
+def _cmd_detect(args: argparse.Namespace) -> int:
+    from agentic_observability.offline.detect import run_detect
+
+    return run_detect(Path(args.input), Path(args.output), args.detector, _threshold())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -119,12 +134,22 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--store", help="state directory to use (default: a fresh temp dir)")
     replay.add_argument("--json", action="store_true", help="print full reports as JSON")
     replay.set_defaults(func=_cmd_replay)
+    detect = sub.add_parser("detect", help="score a metrics CSV for anomalies (causal)")
+    detect.add_argument("input", help="CSV: timestamp,<series>... (unix seconds ascending)")
+    detect.add_argument("--output", required=True, help="CSV written: timestamp,score,anomaly")
+    detect.add_argument("--detector", default="default", help="detector name (default: default)")
+    detect.set_defaults(func=_cmd_detect)
     rca = sub.add_parser("rca", help="rank root-cause services for one offline case")
     rca.add_argument("case_dir", help="directory with metrics.csv and case.json (fault_time, entity_label)")
     rca.add_argument("--output", required=True, help="where to write the ranking JSON")
     rca.set_defaults(func=_cmd_rca)
     backtest = sub.add_parser("backtest", help="score an offline task on labelled data")
-    backtest.add_argument("task", choices=["rca"], help="rca: root-cause ranking (AC@1, AC@3, Avg@5)")
+    backtest.add_argument(
+        "task",
+        choices=["rca", "nab"],
+        help="rca: root-cause ranking (AC@1, AC@3, Avg@5); nab: anomaly detection (NAB scores)",
+    )
+    backtest.add_argument("--detector", default="default", help="detector for 'nab' (default: default)")
     backtest.add_argument("dir", help="directory of labelled cases")
     backtest.add_argument(
         "--shift", type=float, default=0.0, help="give the method a fault time this late (s)"

@@ -19,6 +19,7 @@ import numpy as np
 from agentic_observability.errors import BadInputError
 from agentic_observability.investigation import Candidate, RankConfig, SignalSeries, rank_entities
 from agentic_observability.offline.metrics_csv import MetricsTable, read_metrics_csv
+from agentic_observability.offline.progress import show_progress
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -94,20 +95,6 @@ def run_rca(case_dir: Path, output: Path) -> int:
 # -- backtest --------------------------------------------------------------------------------------
 
 
-def _progress(done: int, total: int, started: float, out: TextIO) -> None:
-    """A bar redrawn in place on a terminal; in logs, a line every tenth of the way."""
-    if not out.isatty() and done != total and done % max(total // 10, 1):
-        return
-    width = 30
-    filled = int(width * done / total)
-    rate = done / max(time.perf_counter() - started, 1e-9)
-    line = f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} cases  {rate:.1f} cases/s"
-    out.write(f"\r{line}" if out.isatty() else f"{line}\n")
-    if done == total and out.isatty():
-        out.write("\n")
-    out.flush()
-
-
 def accuracy(positions: list[int]) -> dict[str, float]:
     """AC@1, AC@3 and Avg@5 (mean of AC@1..AC@5) from 1-based ranks of the true cause (0 = absent)."""
     ranks = np.array([p if p > 0 else 10**9 for p in positions])
@@ -119,7 +106,7 @@ def backtest_rca(
     directory: Path,
     shift: float = 0.0,
     out: TextIO | None = None,
-    progress: Callable[[int, int, float, TextIO], None] = _progress,
+    progress: Callable[[int, int, float, TextIO], None] = show_progress,
 ) -> dict[str, dict[str, float]]:
     if not directory.is_dir():
         raise BadInputError(f"{directory}: not a directory of cases", field="DIR")

@@ -1,0 +1,49 @@
+"""Anomaly detectors: pure numpy, no I/O, behind one Protocol and an explicit registry.
+
+A detector is causal and incremental: ``score(values)`` takes the next samples of one series and
+returns one score in [0, 1] per sample, using only that sample and earlier ones (it keeps its own
+state between calls). One threshold (``ANOMALY_THRESHOLD``) turns scores into decisions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import numpy as np
+
+DEFAULT_THRESHOLD = 0.3  # chosen with `agentic-obs backtest nab`; ANOMALY_THRESHOLD overrides
+
+
+class Detector(Protocol):
+    name: str
+
+    def score(self, values: np.ndarray) -> np.ndarray: ...
+
+
+DetectorFactory = Callable[..., Detector]  # keyword: threshold (the one the product alerts at)
+DETECTORS: dict[str, DetectorFactory] = {}
+
+
+def register(name: str, factory: DetectorFactory) -> None:
+    if name in DETECTORS:
+        raise ValueError(f"a detector named {name!r} is already registered")
+    DETECTORS[name] = factory
+
+
+def create(name: str, threshold: float = DEFAULT_THRESHOLD) -> Detector:
+    try:
+        factory = DETECTORS[name]
+    except KeyError:
+        raise ValueError(f"unknown detector {name!r}; known: {', '.join(sorted(DETECTORS))}") from None
+    return factory(threshold=threshold)
+
+
+def _register_builtin() -> None:
+    from agentic_observability.detectors.robust import RobustLikelihood
+
+    register("robust", RobustLikelihood)
+    register("default", RobustLikelihood)
+
+
+_register_builtin()
