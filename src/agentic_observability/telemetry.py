@@ -134,7 +134,8 @@ class StageTimer:
 class JsonFormatter(logging.Formatter):
     def __init__(self, secrets: Sequence[str] = ()) -> None:
         super().__init__()
-        self._secrets = [s for s in secrets if s]
+        # each secret as it appears in JSON text: quotes and backslashes arrive escaped
+        self._secrets = [json.dumps(s)[1:-1] for s in secrets if s]
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
