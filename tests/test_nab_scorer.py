@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from agentic_observability.offline.detect import load_nab_file
 from agentic_observability.offline.nab import (
     PROFILES,
     FileLabels,
@@ -75,24 +76,12 @@ def test_normalisation_reproduces_the_published_windowed_gaussian_figures() -> N
 
 
 def _corpus_windows() -> list[FileLabels]:
-    path = SHARED / "datasets" / "nab" / "labels" / "combined_windows.json"
+    root = SHARED / "datasets" / "nab"
+    path = root / "labels" / "combined_windows.json"
     if not path.is_file():
         pytest.skip("NAB labels not found")
-    import csv
-    from datetime import UTC, datetime
-
-    def unix(text: str) -> float:
-        return datetime.strptime(text[:19], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC).timestamp()
-
-    labels = []
-    for key, windows in sorted(json.loads(path.read_text()).items()):
-        with (SHARED / "datasets" / "nab" / "data" / key).open() as handle:
-            times = np.array([unix(row[0]) for row in list(csv.reader(handle))[1:]])
-        rows = tuple(
-            (int(np.argmax(times >= unix(a))), int(np.flatnonzero(times <= unix(b))[-1])) for a, b in windows
-        )
-        labels.append(FileLabels(len(times), rows))
-    return labels
+    windows = json.loads(path.read_text())
+    return [load_nab_file(root / "data" / key, windows[key])[1] for key in sorted(windows)]
 
 
 def test_corpus_anchors_null_is_0_and_perfect_is_one_full_reward_per_window() -> None:

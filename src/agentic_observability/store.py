@@ -194,15 +194,13 @@ class Store:
             "SELECT (SELECT COUNT(*) FROM inbox WHERE processed_at IS NULL),"
             " (SELECT COUNT(*) FROM jobs WHERE done_at IS NULL),"
             " (SELECT COUNT(*) FROM incidents WHERE status = 'firing'),"
-            " (SELECT COUNT(*) FROM incidents),"
             " (SELECT COUNT(*) FROM outbox WHERE state = 'pending')"
         )
-        inbox, jobs, open_, total, outbox = next(iter(rows))
+        inbox, jobs, open_, outbox = next(iter(rows))
         return {
             "inbox_pending": inbox,
             "jobs_pending": jobs,
             "incidents_open": open_,
-            "incidents_total": total,
             "outbox_pending": outbox,
         }
 
