@@ -166,3 +166,11 @@ def test_example_signal_templates_are_valid_promql(tmp_path: Path) -> None:
         [find_binary("promtool"), "check", "rules", str(path)], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("url", ["localhost:9090", "prometheus", "ftp://x"])
+def test_urls_must_be_http(tmp_path: Path, url: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(f"prometheus: {{url: '{url}'}}\n")
+    with pytest.raises(ConfigError, match=r"prometheus\.url.*not an http\(s\) URL"):
+        load_config(path, environ={})

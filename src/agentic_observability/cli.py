@@ -31,7 +31,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     server = config.file.server
     app = init_app(config, os.environ)
     print(
-        f"agentic-obs {__version__} listening on {server.host}:{server.port} (config: {config.source})",
+        f"agentic-obs {__version__} starting on {server.host}:{server.port} (config: {config.source})",
         file=sys.stderr,
         flush=True,
     )

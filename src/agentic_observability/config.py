@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError
@@ -52,6 +53,19 @@ def parse_duration(value: Any) -> float:
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 
+def check_http_url(value: Any) -> Any:
+    """An absolute http(s) URL; a bare ``host:port`` is the usual slip and fails only much later."""
+    if value is None:
+        return value
+    parts = urlsplit(str(value))
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"{value!r} is not an http(s) URL such as http://prometheus:9090")
+    return str(value)
+
+
+HttpUrl = Annotated[str, BeforeValidator(check_http_url)]
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -66,7 +80,7 @@ class ServerConfig(Section):
 
 
 class PrometheusConfig(Section):
-    url: str = "http://127.0.0.1:9090"
+    url: HttpUrl = "http://127.0.0.1:9090"
     timeout: Duration = 10.0
     retries: int = Field(3, ge=0, le=10)
 
@@ -110,32 +124,32 @@ class InvestigationConfig(Section):
 
 class MemoryConfig(Section):
     backend: Literal["edge", "qdrant"] = "edge"
-    url: str | None = None
+    url: HttpUrl | None = None
     embedder: str = "hashing"
 
 
 class ReasoningConfig(Section):
     backend: Literal["rules", "llm"] = "rules"
     model: str = "meta-llama/Meta-Llama-3-8B-Instruct"
-    base_url: str | None = None
+    base_url: HttpUrl | None = None
     timeout: Duration = 20.0
 
 
 class GrafanaConfig(Section):
-    url: str | None = None
+    url: HttpUrl | None = None
     dashboard_uid: str | None = None
     panel_id: int | None = None
     folder: str = "agentic-observability"
 
 
 class SlackConfig(Section):
-    api_url: str = "https://slack.com/api"
+    api_url: HttpUrl = "https://slack.com/api"
     channel: str | None = None
-    webhook_url: str | None = None
+    webhook_url: HttpUrl | None = None
 
 
 class PagerDutyConfig(Section):
-    events_url: str = "https://events.pagerduty.com/v2/enqueue"
+    events_url: HttpUrl = "https://events.pagerduty.com/v2/enqueue"
 
 
 class ActionsConfig(Section):
