@@ -319,11 +319,6 @@ def _check_consistency(config: Config) -> None:
     for index, watch in enumerate(config.file.watches):
         if watch.interval <= 0:
             raise ConfigError(f"{config.source}: 'watches[{index}].interval' must be greater than 0")
-        if watch.above is None and watch.below is None:
-            raise ConfigError(
-                f"{config.source}: 'watches[{index}]' ({watch.name}) needs 'above' or 'below': "
-                "static thresholds are the only detector in this version"
-            )
 
 
 def require_webhook_token(config: Config) -> str | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -22,11 +23,48 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 
 SERVICE_NAME = "agentic-observability"
 _incident_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("incident_id", default=None)
 _STAGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+
+
+class AnomalyGauges(Collector):
+    """``agentic_obs_anomaly_score`` and the expected band (``_lower``, ``_upper``) per watch and series,
+    keeping each series' own labels (so Grafana can overlay them and rules can alert on them). The
+    label sets differ between watches, which prometheus_client's fixed-label Gauge cannot express."""
+
+    NAMES = (
+        "agentic_obs_anomaly_score",
+        "agentic_obs_anomaly_score_lower",
+        "agentic_obs_anomaly_score_upper",
+    )
+
+    def __init__(self) -> None:
+        self._values: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[float, float, float]] = {}
+
+    def set(
+        self, watch: str, labels: Mapping[str, str], score: float, band: tuple[float, float] | None
+    ) -> None:
+        lower, upper = band if band is not None else (math.nan, math.nan)
+        key = (watch, tuple(sorted((k, v) for k, v in labels.items() if k not in ("__name__", "watch"))))
+        self._values[key] = (score, lower, upper)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        docs = (
+            "Anomaly score of a watched series, 0..1.",
+            "Lower edge of the expected band.",
+            "Upper edge of the expected band.",
+        )
+        for index, (name, doc) in enumerate(zip(self.NAMES, docs, strict=True)):
+            family = GaugeMetricFamily(name, doc)
+            for (watch, labels), values in self._values.items():
+                family.samples.append(Sample(name, {**dict(labels), "watch": watch}, values[index]))
+            yield family
 
 
 class Metrics:
@@ -76,6 +114,8 @@ class Metrics:
         self.watch_evaluations = Counter(
             "agentic_obs_watch_evaluations", "Watch polls by outcome.", ["watch", "outcome"], registry=r
         )
+        self.anomaly = AnomalyGauges()
+        r.register(self.anomaly)
         self.breaker_open = Gauge(
             "agentic_obs_circuit_breaker_open",
             "1 while a dependency's circuit breaker is open.",

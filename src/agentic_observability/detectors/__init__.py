@@ -20,8 +20,15 @@ class Detector(Protocol):
 
     def score(self, values: np.ndarray) -> np.ndarray: ...
 
+    def band(self) -> tuple[float, float] | None:
+        """The range the next sample is expected in (None until the detector knows)."""
+        ...
 
-DetectorFactory = Callable[..., Detector]  # keyword: threshold (the one the product alerts at)
+
+# Factories take two keywords: ``threshold`` (the score the product alerts at) and ``episode_gap``
+# (after alerting, stay just below the threshold for this many samples: one alert per episode when
+# the scores themselves are the alerts, as in ``detect``; 0 where an episode tracker does that job).
+DetectorFactory = Callable[..., Detector]
 DETECTORS: dict[str, DetectorFactory] = {}
 
 
@@ -31,12 +38,17 @@ def register(name: str, factory: DetectorFactory) -> None:
     DETECTORS[name] = factory
 
 
-def create(name: str, threshold: float = DEFAULT_THRESHOLD) -> Detector:
+DEFAULT_EPISODE_GAP = 200
+
+
+def create(
+    name: str, threshold: float = DEFAULT_THRESHOLD, episode_gap: int = DEFAULT_EPISODE_GAP
+) -> Detector:
     try:
         factory = DETECTORS[name]
     except KeyError:
         raise ValueError(f"unknown detector {name!r}; known: {', '.join(sorted(DETECTORS))}") from None
-    return factory(threshold=threshold)
+    return factory(threshold=threshold, episode_gap=episode_gap)
 
 
 def _register_builtin() -> None:

@@ -7,7 +7,7 @@
    is compared with the series' own history of deviations, as a Gaussian tail probability on a log
    scale, so a series that is always noisy does not alert on its usual noise.
 3. Warm-up: nothing scores above 0 before ``warmup`` samples. After a sample crosses the alert
-   threshold, the same episode does not fire again for ``refractory`` samples (one alert per episode).
+   threshold, the same episode does not fire again for ``episode_gap`` samples (one alert per episode).
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from collections import deque
 import numpy as np
 
 from agentic_observability.detectors import DEFAULT_THRESHOLD
+
+BAND_WIDTH = 4.0  # robust deviations either side of the median that count as expected
 
 
 class RobustLikelihood:
@@ -30,18 +32,23 @@ class RobustLikelihood:
         likelihood_window: int = 1000,
         likelihood_short: int = 8,
         warmup: int = 150,
-        refractory: int = 200,
+        episode_gap: int = 200,
         threshold: float = DEFAULT_THRESHOLD,
         extreme_at: float = 20.0,
     ) -> None:
         self.extreme_at = extreme_at
         self.window, self.short, self.warmup = window, short, warmup
-        self.likelihood_short, self.refractory, self.threshold = likelihood_short, refractory, threshold
+        self.likelihood_short, self.episode_gap, self.threshold = likelihood_short, episode_gap, threshold
         self._values: deque[float] = deque(maxlen=window)
         self._recent: deque[float] = deque(maxlen=short)
         self._deviations: deque[float] = deque(maxlen=likelihood_window)
         self._seen = 0
-        self._since_alert = refractory
+        self._band: tuple[float, float] | None = None
+        self._since_alert = episode_gap
+
+    def band(self) -> tuple[float, float] | None:
+        """The expected range for the next sample: the baseline median ± a few robust deviations."""
+        return self._band
 
     def score(self, values: np.ndarray) -> np.ndarray:
         return np.array([self._one(float(v)) for v in np.asarray(values, dtype=float)])
@@ -60,7 +67,7 @@ class RobustLikelihood:
         if self._seen <= self.warmup:
             return 0.0
         if likelihood >= self.threshold:
-            if self._since_alert < self.refractory:
+            if self._since_alert < self.episode_gap:
                 return min(likelihood, self.threshold * 0.999)  # same episode: stay just below
             self._since_alert = 0
         return likelihood
@@ -73,6 +80,7 @@ class RobustLikelihood:
         mad = 1.4826 * float(np.median(np.abs(history - median)))
         spread = float(history.max() - history.min())
         scale = max(mad, 0.01 * spread, 1e-3 * abs(median), 1e-9)
+        self._band = (median - BAND_WIDTH * scale, median + BAND_WIDTH * scale)
         point = abs(value - median) / scale
         recent = np.fromiter(self._recent, float) if self._recent else np.array([value])
         shift = abs(float(np.mean([*recent, value])) - median) / scale * math.sqrt(len(recent) + 1) / 2

@@ -116,7 +116,14 @@ async def _workers_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _pollers_ctx(app: web.Application) -> AsyncIterator[None]:
     pollers = [
-        WatchPoller(watch, app[PROMETHEUS], app[STORE], app[METRICS], on_commit=app[WORKERS].wake)
+        WatchPoller(
+            watch,
+            app[PROMETHEUS],
+            app[STORE],
+            app[METRICS],
+            on_commit=app[WORKERS].wake,
+            threshold=app[CONFIG].tunables.anomaly_threshold,
+        )
         for watch in app[CONFIG].file.watches
     ]
     for poller in pollers:

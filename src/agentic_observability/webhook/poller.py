@@ -1,5 +1,9 @@
 """PromQL watches polled on their own schedule (with jitter, so many watches don't fire in lockstep).
 
+A watch with ``above``/``below`` applies that static threshold; otherwise its ``detector`` scores each
+series (warmed up on ``lookback`` of history at the first poll) and a score at or above the anomaly
+threshold is a breach. Scores and expected bands are exported per series on /metrics.
+
 Each returned series is tracked separately; when an episode opens or closes the poller commits a
 synthetic firing/resolved alert to the same inbox the webhook uses, so watches and Alertmanager
 alerts share one path (dedup, incidents, jobs, restart safety).
@@ -14,10 +18,13 @@ import time
 from collections.abc import Callable, Mapping
 from urllib.parse import urlencode
 
+import numpy as np
+
 from agentic_observability.config import WatchConfig
-from agentic_observability.errors import AgenticObsError
+from agentic_observability.detectors import DEFAULT_THRESHOLD, Detector, create
+from agentic_observability.errors import AgenticObsError, ConfigError
 from agentic_observability.integrations.prometheus import PrometheusClient
-from agentic_observability.models import AcceptedAlert, Alert, label_fingerprint
+from agentic_observability.models import AcceptedAlert, Alert, Sample, label_fingerprint
 from agentic_observability.pipeline.detect import EpisodeTracker, breaches
 from agentic_observability.store import Store
 from agentic_observability.telemetry import Metrics
@@ -47,8 +54,18 @@ class WatchPoller:
         store: Store,
         metrics: Metrics,
         on_commit: Callable[[], None] | None = None,
+        threshold: float = DEFAULT_THRESHOLD,
     ) -> None:
         self.watch = watch
+        self.threshold = threshold
+        self.uses_detector = watch.above is None and watch.below is None
+        if self.uses_detector:
+            try:
+                create(watch.detector)  # unknown names fail at startup, with the known ones listed
+            except ValueError as exc:
+                raise ConfigError(f"watch {watch.name}: {exc}") from None
+        self._detectors: dict[str, Detector] = {}
+        self._warmed = False
         self._prometheus = prometheus
         self._store = store
         self._metrics = metrics
@@ -79,14 +96,15 @@ class WatchPoller:
             log.warning("watch %s: query failed: %s", self.watch.name, exc)
             return 0
         self._metrics.watch_evaluations.labels(self.watch.name, "ok").inc()
+        if self.uses_detector and not self._warmed:
+            await self._warm_up(moment)
         changes: list[AcceptedAlert] = []
         seen: set[str] = set()
         for sample in samples:
             key = watch_group_key(self.watch, sample.labels)
             seen.add(key)
             self._labels[key] = dict(sample.labels)
-            hit = breaches(sample.value, self.watch.above, self.watch.below)
-            changes.extend(self._transition(key, hit, moment, sample.value))
+            changes.extend(self._transition(key, self._breach(key, sample), moment, sample.value))
         for key in [k for k in self.tracker.states if k not in seen]:
             changes.extend(self._transition(key, False, moment, None))  # series vanished: counts as clean
         if changes:
@@ -94,6 +112,34 @@ class WatchPoller:
             if self._notify is not None:
                 self._notify()
         return len(changes)
+
+    def _breach(self, key: str, sample: Sample) -> bool:
+        if not self.uses_detector:
+            return breaches(sample.value, self.watch.above, self.watch.below)
+        detector = self._detectors.get(key)
+        if detector is None:  # a series that appeared after the warm-up starts cold
+            detector = self._detectors[key] = self._new_detector()
+        score = float(detector.score(np.array([sample.value]))[0])
+        self._metrics.anomaly.set(self.watch.name, sample.labels, score, detector.band())
+        return score >= self.threshold
+
+    def _new_detector(self) -> Detector:
+        # no episode gap: the episode tracker turns persistent high scores into one incident
+        return create(self.watch.detector, self.threshold, episode_gap=0)
+
+    async def _warm_up(self, moment: float) -> None:
+        """Feed ``lookback`` of history to a detector per series, so scoring starts informed."""
+        self._warmed = True
+        start, end = moment - self.watch.lookback, moment - self.watch.interval
+        try:
+            history = await self._prometheus.query_range(self.watch.query, start, end, self.watch.interval)
+        except AgenticObsError as exc:
+            log.warning("watch %s: no history to warm up from (%s); starting cold", self.watch.name, exc)
+            return
+        for series in history:
+            detector = self._new_detector()
+            detector.score(np.asarray(series.values, dtype=float))
+            self._detectors[watch_group_key(self.watch, series.labels)] = detector
 
     def _transition(self, key: str, hit: bool, now: float, value: float | None) -> list[AcceptedAlert]:
         before = self.tracker.states.get(key)

@@ -1,0 +1,93 @@
+"""A detector watch against a real Prometheus whose history was loaded with promtool: one injected
+anomaly opens exactly one incident (and closes it), the clean series opens none, and the scores and
+expected bands are exported with each series' own labels."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+import pytest
+from prometheus_client import generate_latest
+
+from agentic_observability.config import WatchConfig
+from agentic_observability.demo.stack import ManagedProcess, find_binary, start_prometheus
+from agentic_observability.integrations.prometheus import PrometheusClient
+from agentic_observability.store import Store
+from agentic_observability.telemetry import Metrics
+from agentic_observability.webhook.poller import WatchPoller
+
+STEP, POINTS, ANOMALY = 60, 500, range(430, 450)
+START = float(int(time.time() // STEP * STEP) - POINTS * STEP - 3600)
+
+
+def _history() -> str:
+    rng = np.random.default_rng(11)
+    lines = ["# TYPE watch_latency_seconds gauge"]
+    for service in ("clean", "faulty"):
+        values = 0.2 + rng.normal(0, 0.01, POINTS)
+        if service == "faulty":
+            values[list(ANOMALY)] += 0.5
+        lines += [
+            f'watch_latency_seconds{{service="{service}"}} {v!r} {START + i * STEP:.0f}'
+            for i, v in enumerate(map(float, values))
+        ]
+    return "\n".join([*lines, "# EOF"]) + "\n"
+
+
+@pytest.fixture
+def history_prometheus(tmp_path: Path) -> Iterator[ManagedProcess]:
+    source = tmp_path / "history.om"
+    source.write_text(_history())
+    blocks = tmp_path / "tsdb"
+    subprocess.run(
+        [find_binary("promtool"), "tsdb", "create-blocks-from", "openmetrics", str(source), str(blocks)],
+        check=True,
+        capture_output=True,
+    )
+    proc = start_prometheus(tmp_path / "prometheus", storage=blocks)
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    opened = await Store.open(tmp_path / "state")
+    yield opened
+    await opened.close()
+
+
+@pytest.mark.slow
+async def test_one_incident_for_one_injected_anomaly(
+    history_prometheus: ManagedProcess, store: Store
+) -> None:
+    watch = WatchConfig.model_validate(
+        {
+            "name": "LatencyAnomaly",
+            "query": "watch_latency_seconds",
+            "interval": STEP,
+            "lookback": "6h",
+            "for": "2m",
+            "resolve_after": 3,
+        }
+    )
+    metrics = Metrics()
+    async with aiohttp.ClientSession() as session:
+        poller = WatchPoller(watch, PrometheusClient(history_prometheus.url, session), store, metrics)
+        assert poller.uses_detector
+        for i in range(400, POINTS):
+            await poller.poll_once(now=START + i * STEP)
+    jobs, _ = await store.ingest_pending()
+    incidents = await store.list_incidents()
+    assert len(incidents) == 1, [i.labels for i in incidents]
+    [incident] = incidents
+    assert incident.labels["service"] == "faulty" and incident.status == "resolved"
+    assert START + ANOMALY.start * STEP <= incident.started_at <= START + (ANOMALY.start + 3) * STEP
+    assert [j.kind for j in jobs] == ["analyze", "resolve"]
+    exposition = generate_latest(metrics.registry).decode()
+    assert 'agentic_obs_anomaly_score{service="clean",watch="LatencyAnomaly"}' in exposition
+    assert 'agentic_obs_anomaly_score_upper{service="faulty",watch="LatencyAnomaly"}' in exposition
