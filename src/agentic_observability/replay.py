@@ -33,7 +33,6 @@ async def replay_body(raw: bytes, config: Config, storage: str) -> list[dict[str
             prometheus = PrometheusClient(config.file.prometheus.url, session, config.file.prometheus.timeout)
             deps = pipeline.PipelineDeps(
                 metrics=prometheus,
-                evidence_window=config.file.investigation.evidence_window,
                 investigation=config.file.investigation,
                 grafana_url=config.file.actions.grafana.url,
             )

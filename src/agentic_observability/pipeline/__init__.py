@@ -22,7 +22,9 @@ async def run(incident: Incident, deps: PipelineDeps, now: float | None = None) 
     moment = time.time() if now is None else now
     source = investigate.with_explore_links(deps.metrics, deps.grafana_url)
     with deps.stage_timer("investigate"):
-        evidence = await investigate.alert_evidence(incident, source, moment, deps.evidence_window)
+        evidence = await investigate.alert_evidence(
+            incident, source, moment, deps.investigation.evidence_window
+        )
         hypotheses, problems = await investigate.root_cause_hypotheses(
             incident, source, deps.investigation, moment
         )

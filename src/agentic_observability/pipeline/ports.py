@@ -30,7 +30,6 @@ def _no_timer(stage: str) -> AbstractContextManager[None]:
 @dataclass(frozen=True)
 class PipelineDeps:
     metrics: MetricsSource
-    evidence_window: float = 3600.0
     investigation: InvestigationConfig = field(default_factory=InvestigationConfig)
     grafana_url: str | None = None
     stage_timer: StageTimer = field(default=_no_timer)

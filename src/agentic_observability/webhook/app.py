@@ -26,7 +26,6 @@ from agentic_observability.webhook.auth import auth_middleware
 from agentic_observability.webhook.keys import (
     CONFIG,
     ENVIRON,
-    HTTP,
     METRICS,
     PROMETHEUS,
     STORE,
@@ -82,7 +81,6 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     session = aiohttp.ClientSession(headers={"User-Agent": "agentic-observability"})
-    app[HTTP] = session
     guard = Guard(
         "prometheus",
         retries=config.file.prometheus.retries,
@@ -102,7 +100,6 @@ async def _workers_ctx(app: web.Application) -> AsyncIterator[None]:
     environ: dict[str, str] = app[ENVIRON]
     deps = PipelineDeps(
         metrics=app[PROMETHEUS],
-        evidence_window=config.file.investigation.evidence_window,
         investigation=config.file.investigation,
         grafana_url=config.file.actions.grafana.url,
         stage_timer=StageTimer(app[METRICS], setup_tracing(environ)),

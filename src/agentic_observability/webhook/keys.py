@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import aiohttp
 from aiohttp import web
 
 from agentic_observability.config import Config
@@ -14,7 +13,6 @@ from agentic_observability.webhook.workers import Workers
 CONFIG = web.AppKey("config", Config)
 STORE = web.AppKey("store", Store)
 METRICS = web.AppKey("metrics", Metrics)
-HTTP = web.AppKey("http", aiohttp.ClientSession)
 PROMETHEUS = web.AppKey("prometheus", PrometheusClient)
 WORKERS = web.AppKey("workers", Workers)
 TOKEN = web.AppKey("token", str)
