@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,13 @@ from typing import Any
 import pytest
 
 from agentic_observability.config import Config, FileConfig, Secrets
-from agentic_observability.demo.stack import ManagedProcess, free_port, start_alertmanager, start_prometheus
+from agentic_observability.demo.stack import (
+    ManagedProcess,
+    find_binary,
+    free_port,
+    start_alertmanager,
+    start_prometheus,
+)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FIXTURES = SHARED / "fixtures" / "alertmanager"
@@ -27,6 +34,17 @@ def make_config(tmp_path: Path, token: str | None = TOKEN, **sections: Any) -> C
         data[name] = {**data.get(name, {}), **value} if isinstance(value, dict) else value
     secrets = Secrets.model_validate({"webhook_token": token} if token else {})
     return Config(file=FileConfig.model_validate(data), secrets=secrets, source="<test>")
+
+
+def prometheus_with_history(workdir: Path, openmetrics: str) -> ManagedProcess:
+    """A real Prometheus serving ``openmetrics`` as TSDB blocks built by ``promtool tsdb
+    create-blocks-from openmetrics`` (history a scrape could not produce)."""
+    source = workdir / "history.om"
+    source.write_text(openmetrics)
+    blocks = workdir / "tsdb"
+    command = [find_binary("promtool"), "tsdb", "create-blocks-from", "openmetrics", str(source), str(blocks)]
+    subprocess.run(command, check=True, capture_output=True)
+    return start_prometheus(workdir / "prometheus", storage=blocks)
 
 
 def fixture_body(name: str) -> dict[str, Any]:

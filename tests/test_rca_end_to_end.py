@@ -9,7 +9,6 @@ must rank the true root-cause service first.
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -19,10 +18,10 @@ import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient
 
-from agentic_observability.demo.stack import ManagedProcess, find_binary, start_prometheus
+from agentic_observability.demo.stack import ManagedProcess
 from agentic_observability.offline.metrics_csv import read_metrics_csv
 from agentic_observability.webhook import init_app
-from tests.conftest import SHARED, fixture_body
+from tests.conftest import SHARED, fixture_body, prometheus_with_history
 from tests.test_webhook import incidents, post, wait_for
 
 CASE = SHARED / "datasets" / "sockshop" / "carts-cpu-1"
@@ -59,15 +58,7 @@ def sockshop_prometheus(tmp_path: Path) -> Iterator[tuple[ManagedProcess, float]
     if not CASE.is_dir():
         pytest.skip(f"sock-shop data not found at {CASE}")
     fault = float(int(time.time()) - 1800)  # well inside retention, clear of the head block
-    source = tmp_path / "case.om"
-    source.write_text(_openmetrics(CASE, fault))
-    data = tmp_path / "tsdb"
-    subprocess.run(
-        [find_binary("promtool"), "tsdb", "create-blocks-from", "openmetrics", str(source), str(data)],
-        check=True,
-        capture_output=True,
-    )
-    proc = start_prometheus(tmp_path / "prometheus", storage=data)
+    proc = prometheus_with_history(tmp_path, _openmetrics(CASE, fault))
     yield proc, fault
     proc.stop()
 

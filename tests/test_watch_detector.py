@@ -4,7 +4,6 @@ expected bands are exported with each series' own labels."""
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -15,11 +14,12 @@ import pytest
 from prometheus_client import generate_latest
 
 from agentic_observability.config import WatchConfig
-from agentic_observability.demo.stack import ManagedProcess, find_binary, start_prometheus
+from agentic_observability.demo.stack import ManagedProcess
 from agentic_observability.integrations.prometheus import PrometheusClient
 from agentic_observability.store import Store
 from agentic_observability.telemetry import Metrics
 from agentic_observability.webhook.poller import WatchPoller
+from tests.conftest import prometheus_with_history
 
 STEP, POINTS, ANOMALY = 60, 500, range(430, 450)
 START = float(int(time.time() // STEP * STEP) - POINTS * STEP - 3600)
@@ -41,15 +41,7 @@ def _history() -> str:
 
 @pytest.fixture
 def history_prometheus(tmp_path: Path) -> Iterator[ManagedProcess]:
-    source = tmp_path / "history.om"
-    source.write_text(_history())
-    blocks = tmp_path / "tsdb"
-    subprocess.run(
-        [find_binary("promtool"), "tsdb", "create-blocks-from", "openmetrics", str(source), str(blocks)],
-        check=True,
-        capture_output=True,
-    )
-    proc = start_prometheus(tmp_path / "prometheus", storage=blocks)
+    proc = prometheus_with_history(tmp_path, _history())
     yield proc
     proc.stop()
 
