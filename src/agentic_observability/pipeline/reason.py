@@ -52,9 +52,9 @@ def _describe_evidence(evidence: Evidence, threshold: tuple[str, float] | None) 
     return [head, *("  " + _describe_series(s) for s in evidence.series[:5])]
 
 
-def _thresholds(incident: Incident) -> dict[str, tuple[str, float]]:
+def _thresholds(expressions: list[str]) -> dict[str, tuple[str, float]]:
     found = {}
-    for expr in incident_expressions(incident):
+    for expr in expressions:
         parts = split_threshold(expr)
         if parts:
             found[parts[0]] = (parts[1], parts[2])
@@ -89,7 +89,7 @@ def rules_report(
     now: float,
 ) -> Report:
     facts = alert_facts(incident)
-    thresholds = _thresholds(incident)
+    thresholds = _thresholds(facts["expressions"])  # the URLs were parsed once, for the facts
     state: IncidentStatus = "resolved" if incident.status == "resolved" else "firing"
     headline = f"{facts['alertname']} {state}"
     if facts["summary"]:
