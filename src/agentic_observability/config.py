@@ -123,9 +123,12 @@ class InvestigationConfig(Section):
 
 
 class MemoryConfig(Section):
+    enabled: bool = True
     backend: Literal["edge", "qdrant"] = "edge"
     url: HttpUrl | None = None
-    embedder: str = "hashing"
+    embedder: str = "hashing"  # hashing | hashing:<dimension> | huggingface:<model id>
+    timeout: Duration = 5.0
+    recall_limit: int = Field(3, ge=1, le=20)
 
 
 class ReasoningConfig(Section):

@@ -2,13 +2,17 @@
 
 AgenticObsError
 ├── ConfigError                 bad YAML, unknown key, missing secret (names the key and the file)
+│   └── EmbedderMismatchError   the incident memory was written by another embedder
 ├── BadInputError               a request body or file the user sent is malformed (names the field)
 ├── StoreError                  the durable store failed
 │   └── StoreUnavailableError   cannot commit right now (the webhook answers 503)
 ├── UpstreamError               an external system misbehaved
 │   ├── PrometheusError         Prometheus answered with an error (message from its body)
 │   │   └── PrometheusQueryError    the query itself is invalid (HTTP 400/422): never retried
+│   ├── ModelAnswerError        the language model's answer failed the report schema
+│   ├── DeliveryError           an action (Grafana, Slack, PagerDuty) was not delivered
 │   └── UpstreamUnavailableError    timeout, connection refused, 5xx, or circuit open
+│       └── MemoryUnavailableError  incident memory cannot be used right now
 └── StackError                  a demo/test process (prometheus, alertmanager) could not start
 """
 
@@ -57,3 +61,25 @@ class UpstreamUnavailableError(UpstreamError):
 
 class StackError(AgenticObsError):
     """A local Prometheus/Alertmanager process could not be started or reached."""
+
+
+class MemoryUnavailableError(UpstreamUnavailableError):
+    """Incident memory (Qdrant Edge or a Qdrant server) cannot be used right now."""
+
+
+class EmbedderMismatchError(ConfigError):
+    """The memory was written by another embedder; mixing them would make recall meaningless."""
+
+
+class ModelAnswerError(UpstreamError):
+    """The language model answered, but not with a report that passes the schema."""
+
+
+class DeliveryError(UpstreamError):
+    """An action could not be delivered. ``permanent`` ones are not retried; ``retry_after`` (seconds)
+    is the receiver's own request to wait, when it sent one."""
+
+    def __init__(self, message: str, permanent: bool = False, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+        self.retry_after = retry_after

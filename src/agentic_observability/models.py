@@ -213,3 +213,63 @@ class Sample:
     labels: Mapping[str, str]
     timestamp: float
     value: float
+
+
+@dataclass(frozen=True)
+class PastIncident:
+    """What incident memory keeps of one incident, and what a recall query describes.
+
+    ``cause`` is the confirmed root cause when feedback gave one, else the top hypothesis; ``signals``
+    are the strongest signals behind it (``service:signal``), the evidence signature.
+    """
+
+    incident_id: str
+    title: str
+    alertname: str
+    service: str
+    labels: Mapping[str, str]
+    started_at: float
+    resolved_at: float | None = None
+    cause: str = ""
+    signals: tuple[str, ...] = ()
+    summary: str = ""
+    resolution: str = ""
+    confirmed: bool = False  # feedback confirmed (or corrected) the cause
+
+    def to_payload(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["labels"] = dict(self.labels)
+        data["signals"] = list(self.signals)
+        return data
+
+    @classmethod
+    def from_payload(cls, data: Mapping[str, Any]) -> PastIncident:
+        known = {f for f in cls.__dataclass_fields__}
+        values = {k: v for k, v in data.items() if k in known}
+        values["labels"] = dict(values.get("labels", {}))
+        values["signals"] = tuple(values.get("signals", ()))
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class SimilarIncident:
+    """One recalled past incident, as reports and the API show it."""
+
+    id: str
+    score: float
+    root_cause: str
+    resolution: str
+    confirmed: bool
+    title: str
+    started_at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "score": round(self.score, 4),
+            "root_cause": self.root_cause,
+            "resolution": self.resolution,
+            "confirmed": self.confirmed,
+            "title": self.title,
+            "started_at": iso_time(self.started_at),
+        }

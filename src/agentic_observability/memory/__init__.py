@@ -1,0 +1,132 @@
+"""Incident memory: past incidents as vectors in Qdrant (Edge in process, or a server), recalled by
+similarity with boosts for the same alert and the same service.
+
+One class, ``IncidentMemory``, holds the behaviour; the two backends (``edge.py``, ``server.py``) only
+store and search vectors, so both behave the same and pass the same tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from agentic_observability.config import Config
+from agentic_observability.errors import ConfigError, EmbedderMismatchError
+from agentic_observability.memory.backend import Hit, VectorBackend
+from agentic_observability.memory.edge import EdgeBackend
+from agentic_observability.memory.embed import Embedder, HashingEmbedder, make_embedder
+from agentic_observability.memory.server import QdrantServerBackend
+from agentic_observability.models import PastIncident, SimilarIncident
+
+__all__ = [
+    "EdgeBackend",
+    "Embedder",
+    "HashingEmbedder",
+    "IncidentMemory",
+    "QdrantServerBackend",
+    "VectorBackend",
+    "open_memory",
+]
+
+SAME_ALERT_BOOST = 0.1
+SAME_SERVICE_BOOST = 0.1
+MIN_SCORE = 0.45  # below this, a past incident is not "seen before", only vaguely alike
+EMBEDDER_KEY = "_embedder"
+
+
+class IncidentMemory:
+    def __init__(self, backend: VectorBackend, embedder: Embedder) -> None:
+        self.backend = backend
+        self.embedder = embedder
+
+    @classmethod
+    async def open(cls, backend: VectorBackend, embedder: Embedder) -> IncidentMemory:
+        await backend.open(embedder.dimension)
+        sample = await backend.sample_payload()
+        stored = sample.get(EMBEDDER_KEY) if sample else None
+        if stored is not None and stored != embedder.name:
+            await backend.close()
+            raise EmbedderMismatchError(
+                f"the incident memory ({backend.name}) was written with embedder {stored!r}, "
+                f"but memory.embedder is {embedder.name!r}; mixing them makes recall meaningless. "
+                "Set memory.embedder back, or point storage.path (or the collection) somewhere new"
+            )
+        return cls(backend, embedder)
+
+    async def remember(self, incident: PastIncident) -> None:
+        """Insert or replace what memory keeps of one incident (idempotent: keyed by incident id)."""
+        vector = (await self.embedder.embed([incident]))[0]
+        payload = {**incident.to_payload(), EMBEDDER_KEY: self.embedder.name}
+        await self.backend.upsert(int(incident.incident_id), vector, payload)
+
+    async def recall(self, query: PastIncident, limit: int = 3) -> list[SimilarIncident]:
+        """The most similar past incidents, best first, excluding the query's own incident."""
+        vector = (await self.embedder.embed([query]))[0]
+        exclude = int(query.incident_id) if query.incident_id.isdigit() else None
+        near = await self.backend.search(vector, limit * 3, exclude)
+        # A second, filtered search guarantees same-alert/same-service candidates in a large memory.
+        related = {"alertname": query.alertname, "service": query.service, "cause": query.cause}
+        same = await self.backend.search(vector, limit * 3, exclude, related)
+        ranked = sorted(
+            ((self._boosted(hit, query), hit) for hit in _unique(near + same)),
+            key=lambda pair: pair[0],
+            reverse=True,
+        )
+        return [_similar(hit, score) for score, hit in ranked[:limit] if score >= MIN_SCORE]
+
+    @staticmethod
+    def _boosted(hit: Hit, query: PastIncident) -> float:
+        score = hit.score
+        if query.alertname and hit.payload.get("alertname") == query.alertname:
+            score += SAME_ALERT_BOOST
+        if query.cause and query.cause in (hit.payload.get("cause"), hit.payload.get("service")):
+            score += SAME_SERVICE_BOOST
+        return score
+
+    async def count(self) -> int:
+        return await self.backend.count()
+
+    async def ping(self) -> None:
+        await self.backend.count()
+
+    async def close(self) -> None:
+        await self.backend.close()
+
+
+def _unique(hits: list[Hit]) -> list[Hit]:
+    seen: dict[int, Hit] = {}
+    for hit in hits:
+        seen.setdefault(hit.point_id, hit)
+    return list(seen.values())
+
+
+def _similar(hit: Hit, score: float) -> SimilarIncident:
+    past = PastIncident.from_payload(hit.payload)
+    return SimilarIncident(
+        id=str(hit.point_id),
+        score=score,
+        root_cause=past.cause,
+        resolution=past.resolution,
+        confirmed=past.confirmed,
+        title=past.title,
+        started_at=past.started_at,
+    )
+
+
+async def open_memory(
+    config: Config, path: str, hf_client_factory: Callable[[], Any] | None = None
+) -> IncidentMemory:
+    """The memory the config asks for: Qdrant Edge under ``path``, or a Qdrant server at memory.url."""
+    settings = config.file.memory
+    embedder = await make_embedder(settings.embedder, hf_client_factory)
+    backend: VectorBackend
+    if settings.backend == "edge":
+        backend = EdgeBackend(path)
+    else:
+        if settings.url is None:
+            raise ConfigError(f"{config.source}: memory.backend is qdrant but memory.url is not set")
+        key = config.secrets.qdrant_api_key
+        backend = QdrantServerBackend.connect(
+            settings.url, key.get_secret_value() if key else None, settings.timeout
+        )
+    return await IncidentMemory.open(backend, embedder)

@@ -1,0 +1,48 @@
+"""The vector-store interface both memory backends implement (Qdrant Edge and a Qdrant server)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+VECTOR_NAME = "incident"
+INDEXED_FIELDS = ("alertname", "service", "cause")  # the fields recall filters on
+
+
+@dataclass(frozen=True)
+class Hit:
+    point_id: int
+    score: float
+    payload: Mapping[str, Any]
+
+
+class VectorBackend(Protocol):
+    name: str
+
+    async def open(self, dimension: int) -> None:
+        """Create the collection (cosine, ``dimension``) with payload indexes, or open the existing one;
+        refuses an existing collection of another dimension."""
+        ...
+
+    async def upsert(self, point_id: int, vector: Sequence[float], payload: Mapping[str, Any]) -> None: ...
+
+    async def search(
+        self,
+        vector: Sequence[float],
+        limit: int,
+        exclude: int | None = None,
+        any_of: Mapping[str, str] | None = None,
+    ) -> list[Hit]:
+        """Nearest points; ``any_of`` keeps only points matching at least one field=value pair."""
+        ...
+
+    async def get(self, point_id: int) -> tuple[list[float], dict[str, Any]] | None: ...
+
+    async def sample_payload(self) -> dict[str, Any] | None:
+        """Any one stored payload (to check which embedder wrote the collection)."""
+        ...
+
+    async def count(self) -> int: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,120 @@
+"""Qdrant Edge backend: an in-process shard on local disk (the embedded default).
+
+qdrant-edge-py is synchronous; every call runs on one dedicated thread, so the event loop never
+blocks and the shard is never touched from two threads at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import qdrant_edge as qe
+
+from agentic_observability.errors import MemoryUnavailableError
+from agentic_observability.memory.backend import INDEXED_FIELDS, VECTOR_NAME, Hit
+
+T = TypeVar("T")
+
+
+class EdgeBackend:
+    name = "edge"
+
+    def __init__(self, path: str | Path) -> None:
+        self._path = Path(path)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qdrant-edge")
+        self._shard: qe.EdgeShard | None = None
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, fn, *args)
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise MemoryUnavailableError(f"qdrant edge at {self._path}: {exc}") from exc
+
+    @property
+    def shard(self) -> qe.EdgeShard:
+        if self._shard is None:
+            raise MemoryUnavailableError("qdrant edge shard is not open")
+        return self._shard
+
+    async def open(self, dimension: int) -> None:
+        self._shard = await self._run(self._open_sync, dimension)
+
+    def _open_sync(self, dimension: int) -> qe.EdgeShard:
+        config = qe.EdgeConfig(
+            vectors={VECTOR_NAME: qe.EdgeVectorParams(size=dimension, distance=qe.Distance.Cosine)}
+        )
+        if (self._path / "edge_config.json").exists() or any(self._path.glob("segments*")):
+            try:
+                shard = qe.EdgeShard.load(str(self._path), config)
+            except Exception as exc:  # the binding raises plain Exception on an incompatible config
+                raise MemoryUnavailableError(
+                    f"the incident memory at {self._path} was created with other vector settings "
+                    f"(this embedder has dimension {dimension}): {exc}"
+                ) from exc
+            return shard
+        self._path.mkdir(parents=True, exist_ok=True)
+        shard = qe.EdgeShard.create(str(self._path), config)
+        for field in INDEXED_FIELDS:
+            shard.update(qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Keyword))
+        return shard
+
+    async def upsert(self, point_id: int, vector: Sequence[float], payload: Mapping[str, Any]) -> None:
+        point = qe.Point(id=point_id, vector={VECTOR_NAME: list(vector)}, payload=dict(payload))
+        await self._run(self.shard.update, qe.UpdateOperation.upsert_points([point]))
+
+    async def search(
+        self,
+        vector: Sequence[float],
+        limit: int,
+        exclude: int | None = None,
+        any_of: Mapping[str, str] | None = None,
+    ) -> list[Hit]:
+        request = qe.QueryRequest(
+            limit=limit,
+            query=qe.Query.Nearest(list(vector), using=VECTOR_NAME),
+            with_payload=True,
+            filter=_filter(exclude, any_of),
+        )
+        points = await self._run(self.shard.query, request)
+        return [Hit(int(p.id), float(p.score), p.payload or {}) for p in points]
+
+    async def get(self, point_id: int) -> tuple[list[float], dict[str, Any]] | None:
+        records = await self._run(self.shard.retrieve, [point_id], True, True)
+        if not records:
+            return None
+        record = records[0]
+        vectors = record.vector or {}
+        vector = vectors.get(VECTOR_NAME) if isinstance(vectors, dict) else vectors
+        return list(vector or []), dict(record.payload or {})
+
+    async def sample_payload(self) -> dict[str, Any] | None:
+        records, _ = await self._run(self.shard.scroll, qe.ScrollRequest(limit=1, with_payload=True))
+        return dict(records[0].payload or {}) if records else None
+
+    async def count(self) -> int:
+        return int(await self._run(self.shard.count, qe.CountRequest()))
+
+    async def flush(self) -> None:
+        await self._run(self.shard.flush)
+
+    async def optimize(self) -> None:
+        await self._run(self.shard.optimize)
+
+    async def close(self) -> None:
+        if self._shard is not None:
+            shard, self._shard = self._shard, None
+            await self._run(shard.close)
+        self._executor.shutdown(wait=True)
+
+
+def _filter(exclude: int | None, any_of: Mapping[str, str] | None) -> qe.Filter | None:
+    must_not = [qe.HasIdCondition({exclude})] if exclude is not None else None
+    should = [qe.FieldCondition(key=k, match=qe.MatchValue(v)) for k, v in (any_of or {}).items() if v]
+    if not must_not and not should:
+        return None
+    return qe.Filter(must_not=must_not, should=should or None)
