@@ -151,6 +151,9 @@ class Report:
     reasoner: str
     reasoner_note: str
     generated_at: float
+    similar_incidents: tuple[Mapping[str, Any], ...] = ()
+    next_steps: tuple[str, ...] = ()
+    model: Mapping[str, Any] | None = None  # the model's name, latency, tokens and dropped claims
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -159,8 +162,11 @@ class Report:
             "facts": dict(self.facts),
             "evidence": [e.to_dict() for e in self.evidence],
             "hypotheses": [dict(h) for h in self.hypotheses],
+            "similar_incidents": [dict(s) for s in self.similar_incidents],
+            "next_steps": list(self.next_steps),
             "reasoner": self.reasoner,
             "reasoner_note": self.reasoner_note,
+            "model": None if self.model is None else dict(self.model),
             "generated_at": self.generated_at,
         }
 
@@ -273,3 +279,14 @@ class SimilarIncident:
             "title": self.title,
             "started_at": iso_time(self.started_at),
         }
+
+
+@dataclass(frozen=True)
+class ModelReply:
+    """One chat completion: the text and what it cost."""
+
+    text: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float

@@ -88,7 +88,7 @@ class EdgeBackend:
         if not records:
             return None
         record = records[0]
-        vectors = record.vector or {}
+        vectors: Any = record.vector or {}
         vector = vectors.get(VECTOR_NAME) if isinstance(vectors, dict) else vectors
         return list(vector or []), dict(record.payload or {})
 
@@ -113,8 +113,8 @@ class EdgeBackend:
 
 
 def _filter(exclude: int | None, any_of: Mapping[str, str] | None) -> qe.Filter | None:
-    must_not = [qe.HasIdCondition({exclude})] if exclude is not None else None
-    should = [qe.FieldCondition(key=k, match=qe.MatchValue(v)) for k, v in (any_of or {}).items() if v]
+    must_not: list[Any] | None = [qe.HasIdCondition({exclude})] if exclude is not None else None
+    should: list[Any] = [qe.FieldCondition(key=k, match=qe.MatchValue(v)) for k, v in (any_of or {}).items() if v]
     if not must_not and not should:
         return None
     return qe.Filter(must_not=must_not, should=should or None)

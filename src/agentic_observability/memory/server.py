@@ -89,9 +89,9 @@ class QdrantServerBackend:
         )
         if not records:
             return None
-        vectors = records[0].vector
+        vectors: Any = records[0].vector
         vector = vectors.get(VECTOR_NAME) if isinstance(vectors, dict) else vectors
-        return [float(v) for v in (vector or [])], dict(records[0].payload or {})  # type: ignore[union-attr]
+        return [float(v) for v in (vector or [])], dict(records[0].payload or {})
 
     async def sample_payload(self) -> dict[str, Any] | None:
         records, _ = await self._call(self._client.scroll(self._collection, limit=1, with_payload=True))

@@ -1,8 +1,9 @@
 """The incident pipeline: one module per stage and a straight-line ``run()``.
 
-Stages present today: investigate (evidence from the alert's own PromQL, and root-cause ranking over
-the configured signals) and reason (rules report).
-Detection, recall and actions arrive with their issues; each plugs in here as one more line.
+investigate (evidence from the alert's own PromQL, root-cause ranking over the configured signals)
+-> recall (similar past incidents from memory) -> reason (rules, or a language model with the rules
+report as fallback). The act stage (act.py) turns the report into outbox actions; the caller commits
+them together with the report.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import time
 
 from agentic_observability.models import Incident, Report
-from agentic_observability.pipeline import investigate, reason
+from agentic_observability.pipeline import investigate, reason, recall
 from agentic_observability.pipeline.ports import MetricsSource, PipelineDeps
 
 __all__ = ["MetricsSource", "PipelineDeps", "run"]
@@ -28,5 +29,16 @@ async def run(incident: Incident, deps: PipelineDeps, now: float | None = None) 
         hypotheses, problems = await investigate.root_cause_hypotheses(
             incident, source, deps.investigation, moment
         )
+    with deps.stage_timer("recall"):
+        similar, memory_note = await recall.similar_incidents(incident, hypotheses, deps)
+    rules = reason.rules_report(
+        incident,
+        evidence,
+        hypotheses,
+        problems,
+        moment,
+        similar,
+        unavailable=[memory_note] if memory_note else [],
+    )
     with deps.stage_timer("reason"):
-        return reason.rules_report(incident, evidence, hypotheses, problems, moment)
+        return await reason.reason(rules, incident, deps)

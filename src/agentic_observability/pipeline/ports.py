@@ -4,12 +4,12 @@ imports a concrete adapter, which keeps every stage testable with small hand-wri
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from agentic_observability.config import InvestigationConfig
-from agentic_observability.models import Series
+from agentic_observability.models import ModelReply, PastIncident, Series, SimilarIncident
 
 
 class MetricsSource(Protocol):
@@ -18,13 +18,29 @@ class MetricsSource(Protocol):
     def explore_url(self, expr: str, start: float, end: float) -> str: ...
 
 
+class Memory(Protocol):
+    async def recall(self, query: PastIncident, limit: int = 3) -> list[SimilarIncident]: ...
+
+    async def remember(self, incident: PastIncident) -> None: ...
+
+
+class ChatModel(Protocol):
+    model: str
+
+    async def chat(self, messages: list[dict[str, str]], max_tokens: int) -> ModelReply: ...
+
+
 StageTimer = Callable[[str], AbstractContextManager[None]]
+# (outcome "answered" | "fallback", the reply when there was one, claims dropped)
+ModelObserver = Callable[[str, ModelReply | None, int], None]
 
 
 def _no_timer(stage: str) -> AbstractContextManager[None]:
-    from contextlib import nullcontext
-
     return nullcontext()
+
+
+def _no_observer(outcome: str, reply: ModelReply | None, dropped: int) -> None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -33,3 +49,8 @@ class PipelineDeps:
     investigation: InvestigationConfig = field(default_factory=InvestigationConfig)
     grafana_url: str | None = None
     stage_timer: StageTimer = field(default=_no_timer)
+    memory: Memory | None = None
+    recall_limit: int = 3
+    chat: ChatModel | None = None
+    reasoning_timeout: float = 20.0
+    observe_model: ModelObserver = field(default=_no_observer)

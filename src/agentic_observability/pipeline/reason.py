@@ -1,16 +1,34 @@
-"""Reasoning stage. The rules reasoner: deterministic, no model, a complete readable report.
+"""Reasoning stage.
 
-It states only what the evidence shows: the alert facts as Alertmanager sent them, and for each
-queried expression, how the value moved over the window (and where the rule's threshold sits).
+The rules reasoner is deterministic, needs no model, and writes a complete readable report: the alert
+facts, the most likely cause with its evidence, what else was checked, incidents seen before and
+next steps (runbook, past resolutions). It is the default, and the fallback for every model failure.
+
+With a language model configured, the model ranks and explains the same evidence; its answer is
+schema-checked and grounded (prompting.py), bounded by ``reasoning.timeout``, and any failure falls
+back to the rules report, which then says why.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
-from agentic_observability.models import Evidence, Incident, IncidentStatus, Report, SeriesSummary, iso_time
+from agentic_observability.errors import ModelAnswerError, UpstreamError
+from agentic_observability.models import (
+    Evidence,
+    Incident,
+    IncidentStatus,
+    ModelReply,
+    Report,
+    SeriesSummary,
+    iso_time,
+)
+from agentic_observability.pipeline import prompting
 from agentic_observability.pipeline.investigate import incident_expressions, split_threshold
+from agentic_observability.pipeline.ports import PipelineDeps
 
 
 def alert_facts(incident: Incident) -> dict[str, Any]:
@@ -81,12 +99,43 @@ def _describe_hypotheses(hypotheses: tuple[Mapping[str, Any], ...], problems: li
     return lines
 
 
+def _describe_similar(similar: Sequence[Mapping[str, Any]]) -> list[str]:
+    lines = []
+    for past in similar:
+        cause = past["root_cause"] or "unknown"
+        cause += " (confirmed)" if past.get("confirmed") else " (suspected)"
+        fixed = f"; what fixed it: {past['resolution']}" if past.get("resolution") else ""
+        lines.append(
+            f"Seen before: incident {past['id']} on {past.get('started_at') or 'an unknown date'}, "
+            f"root cause {cause}{fixed} (similarity {past['score']:.2f})"
+        )
+    return lines
+
+
+def next_steps(
+    facts: Mapping[str, Any], hypotheses: Sequence[Mapping[str, Any]], similar: Sequence[Mapping[str, Any]]
+) -> list[str]:
+    steps = []
+    if facts.get("runbook_url"):
+        steps.append(f"Follow the runbook: {facts['runbook_url']}")
+    if hypotheses and hypotheses[0].get("evidence"):
+        top = hypotheses[0]
+        steps.append(f"Confirm {top['entity']}: {top['evidence'][0]['promql']}")
+    for past in similar:
+        if past.get("resolution"):
+            steps.append(f"Incident {past['id']} was fixed by: {past['resolution']}")
+    return steps
+
+
 def rules_report(
     incident: Incident,
     evidence: tuple[Evidence, ...],
     hypotheses: tuple[Mapping[str, Any], ...],
     problems: list[str],
     now: float,
+    similar: tuple[Mapping[str, Any], ...] = (),
+    note: str = "rules reasoner (default; no language model configured)",
+    unavailable: Sequence[str] = (),
 ) -> Report:
     facts = alert_facts(incident)
     thresholds = _thresholds(facts["expressions"])  # the URLs were parsed once, for the facts
@@ -100,12 +149,14 @@ def rules_report(
         + (f", resolved {facts['resolved_at']}" if incident.resolved_at else ""),
     ]
     lines.extend(_describe_hypotheses(hypotheses, problems))
+    lines.extend(_describe_similar(similar))
+    lines.extend(unavailable)
     for item in evidence:
         lines.extend(_describe_evidence(item, thresholds.get(item.query)))
     if not evidence:
         lines.append("No PromQL expression could be recovered from the alerts' generatorURL.")
-    if facts["runbook_url"]:
-        lines.append(f"Runbook: {facts['runbook_url']}")
+    steps = next_steps(facts, hypotheses, similar)
+    lines.extend(f"Next: {step}" for step in steps)
     return Report(
         summary="\n".join(lines),
         status=state,
@@ -113,6 +164,67 @@ def rules_report(
         evidence=evidence,
         hypotheses=hypotheses,
         reasoner="rules",
-        reasoner_note="rules reasoner (default; no language model configured)",
+        reasoner_note=note,
         generated_at=now,
+        similar_incidents=similar,
+        next_steps=tuple(steps),
+    )
+
+
+async def reason(rules: Report, incident: Incident, deps: PipelineDeps) -> Report:
+    """The model's report when one is configured and answers well in time; else ``rules``, saying why."""
+    if deps.chat is None:
+        return rules
+    packet = prompting.build_packet(
+        {**rules.facts, "status": rules.status},
+        rules.hypotheses,
+        rules.similar_incidents,
+        [line for line in rules.summary.splitlines() if line.startswith("`")],
+        prompting.prompt_budget_chars(),
+    )
+    timeout = deps.reasoning_timeout
+    try:
+        async with asyncio.timeout(timeout):
+            reply = await deps.chat.chat(prompting.messages_for(packet), prompting.ANSWER_TOKENS)
+        grounded = prompting.ground(prompting.parse_answer(reply.text), packet)
+    except TimeoutError:
+        return _fallback(rules, deps, f"the model did not answer within {timeout:g}s")
+    except ModelAnswerError as exc:
+        return _fallback(rules, deps, str(exc))
+    except UpstreamError as exc:
+        return _fallback(rules, deps, f"the model is unavailable: {exc}")
+    deps.observe_model("answered", reply, len(grounded.dropped))
+    return _model_report(rules, grounded, reply)
+
+
+def _fallback(rules: Report, deps: PipelineDeps, why: str) -> Report:
+    deps.observe_model("fallback", None, 0)
+    return replace(rules, reasoner_note=f"rules reasoner (fallback: {why})")
+
+
+def _model_report(rules: Report, grounded: prompting.GroundedAnswer, reply: ModelReply) -> Report:
+    answer = grounded.answer
+    chosen = answer.root_cause.service if answer.root_cause else None
+    hypotheses = sorted(rules.hypotheses, key=lambda h: h["entity"] != chosen)  # stable: rest keep order
+    lines = [answer.summary]
+    if answer.root_cause is not None:
+        lines.append(f"Most likely cause: {answer.root_cause.service}. {answer.root_cause.why}")
+    steps = [*answer.next_steps, *(s for s in rules.next_steps if s not in answer.next_steps)]
+    lines.extend(f"Next: {step}" for step in steps)
+    dropped = f"; {len(grounded.dropped)} ungrounded claims dropped" if grounded.dropped else ""
+    return replace(
+        rules,
+        summary="\n".join(lines),
+        hypotheses=tuple(hypotheses),
+        next_steps=tuple(steps),
+        reasoner="llm",
+        reasoner_note=f"llm {reply.model} (answered in {reply.seconds:.1f}s{dropped})",
+        model={
+            "name": reply.model,
+            "seconds": round(reply.seconds, 3),
+            "prompt_tokens": reply.prompt_tokens,
+            "completion_tokens": reply.completion_tokens,
+            "dropped_claims": list(grounded.dropped),
+            "similar_incident": answer.similar_incident,
+        },
     )

@@ -1,0 +1,162 @@
+"""What the language model sees and what of its answer is kept.
+
+* The evidence packet is built by priority (alert facts, hypotheses, similar incidents, alert
+  evidence) and trimmed whole items at a time, lowest priority first, until prompt plus answer fit
+  the context window: never cut mid-structure.
+* Alert text is untrusted: it is fenced and length-capped.
+* The answer must parse as JSON against ``ModelAnswer``; then every claim that names a service,
+  signal or incident absent from the packet is dropped (and counted): only grounded claims survive.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib.resources import files
+from string import Template
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from agentic_observability.errors import ModelAnswerError
+
+CONTEXT_TOKENS = 8192
+ANSWER_TOKENS = 1024
+CHARS_PER_TOKEN = 3.2  # conservative for JSON-heavy English with a Llama 3 tokenizer
+UNTRUSTED_CHARS = 500
+_TEMPLATE = Template(files("agentic_observability.pipeline").joinpath("prompts/reason.txt").read_text())
+
+
+class Claim(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    service: str = Field(max_length=200)
+    signal: str | None = Field(None, max_length=200)
+    why: str = Field("", max_length=600)
+
+
+class ModelAnswer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    summary: str = Field(min_length=1, max_length=1500)
+    root_cause: Claim | None = None
+    alternatives: list[Claim] = Field(default_factory=list, max_length=8)
+    similar_incident: str | None = Field(None, max_length=40)
+    next_steps: list[str] = Field(default_factory=list, max_length=8)
+
+
+@dataclass(frozen=True)
+class GroundedAnswer:
+    answer: ModelAnswer
+    dropped: tuple[str, ...]  # why each dropped claim went
+
+
+def fence(text: str) -> str:
+    """Untrusted text as data: capped, and unable to close its own fence."""
+    cleaned = text.replace("<untrusted>", "").replace("</untrusted>", "")[:UNTRUSTED_CHARS]
+    return f"<untrusted>{cleaned}</untrusted>"
+
+
+def _facts_item(facts: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "alertname": facts.get("alertname", ""),
+        "severity": facts.get("severity", ""),
+        "labels": {k: fence(str(v)) for k, v in dict(facts.get("labels", {})).items()},
+        "summary": fence(str(facts.get("summary", ""))),
+        "description": fence(str(facts.get("description", ""))),
+        "started_at": facts.get("started_at"),
+        "status": facts.get("status", ""),
+    }
+
+
+def _hypothesis_item(hypothesis: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "service": hypothesis["entity"],
+        "score": round(float(hypothesis["score"]), 3),
+        "onset": hypothesis.get("onset"),
+        "evidence": [
+            {k: e[k] for k in ("signal", "baseline", "incident", "deviation", "promql") if k in e}
+            for e in hypothesis.get("evidence", [])[:3]
+        ],
+    }
+
+
+def build_packet(
+    facts: Mapping[str, Any],
+    hypotheses: Sequence[Mapping[str, Any]],
+    similar: Sequence[Mapping[str, Any]],
+    evidence_lines: Sequence[str],
+    budget_chars: int,
+) -> dict[str, Any]:
+    """The packet, trimmed from the lowest-priority end until its JSON fits ``budget_chars``."""
+    packet: dict[str, Any] = {
+        "alert": _facts_item(facts),
+        "hypotheses": [_hypothesis_item(h) for h in hypotheses[:5]],
+        "similar_incidents": [dict(s) for s in similar[:3]],
+        "alert_evidence": [fence(line) for line in evidence_lines[:20]],
+    }
+    for section in ("alert_evidence", "similar_incidents", "hypotheses"):
+        while packet[section] and len(json.dumps(packet)) > budget_chars:
+            packet[section].pop()
+    if len(json.dumps(packet)) > budget_chars:
+        packet["alert"]["labels"] = {}
+        packet["alert"]["description"] = fence("")
+    return packet
+
+
+def messages_for(packet: Mapping[str, Any]) -> list[dict[str, str]]:
+    return [
+        {"role": "system", "content": "You answer with JSON only."},
+        {"role": "user", "content": _TEMPLATE.substitute(packet=json.dumps(packet, indent=1))},
+    ]
+
+
+def prompt_budget_chars() -> int:
+    template_chars = len(_TEMPLATE.template) + 100
+    return int((CONTEXT_TOKENS - ANSWER_TOKENS) * CHARS_PER_TOKEN) - template_chars
+
+
+_JSON_OBJECT = re.compile(r"\{.*\}", re.DOTALL)
+
+
+def parse_answer(text: str) -> ModelAnswer:
+    """The answer's JSON object (models like to wrap it in prose or code fences)."""
+    match = _JSON_OBJECT.search(text)
+    if match is None:
+        raise ModelAnswerError("the model's answer holds no JSON object")
+    try:
+        return ModelAnswer.model_validate_json(match.group(0))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(answer)"
+        raise ModelAnswerError(f"the model's answer fails the schema at {where}: {first['msg']}") from exc
+
+
+def ground(answer: ModelAnswer, packet: Mapping[str, Any]) -> GroundedAnswer:
+    """Drop every claim that names something the packet does not contain."""
+    services = {h["service"] for h in packet["hypotheses"]}
+    signals = {e["signal"] for h in packet["hypotheses"] for e in h["evidence"]}
+    incidents = {str(s.get("id")) for s in packet["similar_incidents"]}
+    dropped: list[str] = []
+
+    def keep(claim: Claim | None) -> Claim | None:
+        if claim is None:
+            return None
+        if claim.service not in services:
+            dropped.append(f"service {claim.service!r} is not among the hypotheses")
+            return None
+        if claim.signal and claim.signal not in signals:
+            dropped.append(f"signal {claim.signal!r} is not in the evidence")
+            return None
+        return claim
+
+    root = keep(answer.root_cause)
+    alternatives = [c for c in (keep(a) for a in answer.alternatives) if c is not None]
+    similar = answer.similar_incident
+    if similar is not None and similar not in incidents:
+        dropped.append(f"incident {similar!r} is not among the similar incidents")
+        similar = None
+    grounded = answer.model_copy(
+        update={"root_cause": root, "alternatives": alternatives, "similar_incident": similar}
+    )
+    return GroundedAnswer(grounded, tuple(dropped))
