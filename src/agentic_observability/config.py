@@ -77,6 +77,7 @@ class ServerConfig(Section):
     auth: bool = True
     workers: int = Field(2, ge=1, le=64)
     shutdown_timeout: Duration = 10.0
+    public_url: HttpUrl | None = None  # how people reach this service; links in Slack/Grafana/PagerDuty
 
 
 class PrometheusConfig(Section):
@@ -135,7 +136,9 @@ class ReasoningConfig(Section):
     backend: Literal["rules", "llm"] = "rules"
     model: str = "meta-llama/Meta-Llama-3-8B-Instruct"
     base_url: HttpUrl | None = None
-    timeout: Duration = 20.0
+    timeout: Duration = 20.0  # the whole budget, retries included; then the rules report goes out
+    retries: int = Field(2, ge=0, le=5)
+    requests_per_minute: float = Field(60.0, gt=0)
 
 
 class GrafanaConfig(Section):
@@ -155,10 +158,50 @@ class PagerDutyConfig(Section):
     events_url: HttpUrl = "https://events.pagerduty.com/v2/enqueue"
 
 
+class FileSinkConfig(Section):
+    """The embedded default sink: one JSON line per action in ``<storage.path>/actions.jsonl``."""
+
+    enabled: bool = True
+
+
+_MATCHER = re.compile(r'^\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"?(.*?)"?\s*$')
+
+
+def parse_matcher(text: str) -> tuple[str, str, str]:
+    """An Alertmanager-style matcher: ``label=value``, ``!=``, ``=~`` or ``!~`` (regex, anchored)."""
+    found = _MATCHER.match(text)
+    if found is None:
+        raise ValueError(f'{text!r} is not a matcher like severity="critical" or service=~"cart.*"')
+    name, op, value = found.groups()
+    if op in ("=~", "!~"):
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"{text!r}: invalid regular expression: {exc}") from exc
+    return name, op, value
+
+
+def _check_matcher(value: Any) -> Any:
+    parse_matcher(str(value))
+    return value
+
+
+class RouteConfig(Section):
+    """Send incidents matching every matcher (and one of the severities, when given) to ``sink``.
+    A sink with no route gets every incident; a sink with routes gets only what one of them matches."""
+
+    sink: Literal["grafana", "slack", "pagerduty", "file"]
+    severities: tuple[str, ...] = ()
+    matchers: tuple[Annotated[str, BeforeValidator(_check_matcher)], ...] = ()
+
+
 class ActionsConfig(Section):
     grafana: GrafanaConfig = GrafanaConfig()
     slack: SlackConfig = SlackConfig()
     pagerduty: PagerDutyConfig = PagerDutyConfig()
+    file: FileSinkConfig = FileSinkConfig()
+    routes: tuple[RouteConfig, ...] = ()
+    timeout: Duration = 10.0
 
 
 class FileConfig(Section):

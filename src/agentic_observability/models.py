@@ -186,6 +186,7 @@ class Incident:
     alerts: tuple[Alert, ...] = ()
     report: Mapping[str, Any] | None = None
     similar_incidents: tuple[Mapping[str, Any], ...] = ()
+    feedback: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -200,6 +201,7 @@ class Incident:
             "alerts": [a.to_dict() for a in self.alerts],
             "report": None if self.report is None else dict(self.report),
             "similar_incidents": [dict(s) for s in self.similar_incidents],
+            "feedback": None if self.feedback is None else dict(self.feedback),
         }
 
 
@@ -290,3 +292,34 @@ class ModelReply:
     prompt_tokens: int
     completion_tokens: int
     seconds: float
+
+
+@dataclass(frozen=True)
+class Action:
+    """One thing to tell one sink, planned by the act stage and kept in the outbox until delivered.
+
+    ``dedup_key`` is the same for a replanned action (a retried job), so it is stored once.
+    """
+
+    incident_id: str
+    sink: str
+    action: str
+    payload: Mapping[str, Any]
+
+    @property
+    def dedup_key(self) -> str:
+        return f"{self.incident_id}:{self.sink}:{self.action}"
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    """An action as the outbox holds it, with what the sink already gave this incident (``ref``)."""
+
+    id: int
+    incident_id: str
+    sink: str
+    action: str
+    payload: Mapping[str, Any]
+    attempts: int
+    created_at: float
+    ref: str | None = None

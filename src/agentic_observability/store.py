@@ -26,7 +26,7 @@ import aiosqlite
 
 from agentic_observability import store_writes
 from agentic_observability.errors import StoreError, StoreUnavailableError
-from agentic_observability.models import AcceptedAlert, Alert, Incident
+from agentic_observability.models import AcceptedAlert, Action, Alert, Incident, OutboxItem
 from agentic_observability.store_schema import DB_FILENAME, PRAGMAS, connect, migrate
 
 T = TypeVar("T")
@@ -155,11 +155,68 @@ class Store:
         done_at = time.time() if (error is None or give_up) else None
         await self._writer.run(store_writes.finish_job, job_id, done_at, error)
 
-    async def complete_job(self, job_id: int, incident_id: str, report: dict[str, Any]) -> None:
-        """Save the report and mark its job done in one transaction."""
+    async def complete_job(
+        self,
+        job_id: int,
+        incident_id: str,
+        report: dict[str, Any],
+        actions: Sequence[Action] = (),
+    ) -> None:
+        """Save the report, queue its actions and mark its job done, in one transaction."""
+        similar = json.dumps(report.get("similar_incidents", []))
         await self._writer.run(
-            store_writes.complete_job, job_id, int(incident_id), json.dumps(report), time.time()
+            store_writes.complete_job,
+            job_id,
+            int(incident_id),
+            json.dumps(report),
+            similar,
+            list(actions),
+            time.time(),
         )
+
+    async def save_feedback(
+        self, incident_id: str, feedback: dict[str, Any], actions: Sequence[Action] = ()
+    ) -> None:
+        await self._writer.run(
+            store_writes.save_feedback, int(incident_id), json.dumps(feedback), list(actions), time.time()
+        )
+
+    # -- outbox ----------------------------------------------------------------------------------
+
+    async def due_actions(self, now: float, limit: int = 100) -> list[OutboxItem]:
+        """Pending actions that may go now: per incident and sink only the oldest one, so a Slack reply
+        never overtakes the parent message it threads under."""
+        rows = await self._reader.execute_fetchall(
+            "SELECT o.id, o.incident_id, o.sink, o.action, o.payload, o.attempts, o.created_at, "
+            "r.external_id FROM outbox o LEFT JOIN action_refs r "
+            "ON r.incident_id = o.incident_id AND r.sink = o.sink "
+            "WHERE o.id IN (SELECT MIN(id) FROM outbox WHERE state = 'pending' GROUP BY incident_id, sink) "
+            "AND o.next_attempt_at <= ? ORDER BY o.id LIMIT ?",
+            (now, limit),
+        )
+        return [
+            OutboxItem(int(i), str(inc), sink, action, json.loads(payload), int(att), float(created), ref)
+            for i, inc, sink, action, payload, att, created, ref in rows
+        ]
+
+    async def action_delivered(self, item: OutboxItem, ref: str | None) -> None:
+        await self._writer.run(
+            store_writes.action_delivered, item.id, int(item.incident_id), item.sink, ref, time.time()
+        )
+
+    async def action_failed(self, item: OutboxItem, error: str, retry_at: float | None) -> None:
+        await self._writer.run(store_writes.action_failed, item.id, error, retry_at)
+
+    async def outbox_rows(self, incident_id: str | None = None) -> list[dict[str, Any]]:
+        """The outbox as plain rows (for the API, tests and benchmarks)."""
+        where, params = ("WHERE incident_id = ?", (int(incident_id),)) if incident_id else ("", ())
+        rows = await self._reader.execute_fetchall(
+            "SELECT id, incident_id, sink, action, state, attempts, last_error, delivered_at "
+            f"FROM outbox {where} ORDER BY id",
+            params,
+        )
+        keys = ("id", "incident_id", "sink", "action", "state", "attempts", "last_error", "delivered_at")
+        return [dict(zip(keys, row, strict=True)) for row in rows]
 
     # -- reads -----------------------------------------------------------------------------------
 
@@ -206,12 +263,12 @@ class Store:
 
 
 _INCIDENT_SELECT = (
-    "SELECT id, group_key, source, status, title, labels, started_at, resolved_at, report, similar"
+    "SELECT id, group_key, source, status, title, labels, started_at, resolved_at, report, similar, feedback"
 )
 
 
 def _incident_from_row(row: Sequence[Any], alerts: tuple[Alert, ...]) -> Incident:
-    id_, group_key, source, status, title, labels, started, resolved, report, similar = row
+    id_, group_key, source, status, title, labels, started, resolved, report, similar, feedback = row
     return Incident(
         id=str(id_),
         group_key=group_key,
@@ -224,6 +281,7 @@ def _incident_from_row(row: Sequence[Any], alerts: tuple[Alert, ...]) -> Inciden
         alerts=alerts,
         report=None if report is None else json.loads(report),
         similar_incidents=tuple(json.loads(similar)),
+        feedback=None if feedback is None else json.loads(feedback),
     )
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from agentic_observability.errors import StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DB_FILENAME = "agentic-obs.sqlite3"
 
 # WAL + synchronous=NORMAL: a commit survives a process crash (SIGKILL, OOM); only an OS crash or
@@ -79,6 +79,19 @@ MIGRATIONS: dict[int, str] = {
         delivered_at REAL
     );
     CREATE INDEX outbox_pending ON outbox(next_attempt_at) WHERE state = 'pending';
+    """,
+    # 2: feedback on incidents; delivery errors; the id each sink gave an incident (Slack ts,
+    # Grafana annotation id, PagerDuty dedup key), so later actions update instead of re-creating.
+    2: """
+    ALTER TABLE incidents ADD COLUMN feedback TEXT;
+    ALTER TABLE outbox ADD COLUMN last_error TEXT;
+    CREATE INDEX outbox_by_incident ON outbox(incident_id, sink, id) WHERE state = 'pending';
+    CREATE TABLE action_refs (
+        incident_id  INTEGER NOT NULL REFERENCES incidents(id),
+        sink         TEXT NOT NULL,
+        external_id  TEXT NOT NULL,
+        PRIMARY KEY (incident_id, sink)
+    );
     """,
 }
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from agentic_observability.lifecycle import IngestPlan, IngestPlanner, PlannedJob
-from agentic_observability.models import AcceptedAlert
+from agentic_observability.models import AcceptedAlert, Action
 
 ROWS_PER_STATEMENT = 2000  # 4 parameters a row, well under SQLite's 32,766-parameter limit
 
@@ -114,12 +114,22 @@ def _apply(conn: sqlite3.Connection, plan: IngestPlan, now: float) -> None:
     )
 
 
-def complete_job(conn: sqlite3.Connection, job_id: int, incident_id: int, report: str, now: float) -> None:
-    """Save the report and mark its job done together: never one without the other."""
+def complete_job(
+    conn: sqlite3.Connection,
+    job_id: int,
+    incident_id: int,
+    report: str,
+    similar: str,
+    actions: Sequence[Action],
+    now: float,
+) -> None:
+    """Save the report, queue its actions and mark its job done together: never one without the others."""
     with transaction(conn):
         conn.execute(
-            "UPDATE incidents SET report = ?, updated_at = ? WHERE id = ?", (report, now, incident_id)
+            "UPDATE incidents SET report = ?, similar = ?, updated_at = ? WHERE id = ?",
+            (report, similar, now, incident_id),
         )
+        insert_actions(conn, actions, now)
         conn.execute(
             "UPDATE jobs SET done_at = ?, attempts = attempts + 1, last_error = NULL WHERE id = ?",
             (now, job_id),
@@ -131,4 +141,55 @@ def finish_job(conn: sqlite3.Connection, job_id: int, done_at: float | None, err
         conn.execute(
             "UPDATE jobs SET done_at = ?, attempts = attempts + 1, last_error = ? WHERE id = ?",
             (done_at, error, job_id),
+        )
+
+
+def insert_actions(conn: sqlite3.Connection, actions: Sequence[Action], now: float) -> None:
+    """Queue actions; one already queued under the same dedup key (a retried job) is not queued again."""
+    conn.executemany(
+        "INSERT OR IGNORE INTO outbox (incident_id, sink, action, dedup_key, payload, created_at) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            (int(a.incident_id), a.sink, a.action, a.dedup_key, json.dumps(dict(a.payload)), now)
+            for a in actions
+        ],
+    )
+
+
+def save_feedback(
+    conn: sqlite3.Connection, incident_id: int, feedback: str, actions: Sequence[Action], now: float
+) -> None:
+    with transaction(conn):
+        conn.execute(
+            "UPDATE incidents SET feedback = ?, updated_at = ? WHERE id = ?", (feedback, now, incident_id)
+        )
+        insert_actions(conn, actions, now)
+
+
+def action_delivered(
+    conn: sqlite3.Connection, item_id: int, incident_id: int, sink: str, ref: str | None, now: float
+) -> None:
+    """Mark delivered and remember the sink's id for the incident, in one transaction."""
+    with transaction(conn):
+        conn.execute(
+            "UPDATE outbox SET state = 'delivered', delivered_at = ?, attempts = attempts + 1, "
+            "last_error = NULL WHERE id = ?",
+            (now, item_id),
+        )
+        if ref is not None:
+            conn.execute(
+                "INSERT INTO action_refs (incident_id, sink, external_id) VALUES (?, ?, ?) "
+                "ON CONFLICT (incident_id, sink) DO UPDATE SET external_id = excluded.external_id",
+                (incident_id, sink, ref),
+            )
+
+
+def action_failed(conn: sqlite3.Connection, item_id: int, error: str, next_attempt_at: float | None) -> None:
+    """Retry at ``next_attempt_at``, or give up (state 'failed') when it is None."""
+    state = "pending" if next_attempt_at is not None else "failed"
+    with transaction(conn):
+        conn.execute(
+            "UPDATE outbox SET state = ?, attempts = attempts + 1, last_error = ?, "
+            "next_attempt_at = COALESCE(?, next_attempt_at) WHERE id = ?",
+            (state, error[:1000], next_attempt_at, item_id),
         )

@@ -27,6 +27,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
+from agentic_observability.models import ModelReply
+
 SERVICE_NAME = "agentic-observability"
 _incident_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("incident_id", default=None)
 _STAGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -122,6 +124,49 @@ class Metrics:
             ["dependency"],
             registry=r,
         )
+
+        self.deliveries = Counter(
+            "agentic_obs_action_deliveries",
+            "Outbox deliveries by sink and outcome (delivered, retry, failed).",
+            ["sink", "outcome"],
+            registry=r,
+        )
+        self.delivery_latency = Histogram(
+            "agentic_obs_action_delivery_seconds",
+            "From an action being queued to its delivery.",
+            ["sink"],
+            buckets=_STAGE_BUCKETS,
+            registry=r,
+        )
+        self.model_latency = Histogram(
+            "agentic_obs_model_duration_seconds",
+            "Language-model call latency (answered calls).",
+            buckets=_STAGE_BUCKETS,
+            registry=r,
+        )
+        self.model_tokens = Counter(
+            "agentic_obs_model_tokens", "Tokens the model used, by kind.", ["kind"], registry=r
+        )
+        self.model_reports = Counter(
+            "agentic_obs_model_reports",
+            "Reports by reasoning outcome: answered by the model, or fallback to rules.",
+            ["outcome"],
+            registry=r,
+        )
+        self.model_claims_dropped = Counter(
+            "agentic_obs_model_claims_dropped",
+            "Claims in model answers that named something absent from the evidence.",
+            registry=r,
+        )
+
+    def observe_model(self, outcome: str, reply: ModelReply | None, dropped: int) -> None:
+        self.model_reports.labels(outcome).inc()
+        if reply is not None:
+            self.model_latency.observe(reply.seconds)
+            self.model_tokens.labels("prompt").inc(reply.prompt_tokens)
+            self.model_tokens.labels("completion").inc(reply.completion_tokens)
+        if dropped:
+            self.model_claims_dropped.inc(dropped)
 
     def snapshot(self) -> dict[str, Any]:
         """The metrics as plain JSON (for ``/api/v1/metrics``)."""

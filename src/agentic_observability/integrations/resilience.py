@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from aiobreaker import CircuitBreaker, CircuitBreakerError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
@@ -28,7 +28,7 @@ class Guard:
         fail_max: int = 5,
         reset_after: float = 30.0,
         max_backoff: float = 4.0,
-        excluded: tuple[type[BaseException], ...] = (),
+        excluded: tuple[Any, ...] = (),  # exception types, or predicates over the exception
     ) -> None:
         self.name = name
         self.retries = retries

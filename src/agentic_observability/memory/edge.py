@@ -114,7 +114,9 @@ class EdgeBackend:
 
 def _filter(exclude: int | None, any_of: Mapping[str, str] | None) -> qe.Filter | None:
     must_not: list[Any] | None = [qe.HasIdCondition({exclude})] if exclude is not None else None
-    should: list[Any] = [qe.FieldCondition(key=k, match=qe.MatchValue(v)) for k, v in (any_of or {}).items() if v]
+    should: list[Any] = [
+        qe.FieldCondition(key=k, match=qe.MatchValue(v)) for k, v in (any_of or {}).items() if v
+    ]
     if not must_not and not should:
         return None
     return qe.Filter(must_not=must_not, should=should or None)

@@ -10,11 +10,17 @@ from __future__ import annotations
 
 import time
 
-from agentic_observability.models import Incident, Report
-from agentic_observability.pipeline import investigate, reason, recall
+from agentic_observability.models import Action, Incident, Report
+from agentic_observability.pipeline import act, investigate, reason, recall
 from agentic_observability.pipeline.ports import MetricsSource, PipelineDeps
 
-__all__ = ["MetricsSource", "PipelineDeps", "run"]
+__all__ = ["MetricsSource", "PipelineDeps", "actions_for", "run"]
+
+
+def actions_for(incident: Incident, report: Report, kind: str, deps: PipelineDeps) -> list[Action]:
+    """The outbox actions a finished job's report calls for (committed together with the report)."""
+    with deps.stage_timer("act"):
+        return act.plan_actions(incident, report.to_dict(), kind, deps.act)
 
 
 async def run(incident: Incident, deps: PipelineDeps, now: float | None = None) -> Report:

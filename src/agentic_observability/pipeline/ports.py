@@ -8,8 +8,8 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from agentic_observability.config import InvestigationConfig
-from agentic_observability.models import ModelReply, PastIncident, Series, SimilarIncident
+from agentic_observability.config import ActionsConfig, InvestigationConfig
+from agentic_observability.models import ModelReply, OutboxItem, PastIncident, Series, SimilarIncident
 
 
 class MetricsSource(Protocol):
@@ -28,6 +28,22 @@ class ChatModel(Protocol):
     model: str
 
     async def chat(self, messages: list[dict[str, str]], max_tokens: int) -> ModelReply: ...
+
+
+class Sink(Protocol):
+    """Delivers one outbox action; returns the id the receiver gave the incident (kept for updates)."""
+
+    name: str
+
+    async def deliver(self, item: OutboxItem) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class ActSettings:
+    enabled: frozenset[str] = frozenset()  # sinks that are configured (and "memory" when memory is on)
+    actions: ActionsConfig = field(default_factory=ActionsConfig)
+    public_url: str | None = None
+    entity_label: str = "service"
 
 
 StageTimer = Callable[[str], AbstractContextManager[None]]
@@ -54,3 +70,4 @@ class PipelineDeps:
     chat: ChatModel | None = None
     reasoning_timeout: float = 20.0
     observe_model: ModelObserver = field(default=_no_observer)
+    act: ActSettings = field(default_factory=ActSettings)

@@ -9,30 +9,44 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
 
 import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from huggingface_hub import AsyncInferenceClient
 
 from agentic_observability.config import Config, require_webhook_token
-from agentic_observability.errors import PrometheusQueryError
+from agentic_observability.errors import MemoryUnavailableError, PrometheusQueryError
+from agentic_observability.integrations.grafana import GrafanaSink
+from agentic_observability.integrations.llm import ChatClient
 from agentic_observability.integrations.prometheus import PrometheusClient
 from agentic_observability.integrations.resilience import Guard
-from agentic_observability.pipeline.ports import PipelineDeps
+from agentic_observability.memory import open_memory
+from agentic_observability.pipeline.ports import ActSettings, PipelineDeps
 from agentic_observability.store import Store
 from agentic_observability.telemetry import Metrics, StageTimer, setup_tracing
 from agentic_observability.webhook import api, openapi, ops, receiver
 from agentic_observability.webhook.auth import auth_middleware
+from agentic_observability.webhook.dispatcher import Dispatcher
 from agentic_observability.webhook.keys import (
+    CHAT,
     CONFIG,
+    DISPATCHER,
     ENVIRON,
+    HTTP_SESSION,
+    MEMORY,
+    MEMORY_PROBLEM,
     METRICS,
     PROMETHEUS,
+    SINKS,
     STORE,
     TOKEN,
     WORKERS,
 )
 from agentic_observability.webhook.poller import WatchPoller
+from agentic_observability.webhook.sinks import build_sinks, provision_dashboards
 from agentic_observability.webhook.workers import Workers
 
 log = logging.getLogger(__name__)
@@ -67,7 +81,9 @@ def init_app(config: Config, environ: Mapping[str, str] | None = None) -> web.Ap
         app[TOKEN] = token
     for module in (receiver, api, ops, openapi):
         app.add_routes(module.routes)
-    app.cleanup_ctx.extend([_store_ctx, _http_ctx, _workers_ctx, _pollers_ctx])
+    app.cleanup_ctx.extend(
+        [_store_ctx, _http_ctx, _memory_ctx, _model_ctx, _outbox_ctx, _workers_ctx, _pollers_ctx]
+    )
     app[ENVIRON] = dict(environ or {})
     return app
 
@@ -91,20 +107,105 @@ async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
     app[PROMETHEUS] = PrometheusClient(
         config.file.prometheus.url, session, config.file.prometheus.timeout, guard
     )
+    app[HTTP_SESSION] = session
     yield
     await session.close()
+
+
+async def _memory_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Incident memory. A wrong embedder fails startup (a config error); an unreachable Qdrant server
+    does not: the service runs without recall and readiness says so."""
+    config = app[CONFIG]
+    app[MEMORY], app[MEMORY_PROBLEM] = None, "disabled in config (memory.enabled: false)"
+    if config.file.memory.enabled:
+        path = str(Path(config.file.storage.path) / "memory")
+        try:
+            app[MEMORY] = await open_memory(config, path, lambda: _hf_client(config))
+            app[MEMORY_PROBLEM] = ""
+        except MemoryUnavailableError as exc:
+            app[MEMORY_PROBLEM] = str(exc)
+            log.error("incident memory unavailable, running without recall: %s", exc)
+    yield
+    memory = app[MEMORY]
+    if memory is not None:
+        await memory.close()
+
+
+def _hf_client(config: Config) -> AsyncInferenceClient:
+    token = config.secrets.huggingface_token
+    return AsyncInferenceClient(
+        token=token.get_secret_value() if token else None, timeout=config.file.memory.timeout
+    )
+
+
+async def _model_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    reasoning = config.file.reasoning
+    app[CHAT] = None
+    if reasoning.backend == "llm":
+        token = config.secrets.huggingface_token
+        guard = Guard(
+            "model",
+            retries=reasoning.retries,
+            fail_max=config.tunables.circuit_breaker_threshold,
+            reset_after=config.tunables.circuit_breaker_reset,
+            max_backoff=2.0,
+        )
+        app[CHAT] = ChatClient.create(
+            reasoning.model,
+            reasoning.base_url,
+            token.get_secret_value() if token else None,
+            reasoning.timeout,
+            guard,
+            reasoning.requests_per_minute,
+        )
+    yield
+    chat = app[CHAT]
+    if chat is not None:
+        await chat.close()
+
+
+async def _outbox_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    sinks = build_sinks(config, app[HTTP_SESSION], app[MEMORY])
+    app[SINKS] = sinks
+    dispatcher = Dispatcher(app[STORE], sinks, app[METRICS], config.file.actions.timeout)
+    app[DISPATCHER] = dispatcher
+    await dispatcher.start()
+    grafana = sinks.get("grafana")
+    provisioning = None
+    if isinstance(grafana, GrafanaSink):
+        provisioning = asyncio.create_task(provision_dashboards(grafana, config.file.actions.grafana.folder))
+    yield
+    if provisioning is not None:
+        provisioning.cancel()
+    await dispatcher.stop()
 
 
 async def _workers_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     environ: dict[str, str] = app[ENVIRON]
+    metrics = app[METRICS]
+    sinks: dict[str, Any] = app[SINKS]
     deps = PipelineDeps(
         metrics=app[PROMETHEUS],
         investigation=config.file.investigation,
         grafana_url=config.file.actions.grafana.url,
-        stage_timer=StageTimer(app[METRICS], setup_tracing(environ)),
+        stage_timer=StageTimer(metrics, setup_tracing(environ)),
+        memory=app[MEMORY],
+        recall_limit=config.file.memory.recall_limit,
+        chat=app[CHAT],
+        reasoning_timeout=config.file.reasoning.timeout,
+        observe_model=metrics.observe_model,
+        act=ActSettings(
+            enabled=frozenset(sinks),
+            actions=config.file.actions,
+            public_url=config.file.server.public_url,
+            entity_label=config.file.investigation.entity_label,
+        ),
     )
-    workers = Workers(app[STORE], deps, app[METRICS], config.file.server.workers)
+    workers = Workers(app[STORE], deps, metrics, config.file.server.workers)
+    workers.on_actions = app[DISPATCHER].wake
     app[WORKERS] = workers
     await workers.start()
     yield

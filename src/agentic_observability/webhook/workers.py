@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 
 from aiolimiter import AsyncLimiter
 
@@ -53,6 +54,7 @@ class Workers:
         self._busy = 0
         self._last_intake = -1.0
         self._storm_limiter = AsyncLimiter(storm_jobs_per_second, 1.0)
+        self.on_actions: Callable[[], None] | None = None  # wakes the outbox dispatcher
 
     def wake(self) -> None:
         """Called on every committed delivery: new work, and a sign of intake pressure."""
@@ -139,7 +141,10 @@ class Workers:
             started = time.perf_counter()
             try:
                 report = await pipeline.run(incident, self._deps)
-                await self._store.complete_job(job.id, incident.id, report.to_dict())
+                actions = pipeline.actions_for(incident, report, job.kind, self._deps)
+                await self._store.complete_job(job.id, incident.id, report.to_dict(), actions)
+                if actions and self.on_actions is not None:
+                    self.on_actions()
             except asyncio.CancelledError:
                 raise  # shutdown: the job stays pending and resumes after restart
             except Exception as exc:

@@ -1,0 +1,51 @@
+"""What every sink adapter shares: classifying an HTTP failure as retryable or permanent, and reading
+the receiver's ``Retry-After``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+from agentic_observability.errors import DeliveryError
+from agentic_observability.integrations.resilience import Guard
+
+
+def retry_after(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date), or None."""
+    value = (headers or {}).get("Retry-After") or (headers or {}).get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        import time
+
+        return max(parsedate_to_datetime(value).timestamp() - time.time(), 0.0)
+    except (TypeError, ValueError):
+        return None
+
+
+def http_failure(
+    sink: str, status: int, detail: str, headers: Mapping[str, str] | None = None
+) -> DeliveryError:
+    """429 and 5xx are worth retrying; any other 4xx will fail the same way again."""
+    retryable = status == 429 or status >= 500 or status == 0
+    message = f"{sink}: HTTP {status}: {detail[:300]}"
+    return DeliveryError(message, permanent=not retryable, retry_after=retry_after(headers))
+
+
+def _is_permanent(exc: BaseException) -> bool:
+    return isinstance(exc, DeliveryError) and exc.permanent
+
+
+def sink_guard(name: str, fail_max: int, reset_after: float) -> Guard:
+    """A breaker without in-call retries: the outbox retries durably. A permanent rejection (a 400)
+    says nothing about the receiver's health, so it does not count towards opening the breaker."""
+    return Guard(name, retries=0, fail_max=fail_max, reset_after=reset_after, excluded=(_is_permanent,))
+
+
+def connection_failure(sink: str, exc: Any) -> DeliveryError:
+    return DeliveryError(f"{sink}: {type(exc).__name__}: {exc}", permanent=False)

@@ -1,0 +1,182 @@
+"""How an incident reads in each sink: Slack Block Kit, Grafana annotation text, PagerDuty events.
+
+Pure functions over the report dict. Alert text is untrusted: for Slack it is escaped (``&``, ``<``,
+``>``, so ``<!channel>`` or a crafted link cannot ping or phish), and every text block stays under
+Slack's 3,000-character limit, split at whitespace, never mid-word.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+SLACK_TEXT_LIMIT = 3000
+SLACK_HEADER_LIMIT = 150
+PAGERDUTY_SUMMARY_LIMIT = 1024
+_PD_SEVERITY = {
+    "critical": "critical",
+    "page": "critical",
+    "p1": "critical",
+    "error": "error",
+    "high": "error",
+    "major": "error",
+    "p2": "error",
+    "warning": "warning",
+    "warn": "warning",
+    "medium": "warning",
+    "minor": "warning",
+    "info": "info",
+    "low": "info",
+    "none": "info",
+}
+
+
+def slack_escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def split_text(text: str, limit: int = SLACK_TEXT_LIMIT) -> list[str]:
+    """Chunks of at most ``limit`` characters, cut at whitespace; only a single word longer than the
+    limit is ever cut (there is no other way to send it)."""
+    chunks: list[str] = []
+    rest = text.strip()
+    while len(rest) > limit:
+        cut = max(rest.rfind("\n", 0, limit + 1), rest.rfind(" ", 0, limit + 1))
+        if cut <= 0:
+            cut = limit
+        chunks.append(rest[:cut].rstrip())
+        rest = rest[cut:].lstrip()
+    if rest:
+        chunks.append(rest)
+    return chunks
+
+
+def pagerduty_severity(label: str) -> str:
+    return _PD_SEVERITY.get(label.strip().lower(), "warning")
+
+
+def _cause_line(report: Mapping[str, Any]) -> str:
+    hypotheses = report.get("hypotheses") or []
+    if not hypotheses or not hypotheses[0].get("evidence"):
+        return "No root-cause candidate stood out in the configured signals."
+    top = hypotheses[0]
+    strongest = top["evidence"][0]
+    return (
+        f"{top['entity']}: {strongest['signal']} {strongest['baseline']:.4g} → {strongest['incident']:.4g} "
+        f"({strongest['deviation']:.0f}× its usual spread)"
+    )
+
+
+def _links(report: Mapping[str, Any], incident_url: str | None) -> list[tuple[str, str]]:
+    links = []
+    hypotheses = report.get("hypotheses") or []
+    if hypotheses and hypotheses[0].get("evidence"):
+        links.append((hypotheses[0]["evidence"][0]["explore_url"], "Explore the evidence"))
+    runbook = (report.get("facts") or {}).get("runbook_url")
+    if runbook:
+        links.append((runbook, "Runbook"))
+    if incident_url:
+        links.append((incident_url, "Incident report"))
+    return links
+
+
+def _status_emoji(status: str) -> str:
+    return ":large_green_circle:" if status == "resolved" else ":red_circle:"
+
+
+def slack_parent(
+    incident: Mapping[str, Any], report: Mapping[str, Any], incident_url: str | None
+) -> dict[str, Any]:
+    """The one parent message of an incident (posted on open, updated in place on resolve)."""
+    facts = report.get("facts") or {}
+    status = str(incident["status"])
+    title = f"[{status.upper()}] {facts.get('alertname') or incident['title']}"
+    service = incident.get("service") or "unknown"
+    fields = [
+        ("Status", status),
+        ("Service", service),
+        ("Severity", facts.get("severity") or "none"),
+        ("Started", incident.get("started_at") or ""),
+    ]
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": title[:SLACK_HEADER_LIMIT]}},
+        {
+            "type": "section",
+            "fields": [{"type": "mrkdwn", "text": f"*{k}*\n{slack_escape(str(v))}"} for k, v in fields],
+        },
+        _mrkdwn(f"*Most likely cause*\n{slack_escape(_cause_line(report))}"),
+    ]
+    links = _links(report, incident_url)
+    if links:
+        joined = " · ".join(f"<{url}|{slack_escape(text)}>" for url, text in links)
+        blocks.append(
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": joined[:SLACK_TEXT_LIMIT]}]}
+        )
+    fallback = f"{_status_emoji(status)} {slack_escape(title)}: {slack_escape(_cause_line(report))}"
+    return {"text": fallback[:SLACK_TEXT_LIMIT], "blocks": blocks}
+
+
+def _mrkdwn(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+
+
+def slack_reply(heading: str, body: str) -> dict[str, Any]:
+    """A thread reply: a heading and the body, escaped and split into blocks under the limit."""
+    escaped = slack_escape(body)
+    blocks = [_mrkdwn(f"*{slack_escape(heading)}*")] + [_mrkdwn(chunk) for chunk in split_text(escaped)]
+    return {"text": f"{slack_escape(heading)}: {escaped}"[:SLACK_TEXT_LIMIT], "blocks": blocks[:50]}
+
+
+def recurrence_text(similar: Sequence[Mapping[str, Any]]) -> str:
+    lines = []
+    for past in similar:
+        cause = past.get("root_cause") or "unknown"
+        fixed = f"; fixed by: {past['resolution']}" if past.get("resolution") else ""
+        lines.append(f"Incident {past['id']} ({past.get('started_at')}): root cause {cause}{fixed}")
+    return "\n".join(lines)
+
+
+def grafana_text(incident: Mapping[str, Any], report: Mapping[str, Any], incident_url: str | None) -> str:
+    link = f'\n<a href="{incident_url}">incident report</a>' if incident_url else ""
+    return f"{incident['title']} ({incident['status']})\n{_cause_line(report)}{link}"
+
+
+def grafana_tags(incident: Mapping[str, Any], report: Mapping[str, Any]) -> list[str]:
+    facts = report.get("facts") or {}
+    tags = ["agentic-obs", f"incident:{incident['id']}", str(facts.get("alertname") or incident["title"])]
+    if incident.get("service"):
+        tags.append(str(incident["service"]))
+    return tags
+
+
+def pagerduty_event(
+    incident: Mapping[str, Any], report: Mapping[str, Any], action: str, incident_url: str | None
+) -> dict[str, Any]:
+    """An Events API v2 body without the routing key (added at delivery, never stored)."""
+    dedup_key = f"agentic-obs-{incident['id']}"
+    if action == "resolve":
+        return {"event_action": "resolve", "dedup_key": dedup_key}
+    facts = report.get("facts") or {}
+    summary = f"{incident['title']}: {_cause_line(report)}"
+    hypotheses = [
+        {"service": h["entity"], "score": h["score"], "evidence": [e["promql"] for e in h["evidence"][:2]]}
+        for h in (report.get("hypotheses") or [])[:3]
+    ]
+    return {
+        "event_action": "trigger",
+        "dedup_key": dedup_key,
+        "client": "agentic-observability",
+        "payload": {
+            "summary": summary[:PAGERDUTY_SUMMARY_LIMIT],
+            "source": incident.get("service") or facts.get("alertname") or "agentic-observability",
+            "severity": pagerduty_severity(str(facts.get("severity") or "")),
+            "component": incident.get("service") or None,
+            "group": facts.get("alertname") or None,
+            "custom_details": {
+                "incident_id": incident["id"],
+                "hypotheses": hypotheses,
+                "reasoner": report.get("reasoner"),
+            },
+        },
+        "links": [{"href": url, "text": text} for url, text in _links(report, incident_url)],
+    }

@@ -1,0 +1,122 @@
+"""The outbox dispatcher: delivers queued actions to their sinks, at most once each.
+
+* Per incident and sink, actions go in order (the store hands out only the oldest pending one), so a
+  Slack reply never overtakes its parent, and an annotation's end never precedes its start.
+* A failure is retried with exponential backoff, or after the receiver's ``Retry-After`` when it sent
+  one, across restarts (the schedule is in the store). A permanent rejection is given up at once.
+* Success and the receiver's id (Slack ts, Grafana annotation id, PagerDuty dedup key) commit in one
+  transaction; later actions update through that id instead of creating anew.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+
+from agentic_observability.errors import DeliveryError, UpstreamUnavailableError
+from agentic_observability.models import OutboxItem
+from agentic_observability.pipeline.ports import Sink
+from agentic_observability.store import Store
+from agentic_observability.telemetry import Metrics, correlation, log_fields
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 30  # with backoff capped at 5 min: about two hours of trying
+MAX_BACKOFF = 300.0
+POLL_SECONDS = 1.0
+
+
+def backoff(attempts: int) -> float:
+    return min(2.0 ** min(attempts, 16), MAX_BACKOFF)
+
+
+class Dispatcher:
+    def __init__(
+        self, store: Store, sinks: Mapping[str, Sink], metrics: Metrics, timeout: float, concurrency: int = 8
+    ) -> None:
+        self._store = store
+        self._sinks = dict(sinks)
+        self._metrics = metrics
+        self._timeout = timeout
+        self._slots = asyncio.Semaphore(concurrency)
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def start(self) -> None:
+        self._wake.set()  # deliver whatever was pending before a restart
+        self._task = asyncio.create_task(self._loop(), name="outbox")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
+            self._wake.clear()
+            try:
+                while await self.deliver_due():
+                    pass
+            except Exception:
+                self._metrics.errors.labels("outbox").inc()
+                log.exception("outbox dispatch failed, will retry")
+                await asyncio.sleep(POLL_SECONDS)
+
+    async def deliver_due(self) -> int:
+        """Deliver every action due now (one per incident and sink); returns how many were tried."""
+        items = await self._store.due_actions(time.time())
+        await asyncio.gather(*(self._deliver(item) for item in items))
+        return len(items)
+
+    async def _deliver(self, item: OutboxItem) -> None:
+        sink = self._sinks.get(item.sink)
+        with correlation(item.incident_id):
+            if sink is None:
+                await self._give_up(item, f"sink {item.sink!r} is no longer configured")
+                return
+            async with self._slots:
+                try:
+                    ref = await asyncio.wait_for(sink.deliver(item), self._timeout)
+                except DeliveryError as exc:
+                    await (
+                        self._give_up(item, str(exc))
+                        if exc.permanent
+                        else self._retry(item, str(exc), exc.retry_after)
+                    )
+                    return
+                except (UpstreamUnavailableError, TimeoutError) as exc:
+                    await self._retry(item, str(exc) or "timed out", None)
+                    return
+                except Exception as exc:  # an adapter bug must not stop the dispatcher
+                    log.exception("delivery to %s raised unexpectedly", item.sink)
+                    await self._retry(item, f"{type(exc).__name__}: {exc}", None)
+                    return
+            await self._store.action_delivered(item, ref)
+            self._metrics.deliveries.labels(item.sink, "delivered").inc()
+            self._metrics.delivery_latency.labels(item.sink).observe(max(time.time() - item.created_at, 0.0))
+
+    async def _retry(self, item: OutboxItem, error: str, retry_after: float | None) -> None:
+        if item.attempts + 1 >= MAX_ATTEMPTS:
+            await self._give_up(item, f"gave up after {MAX_ATTEMPTS} attempts: {error}")
+            return
+        wait = max(retry_after or 0.0, backoff(item.attempts))
+        self._metrics.deliveries.labels(item.sink, "retry").inc()
+        log.warning(
+            "delivery failed, will retry",
+            extra=log_fields(sink=item.sink, action=item.action, error=error, retry_in=round(wait, 1)),
+        )
+        await self._store.action_failed(item, error, time.time() + wait)
+        asyncio.get_running_loop().call_later(wait, self._wake.set)
+
+    async def _give_up(self, item: OutboxItem, error: str) -> None:
+        self._metrics.deliveries.labels(item.sink, "failed").inc()
+        log.error("delivery given up", extra=log_fields(sink=item.sink, action=item.action, error=error))
+        await self._store.action_failed(item, error, None)

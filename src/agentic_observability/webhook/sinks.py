@@ -1,0 +1,92 @@
+"""Builds the sinks the config enables (composition root): Grafana, Slack, PagerDuty, the file sink,
+and incident memory (remembering is an outbox action too, so it catches up after a memory outage)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from agentic_observability.config import Config
+from agentic_observability.integrations.delivery import sink_guard
+from agentic_observability.integrations.filesink import FileSink
+from agentic_observability.integrations.grafana import GrafanaSink
+from agentic_observability.integrations.pagerduty import PagerDutySink
+from agentic_observability.integrations.slack import SlackSink
+from agentic_observability.memory import IncidentMemory
+from agentic_observability.models import OutboxItem, PastIncident
+from agentic_observability.pipeline.ports import Sink
+
+log = logging.getLogger(__name__)
+
+
+class MemorySink:
+    name = "memory"
+
+    def __init__(self, memory: IncidentMemory) -> None:
+        self._memory = memory
+
+    async def deliver(self, item: OutboxItem) -> str | None:
+        await self._memory.remember(PastIncident.from_payload(item.payload))
+        return None
+
+
+def _secret(config: Config, name: str) -> str | None:
+    value = getattr(config.secrets, name)
+    return value.get_secret_value() if value is not None and value.get_secret_value() else None
+
+
+def build_sinks(
+    config: Config, session: aiohttp.ClientSession, memory: IncidentMemory | None
+) -> dict[str, Sink]:
+    actions = config.file.actions
+    tunables = config.tunables
+
+    def guard(name: str) -> Any:
+        return sink_guard(name, tunables.circuit_breaker_threshold, tunables.circuit_breaker_reset)
+
+    sinks: dict[str, Sink] = {}
+    if actions.grafana.url:
+        sinks["grafana"] = GrafanaSink.create(
+            actions.grafana.url, _secret(config, "grafana_token"), actions.timeout, guard("grafana")
+        )
+    slack_token = _secret(config, "slack_bot_token")
+    if (slack_token and actions.slack.channel) or actions.slack.webhook_url:
+        sinks["slack"] = SlackSink.create(
+            guard("slack"),
+            actions.slack.api_url,
+            slack_token,
+            actions.slack.channel,
+            actions.slack.webhook_url,
+            actions.timeout,
+        )
+    routing_key = _secret(config, "pagerduty_routing_key")
+    if routing_key:
+        sinks["pagerduty"] = PagerDutySink(
+            session, actions.pagerduty.events_url, routing_key, actions.timeout, guard("pagerduty")
+        )
+    if actions.file.enabled:
+        sinks["file"] = FileSink(Path(config.file.storage.path) / "actions.jsonl")
+    if memory is not None:
+        sinks["memory"] = MemorySink(memory)
+    return sinks
+
+
+def bundled_dashboards() -> list[dict[str, Any]]:
+    """The dashboards shipped in the package (the same files as the repository's dashboards/)."""
+    folder = files("agentic_observability").joinpath("dashboards")
+    return [json.loads(p.read_text()) for p in sorted(folder.iterdir(), key=str) if p.name.endswith(".json")]
+
+
+async def provision_dashboards(sink: GrafanaSink, folder: str) -> None:
+    """At startup; a Grafana outage must not stop the service, so failure is logged, not raised."""
+    try:
+        saved = await sink.provision(folder, bundled_dashboards())
+    except Exception as exc:
+        log.error("could not provision Grafana dashboards: %s", exc)
+        return
+    log.info("provisioned Grafana dashboards: %s", ", ".join(saved))
