@@ -24,7 +24,9 @@ FIXTURES = SHARED / "fixtures" / "alertmanager"
 TOKEN = "test-token-not-a-real-secret-1234"
 
 
-def make_config(tmp_path: Path, token: str | None = TOKEN, **sections: Any) -> Config:
+def make_config(
+    tmp_path: Path, token: str | None = TOKEN, secrets: dict[str, str] | None = None, **sections: Any
+) -> Config:
     data: dict[str, Any] = {
         "server": {"host": "127.0.0.1", "port": 0, "auth": token is not None},
         "prometheus": {"url": f"http://127.0.0.1:{free_port()}", "timeout": "1s", "retries": 0},
@@ -32,8 +34,10 @@ def make_config(tmp_path: Path, token: str | None = TOKEN, **sections: Any) -> C
     }
     for name, value in sections.items():
         data[name] = {**data.get(name, {}), **value} if isinstance(value, dict) else value
-    secrets = Secrets.model_validate({"webhook_token": token} if token else {})
-    return Config(file=FileConfig.model_validate(data), secrets=secrets, source="<test>")
+    values = {**({"webhook_token": token} if token else {}), **(secrets or {})}
+    return Config(
+        file=FileConfig.model_validate(data), secrets=Secrets.model_validate(values), source="<test>"
+    )
 
 
 def prometheus_with_history(workdir: Path, openmetrics: str) -> ManagedProcess:

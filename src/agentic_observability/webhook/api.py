@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from agentic_observability.models import Action
 from agentic_observability.pipeline.investigate import query_evidence
-from agentic_observability.webhook.keys import PROMETHEUS, STORE
+from agentic_observability.pipeline.recall import past_incident
+from agentic_observability.webhook.keys import CONFIG, DISPATCHER, MEMORY, PROMETHEUS, STORE
 from agentic_observability.webhook.receiver import error_response
 
 routes = web.RouteTableDef()
@@ -39,6 +42,58 @@ async def get_incident(request: web.Request) -> web.Response:
     return web.json_response(incident.to_dict())
 
 
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    root_cause: str | None = Field(None, min_length=1, max_length=200)
+    resolution: str | None = Field(None, min_length=1, max_length=2000)
+    correct: bool | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> FeedbackRequest:
+        if self.root_cause is None and self.resolution is None and self.correct is None:
+            raise ValueError("give at least one of root_cause, resolution, correct")
+        return self
+
+
+def _invalid(exc: ValidationError, what: str) -> web.Response:
+    problems = [(".".join(str(p) for p in e["loc"]) or "(body)", e["msg"]) for e in exc.errors()]
+    detail = "; ".join(f"{field}: {msg}" for field, msg in problems)
+    return error_response(400, f"invalid {what}", detail, problems[0][0])
+
+
+@routes.post("/api/v1/incidents/{incident_id}/feedback")
+async def feedback(request: web.Request) -> web.Response:
+    """What really caused an incident and what fixed it: kept with the incident and in memory, so
+    later recall shows the confirmed cause and the fix."""
+    incident_id = request.match_info["incident_id"]
+    try:
+        body = FeedbackRequest.model_validate_json(await request.read())
+    except ValidationError as exc:
+        return _invalid(exc, "feedback")
+    store = request.app[STORE]
+    incident = await store.get_incident(incident_id)
+    if incident is None:
+        return error_response(404, "not found", f"no incident with id {incident_id!r}", "incident_id")
+    merged = {**(incident.feedback or {}), **body.model_dump(exclude_none=True), "at": time.time()}
+    updated = replace(incident, feedback=merged)
+    actions = []
+    if request.app[MEMORY] is not None:
+        report = incident.report or {}
+        past = past_incident(
+            updated,
+            report.get("hypotheses") or [],
+            request.app[CONFIG].file.investigation.entity_label,
+            report.get("summary", ""),
+            merged,
+        )
+        actions.append(
+            Action(incident.id, "memory", f"remember:feedback:{int(merged['at'] * 1000)}", past.to_payload())
+        )
+    await store.save_feedback(incident.id, merged, actions)
+    request.app[DISPATCHER].wake()
+    return web.json_response({"id": incident.id, "feedback": merged, "remembered": bool(actions)})
+
+
 class AnalyzeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     query: str = Field(min_length=1, max_length=10_000)
@@ -58,9 +113,7 @@ async def analyze(request: web.Request) -> web.Response:
     try:
         body = AnalyzeRequest.model_validate_json(await request.read())
     except ValidationError as exc:
-        problems = [(".".join(str(p) for p in e["loc"]) or "(body)", e["msg"]) for e in exc.errors()]
-        detail = "; ".join(f"{field}: {msg}" for field, msg in problems)
-        return error_response(400, "invalid analyze request", detail, problems[0][0])
+        return _invalid(exc, "analyze request")
     end = body.end if body.end is not None else time.time()
     start = body.start if body.start is not None else end - 3600
     evidence = await query_evidence(request.app[PROMETHEUS], body.query, start, end)

@@ -93,6 +93,30 @@ PATHS: dict[str, dict[str, Any]] = {
             parameters=[_INCIDENT_ID],
         )
     },
+    "/api/v1/incidents/{incident_id}/feedback": {
+        "post": _op(
+            "What really caused the incident and what fixed it; updates incident memory",
+            {"200": _json({"type": "object"}, "Feedback saved"), **_errors(400, 401, 404)},
+            parameters=[_INCIDENT_ID],
+            requestBody={
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "minProperties": 1,
+                            "properties": {
+                                "root_cause": {"type": "string", "minLength": 1, "maxLength": 200},
+                                "resolution": {"type": "string", "minLength": 1, "maxLength": 2000},
+                                "correct": {"type": "boolean"},
+                            },
+                        }
+                    }
+                },
+            },
+        )
+    },
     "/api/v1/analyze": {
         "post": _op(
             "Ad-hoc analysis of a PromQL query over a time range (default: the last hour)",

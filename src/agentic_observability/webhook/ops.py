@@ -8,7 +8,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from agentic_observability.errors import AgenticObsError
-from agentic_observability.webhook.keys import METRICS, PROMETHEUS, STORE
+from agentic_observability.webhook.keys import CHAT, MEMORY, MEMORY_PROBLEM, METRICS, PROMETHEUS, SINKS, STORE
 
 routes = web.RouteTableDef()
 
@@ -27,11 +27,38 @@ async def ready(request: web.Request) -> web.Response:
     checks["store"] = await _check(request.app[STORE].ping())
     checks["prometheus"] = await _check(request.app[PROMETHEUS].ping())
     checks["prometheus"]["breaker"] = request.app[PROMETHEUS].guard.state
-    checks["memory"] = {"status": "disabled", "detail": "incident memory is not part of this build yet"}
+    checks["memory"] = await _memory_check(request.app)
+    checks.update(_breaker_checks(request.app))
     if checks["store"]["status"] != "ok":
         return web.json_response({"status": "unavailable", "checks": checks}, status=503)
-    degraded = checks["prometheus"]["status"] != "ok"
+    degraded = any(c["status"] not in ("ok", "disabled") for c in checks.values())
     return web.json_response({"status": "degraded" if degraded else "ok", "checks": checks})
+
+
+async def _memory_check(app: web.Application) -> dict[str, Any]:
+    memory = app[MEMORY]
+    if memory is None:
+        problem = app[MEMORY_PROBLEM]
+        disabled = problem.startswith("disabled")
+        return {"status": "disabled" if disabled else "down", "detail": problem}
+    return await _check(memory.ping())
+
+
+def _guards(app: web.Application) -> dict[str, Any]:
+    """Every dependency with a circuit breaker: the model and each sink that has one."""
+    found = {name: getattr(sink, "guard", None) for name, sink in app[SINKS].items()}
+    chat = app[CHAT]
+    if chat is not None:
+        found["model"] = chat.guard
+    return {name: guard for name, guard in found.items() if guard is not None}
+
+
+def _breaker_checks(app: web.Application) -> dict[str, dict[str, Any]]:
+    """A sink or model whose breaker is open is degraded: its actions wait in the outbox."""
+    return {
+        name: {"status": "ok" if guard.state == "closed" else "degraded", "breaker": guard.state}
+        for name, guard in _guards(app).items()
+    }
 
 
 async def _check(probe: Any) -> dict[str, Any]:
@@ -64,3 +91,5 @@ async def refresh_gauges(app: web.Application) -> None:
     metrics.queue_depth.labels("jobs").set(counts["jobs_pending"])
     metrics.queue_depth.labels("outbox").set(counts["outbox_pending"])
     metrics.breaker_open.labels("prometheus").set(1 if app[PROMETHEUS].guard.state == "open" else 0)
+    for name, guard in _guards(app).items():
+        metrics.breaker_open.labels(name).set(1 if guard.state == "open" else 0)
