@@ -265,8 +265,8 @@ def _pd_problem(body: Any) -> str | None:
 
 
 class FakeModel(Fake):
-    """An OpenAI-compatible chat completions server. ``mode``: good | malformed | wrong-schema | hallucinated |
-    timeout | 429 | 500. ``good`` names the first hypothesis of the packet it was sent."""
+    """An OpenAI-compatible chat completions server. ``mode``: good | malformed | wrong-schema |
+    hallucinated | timeout | 429 | 500. ``good`` names the first hypothesis of the packet it was sent."""
 
     def __init__(self, mode: str = "good") -> None:
         super().__init__()

@@ -71,7 +71,7 @@ def rules() -> Report:
 
 
 async def deps_for(
-    server: TestServer, timeout: float = 5.0, retries: int = 0
+    server: TestServer, budget: float = 5.0, retries: int = 0
 ) -> tuple[PipelineDeps, list[str]]:
     seen: list[str] = []
 
@@ -82,10 +82,10 @@ async def deps_for(
         "meta-llama/Meta-Llama-3-8B-Instruct",
         str(server.make_url("")),
         MODEL_TOKEN,
-        timeout,
+        budget,
         Guard("model", retries=retries, max_backoff=0.05),
     )
-    return PipelineDeps(metrics=None, chat=client, reasoning_timeout=timeout, observe_model=observe), seen  # type: ignore[arg-type]
+    return PipelineDeps(metrics=None, chat=client, reasoning_timeout=budget, observe_model=observe), seen  # type: ignore[arg-type]
 
 
 async def serve(fake: FakeModel) -> TestServer:
@@ -149,7 +149,7 @@ async def test_failures_fall_back_to_rules(mode: str, why: str) -> None:
 
 async def test_timeout_falls_back_within_budget_plus_one_second() -> None:
     server = await serve(FakeModel("timeout"))
-    deps, _ = await deps_for(server, timeout=1.5, retries=2)
+    deps, _ = await deps_for(server, budget=1.5, retries=2)
     started = time.perf_counter()
     report = await reason.reason(rules(), incident(), deps)
     elapsed = time.perf_counter() - started

@@ -202,6 +202,7 @@ class ActionsConfig(Section):
     file: FileSinkConfig = FileSinkConfig()
     routes: tuple[RouteConfig, ...] = ()
     timeout: Duration = 10.0
+    first_retry: Duration = 1.0  # a failed delivery waits this, doubling per attempt (max 5 min)
 
 
 class FileConfig(Section):

@@ -169,7 +169,8 @@ async def _outbox_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     sinks = build_sinks(config, app[HTTP_SESSION], app[MEMORY])
     app[SINKS] = sinks
-    dispatcher = Dispatcher(app[STORE], sinks, app[METRICS], config.file.actions.timeout)
+    actions = config.file.actions
+    dispatcher = Dispatcher(app[STORE], sinks, app[METRICS], actions.timeout, actions.first_retry)
     app[DISPATCHER] = dispatcher
     await dispatcher.start()
     grafana = sinks.get("grafana")

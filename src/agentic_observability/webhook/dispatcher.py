@@ -29,14 +29,21 @@ MAX_BACKOFF = 300.0
 POLL_SECONDS = 1.0
 
 
-def backoff(attempts: int) -> float:
-    return min(2.0 ** min(attempts, 16), MAX_BACKOFF)
+def backoff(attempts: int, base: float = 1.0) -> float:
+    return min(base * 2.0 ** min(attempts, 16), MAX_BACKOFF)
 
 
 class Dispatcher:
     def __init__(
-        self, store: Store, sinks: Mapping[str, Sink], metrics: Metrics, timeout: float, concurrency: int = 8
+        self,
+        store: Store,
+        sinks: Mapping[str, Sink],
+        metrics: Metrics,
+        timeout: float,
+        first_backoff: float = 1.0,
+        concurrency: int = 8,
     ) -> None:
+        self._first_backoff = first_backoff
         self._store = store
         self._sinks = dict(sinks)
         self._metrics = metrics
@@ -107,7 +114,7 @@ class Dispatcher:
         if item.attempts + 1 >= MAX_ATTEMPTS:
             await self._give_up(item, f"gave up after {MAX_ATTEMPTS} attempts: {error}")
             return
-        wait = max(retry_after or 0.0, backoff(item.attempts))
+        wait = max(retry_after or 0.0, backoff(item.attempts, self._first_backoff))
         self._metrics.deliveries.labels(item.sink, "retry").inc()
         log.warning(
             "delivery failed, will retry",

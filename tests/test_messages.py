@@ -1,0 +1,79 @@
+"""How incidents read in Slack, Grafana and PagerDuty: escaping, the 3,000-character limit, severities."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agentic_observability.pipeline import messages
+
+REPORT = {
+    "facts": {"alertname": "Hi <!channel>", "severity": "page", "runbook_url": "https://rb.example/x"},
+    "hypotheses": [
+        {
+            "entity": "carts<script>",
+            "score": 0.9,
+            "evidence": [
+                {
+                    "signal": "cpu",
+                    "baseline": 0.1,
+                    "incident": 0.9,
+                    "deviation": 12.0,
+                    "promql": "cpu",
+                    "explore_url": "http://p/graph",
+                }
+            ],
+        }
+    ],
+}
+INCIDENT = {
+    "id": "4",
+    "title": "Hi <!channel>",
+    "status": "firing",
+    "service": "carts & co",
+    "started_at": "t",
+}
+
+
+def test_untrusted_text_is_escaped_in_every_block() -> None:
+    body = messages.slack_parent(INCIDENT, REPORT, "https://svc/api/v1/incidents/4")
+    text = str(body)
+    assert "<!channel>" not in text.replace("[FIRING] Hi <!channel>", "")  # header is plain_text, not mrkdwn
+    assert "carts&lt;script&gt;" in text and "carts &amp; co" in text
+    assert "<https://svc/api/v1/incidents/4|Incident report>" in text
+
+
+@given(st.text(alphabet=st.sampled_from("ab <>&\n"), min_size=0, max_size=9000))
+def test_split_never_exceeds_the_limit_or_loses_words(text: str) -> None:
+    chunks = messages.split_text(text, 3000)
+    assert all(len(c) <= 3000 for c in chunks)
+    assert " ".join(" ".join(chunks).split()) == " ".join(text.split())
+
+
+def test_split_cuts_at_whitespace() -> None:
+    words = ("word" * 2 + " ") * 1000  # 9000 characters of 8-letter words
+    chunks = messages.split_text(words, 3000)
+    assert len(chunks) == 4 and all(set(c.split()) == {"wordword"} for c in chunks)
+
+
+def test_reply_blocks_stay_under_the_limit() -> None:
+    body = messages.slack_reply("Resolved", "x " * 5000)
+    assert all(len(b["text"]["text"]) <= 3000 for b in body["blocks"]) and len(body["text"]) <= 3000
+
+
+def test_pagerduty_severity_mapping_and_limits() -> None:
+    assert [messages.pagerduty_severity(s) for s in ("page", "Critical", "high", "warn", "info", "?")] == [
+        "critical",
+        "critical",
+        "error",
+        "warning",
+        "info",
+        "warning",
+    ]
+    event = messages.pagerduty_event({**INCIDENT, "title": "x" * 5000}, REPORT, "trigger", None)
+    assert len(event["payload"]["summary"]) == 1024 and event["payload"]["severity"] == "critical"
+    assert event["payload"]["custom_details"]["hypotheses"][0]["service"] == "carts<script>"
+    assert messages.pagerduty_event(INCIDENT, REPORT, "resolve", None) == {
+        "event_action": "resolve",
+        "dedup_key": "agentic-obs-4",
+    }
