@@ -19,7 +19,8 @@ from agentic_observability.demo.stack import (
     start_prometheus,
 )
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+ROOT_DIR = Path(__file__).resolve().parents[1]
+SHARED = ROOT_DIR.parent / "shared"
 FIXTURES = SHARED / "fixtures" / "alertmanager"
 TOKEN = "test-token-not-a-real-secret-1234"
 
