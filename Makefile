@@ -24,8 +24,8 @@ test: $(STAMP)
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench dashboards
+	$(BIN)/ruff format --check src tests bench dashboards
 	$(BIN)/mypy
 
 bench: $(STAMP)

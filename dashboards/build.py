@@ -191,7 +191,8 @@ ANOMALIES = [
         "Watch polls by outcome",
         [
             (
-                f'sum by (watch, outcome) (rate(agentic_obs_watch_evaluations_total{{watch=~"$watch"}}[{RATE}]))',
+                "sum by (watch, outcome) "
+                f'(rate(agentic_obs_watch_evaluations_total{{watch=~"$watch"}}[{RATE}]))',
                 "{{watch}} {{outcome}}",
             ),
         ],
@@ -234,7 +235,8 @@ INCIDENTS = [
         "Notifications out (Slack, Grafana, PagerDuty, memory)",
         [
             (
-                f'sum by (sink) (increase(agentic_obs_action_deliveries_total{{outcome="delivered"}}[{RATE}]))',
+                "sum by (sink) "
+                f'(increase(agentic_obs_action_deliveries_total{{outcome="delivered"}}[{RATE}]))',
                 "{{sink}}",
             ),
         ],
@@ -244,7 +246,7 @@ INCIDENTS = [
         [
             ('agentic_obs_queue_depth{queue="outbox"}', "waiting"),
             (
-                f'sum by (sink) (increase(agentic_obs_action_deliveries_total{{outcome="failed"}}[$__range]))',
+                'sum by (sink) (increase(agentic_obs_action_deliveries_total{outcome="failed"}[$__range]))',
                 "given up {{sink}}",
             ),
         ],
