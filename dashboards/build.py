@@ -55,10 +55,10 @@ def _quantile(q: float, metric: str, by: str = "") -> str:
 def _dashboard(
     uid: str,
     title: str,
-    panels: list[dict[str, Any]],
-    variables: list[dict[str, Any]] = (),
-    annotations: list[dict[str, Any]] = (),
-) -> dict[str, Any]:  # type: ignore[assignment]
+    panels: list[Any],
+    variables: tuple[dict[str, Any], ...] = (),
+    annotations: tuple[dict[str, Any], ...] = (),
+) -> dict[str, Any]:
     return {
         "uid": uid,
         "title": title,
@@ -260,13 +260,13 @@ def dashboards() -> dict[str, dict[str, Any]]:
             "agentic-obs-health", "agentic-observability / service health", HEALTH
         ),
         "agentic-obs-anomalies.json": _dashboard(
-            "agentic-obs-anomalies", "agentic-observability / anomaly watches", ANOMALIES, [WATCH]
+            "agentic-obs-anomalies", "agentic-observability / anomaly watches", ANOMALIES, (WATCH,)
         ),
         "agentic-obs-incidents.json": _dashboard(
             "agentic-obs-incidents",
             "agentic-observability / incidents",
             INCIDENTS,
-            annotations=INCIDENT_ANNOTATIONS,
+            annotations=tuple(INCIDENT_ANNOTATIONS),
         ),
     }
 
