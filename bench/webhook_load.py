@@ -153,13 +153,21 @@ def wait_http(url: str, timeout: float = 20) -> None:
     raise SystemExit(f"server at {url} did not come up")
 
 
-def start_service(workdir: Path, port: int) -> subprocess.Popen[bytes]:
+def start_service(
+    workdir: Path, port: int, extra_yaml: str = "", extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """``agentic-obs serve`` in its own process; Prometheus points at a closed port (no evidence)."""
     config = workdir / "config.yaml"
     config.write_text(
         f"server: {{host: 127.0.0.1, port: {port}}}\nstorage: {{path: {workdir / 'state'}}}\n"
-        f"prometheus: {{url: 'http://127.0.0.1:{free_port()}', timeout: 1s, retries: 0}}\n"
+        f"prometheus: {{url: 'http://127.0.0.1:{free_port()}', timeout: 1s, retries: 0}}\n{extra_yaml}"
     )
-    env = {**os.environ, "AGENTIC_OBS_WEBHOOK_TOKEN": TOKEN, "AGENTIC_OBS_LOG_LEVEL": "ERROR"}
+    env = {
+        **os.environ,
+        "AGENTIC_OBS_WEBHOOK_TOKEN": TOKEN,
+        "AGENTIC_OBS_LOG_LEVEL": "ERROR",
+        **(extra_env or {}),
+    }
     return subprocess.Popen(
         [sys.executable, "-m", "agentic_observability", "serve", "--config", str(config)],
         env=env,

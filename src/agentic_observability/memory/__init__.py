@@ -59,14 +59,22 @@ class IncidentMemory:
         payload = {**incident.to_payload(), EMBEDDER_KEY: self.embedder.name}
         await self.backend.upsert(int(incident.incident_id), vector, payload)
 
+    async def remember_many(self, incidents: list[PastIncident]) -> None:
+        vectors = await self.embedder.embed(incidents)
+        points = [
+            (int(i.incident_id), v, {**i.to_payload(), EMBEDDER_KEY: self.embedder.name})
+            for i, v in zip(incidents, vectors, strict=True)
+        ]
+        await self.backend.upsert_many(points)
+
     async def recall(self, query: PastIncident, limit: int = 3) -> list[SimilarIncident]:
         """The most similar past incidents, best first, excluding the query's own incident."""
         vector = (await self.embedder.embed([query]))[0]
         exclude = int(query.incident_id) if query.incident_id.isdigit() else None
-        near = await self.backend.search(vector, limit * 3, exclude)
-        # A second, filtered search guarantees same-alert/same-service candidates in a large memory.
+        # Besides the nearest overall, a filtered search guarantees same-alert/same-service candidates
+        # in a large memory; both go in one round trip.
         related = {"alertname": query.alertname, "service": query.service, "cause": query.cause}
-        same = await self.backend.search(vector, limit * 3, exclude, related)
+        near, same = await self.backend.search(vector, limit * 3, exclude, (None, related))
         ranked = sorted(
             ((self._boosted(hit, query), hit) for hit in _unique(near + same)),
             key=lambda pair: pair[0],

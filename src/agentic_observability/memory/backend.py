@@ -27,14 +27,19 @@ class VectorBackend(Protocol):
 
     async def upsert(self, point_id: int, vector: Sequence[float], payload: Mapping[str, Any]) -> None: ...
 
+    async def upsert_many(self, points: Sequence[tuple[int, Sequence[float], Mapping[str, Any]]]) -> None:
+        """Bulk load (backfills, benchmarks): one call per batch instead of one per point."""
+        ...
+
     async def search(
         self,
         vector: Sequence[float],
         limit: int,
         exclude: int | None = None,
-        any_of: Mapping[str, str] | None = None,
-    ) -> list[Hit]:
-        """Nearest points; ``any_of`` keeps only points matching at least one field=value pair."""
+        filters: Sequence[Mapping[str, str] | None] = (None,),
+    ) -> list[list[Hit]]:
+        """Nearest points, once per filter, in one round trip. A filter keeps only points matching at
+        least one of its field=value pairs; None means unfiltered."""
         ...
 
     async def get(self, point_id: int) -> tuple[list[float], dict[str, Any]] | None: ...

@@ -61,27 +61,33 @@ class QdrantServerBackend:
             )
 
     async def upsert(self, point_id: int, vector: Sequence[float], payload: Mapping[str, Any]) -> None:
-        point = models.PointStruct(id=point_id, vector={VECTOR_NAME: list(vector)}, payload=dict(payload))
-        await self._call(self._client.upsert(self._collection, [point], wait=True))
+        await self.upsert_many([(point_id, vector, payload)])
+
+    async def upsert_many(self, points: Sequence[tuple[int, Sequence[float], Mapping[str, Any]]]) -> None:
+        batch = [
+            models.PointStruct(id=i, vector={VECTOR_NAME: list(v)}, payload=dict(p)) for i, v, p in points
+        ]
+        await self._call(self._client.upsert(self._collection, batch, wait=True))
 
     async def search(
         self,
         vector: Sequence[float],
         limit: int,
         exclude: int | None = None,
-        any_of: Mapping[str, str] | None = None,
-    ) -> list[Hit]:
-        response = await self._call(
-            self._client.query_points(
-                self._collection,
+        filters: Sequence[Mapping[str, str] | None] = (None,),
+    ) -> list[list[Hit]]:
+        requests = [
+            models.QueryRequest(
                 query=list(vector),
                 using=VECTOR_NAME,
-                query_filter=_filter(exclude, any_of),
+                filter=_filter(exclude, f),
                 limit=limit,
                 with_payload=True,
             )
-        )
-        return [Hit(int(p.id), float(p.score), p.payload or {}) for p in response.points]
+            for f in filters
+        ]
+        responses = await self._call(self._client.query_batch_points(self._collection, requests))
+        return [[Hit(int(p.id), float(p.score), p.payload or {}) for p in r.points] for r in responses]
 
     async def get(self, point_id: int) -> tuple[list[float], dict[str, Any]] | None:
         records = await self._call(
