@@ -95,6 +95,28 @@ async def test_lifecycle_each_sink_hears_once(aiohttp_client: Client, tmp_path: 
     assert sinks.errors() == []
     lines = (tmp_path / "state" / "actions.jsonl").read_text().splitlines()
     assert len(lines) == 2
+    assert set(sinks.grafana.dashboards) == {
+        "agentic-obs-health",
+        "agentic-obs-anomalies",
+        "agentic-obs-incidents",
+    }
+    assert sinks.grafana.folders["agentic-obs"]["title"] == "agentic-observability"
+
+
+async def test_provision_command_pushes_dashboards(
+    sinks: Sinks, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from agentic_observability.cli import main
+
+    config = tmp_path / "config.yaml"
+    config.write_text(f"actions: {{grafana: {{url: '{sinks.url(1)}', folder: Ops}}}}\n")
+    monkeypatch.setenv("GRAFANA_TOKEN", GRAFANA_TOKEN)
+    assert await asyncio.to_thread(main, ["provision", "--config", str(config)]) == 0
+    assert len(sinks.grafana.dashboards) == 3 and sinks.grafana.folders["agentic-obs"]["title"] == "Ops"
+    assert await asyncio.to_thread(main, ["provision", "--config", str(config)]) == 0  # overwrite is fine
+    assert sinks.grafana.errors == []
 
 
 async def test_faults_and_restart_still_deliver_exactly_once(

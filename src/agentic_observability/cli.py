@@ -53,6 +53,28 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_provision(args: argparse.Namespace) -> int:
+    """Push the bundled dashboards into Grafana now (the service also does this at startup)."""
+    from agentic_observability.integrations.delivery import sink_guard
+    from agentic_observability.integrations.grafana import GrafanaSink
+    from agentic_observability.webhook.sinks import bundled_dashboards
+
+    config = load_config(args.config)
+    grafana = config.file.actions.grafana
+    if not grafana.url:
+        raise AgenticObsError(f"{config.source}: actions.grafana.url is not set; nothing to provision into")
+    token = config.secrets.grafana_token
+    sink = GrafanaSink.create(
+        grafana.url,
+        token.get_secret_value() if token else None,
+        config.file.actions.timeout,
+        sink_guard("grafana", 1, 1.0),
+    )
+    saved = asyncio.run(sink.provision(grafana.folder, bundled_dashboards()))
+    print(f"provisioned {len(saved)} dashboards into folder {grafana.folder!r}: {', '.join(saved)}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from agentic_observability.demo.run import run_demo
     from agentic_observability.telemetry import setup_logging
@@ -124,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("file", nargs="?", help="config file (same as --config)")
     check.set_defaults(func=_cmd_check_config)
+    with_config(
+        sub.add_parser("provision", help="push the bundled Grafana dashboards into actions.grafana.url")
+    ).set_defaults(func=_cmd_provision)
     demo = sub.add_parser("demo", help="end-to-end demo on a real Prometheus and Alertmanager")
     demo.add_argument("--keep-running", action="store_true", help="leave the stack up and print its URLs")
     demo.set_defaults(func=_cmd_demo)

