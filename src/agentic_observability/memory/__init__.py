@@ -70,13 +70,14 @@ class IncidentMemory:
     async def recall(self, query: PastIncident, limit: int = 3) -> list[SimilarIncident]:
         """The most similar past incidents, best first, excluding the query's own incident."""
         vector = (await self.embedder.embed([query]))[0]
-        exclude = int(query.incident_id) if query.incident_id.isdigit() else None
         # Besides the nearest overall, a filtered search guarantees same-alert/same-service candidates
-        # in a large memory; both go in one round trip.
+        # in a large memory; both go in one round trip. The query's own incident is dropped here rather
+        # than by a filter: an id filter on the unfiltered search costs more than the extra point.
         related = {"alertname": query.alertname, "service": query.service, "cause": query.cause}
-        near, same = await self.backend.search(vector, limit * 3, exclude, (None, related))
+        near, same = await self.backend.search(vector, limit * 3 + 1, None, (None, related))
+        own = int(query.incident_id) if query.incident_id.isdigit() else None
         ranked = sorted(
-            ((self._boosted(hit, query), hit) for hit in _unique(near + same)),
+            ((self._boosted(hit, query), hit) for hit in _unique(near + same) if hit.point_id != own),
             key=lambda pair: pair[0],
             reverse=True,
         )

@@ -48,8 +48,11 @@ class EdgeBackend:
         self._shard = await self._run(self._open_sync, dimension)
 
     def _open_sync(self, dimension: int) -> qe.EdgeShard:
+        # Payloads in RAM: recall reads the payload of every hit, and from disk that took 1.6 ms of a
+        # 2 ms search at 100k incidents (0.4 ms in RAM); 100k payloads are about 40 MB.
         config = qe.EdgeConfig(
-            vectors={VECTOR_NAME: qe.EdgeVectorParams(size=dimension, distance=qe.Distance.Cosine)}
+            vectors={VECTOR_NAME: qe.EdgeVectorParams(size=dimension, distance=qe.Distance.Cosine)},
+            on_disk_payload=False,
         )
         if (self._path / "edge_config.json").exists() or any(self._path.glob("segments*")):
             try:
