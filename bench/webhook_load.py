@@ -154,13 +154,20 @@ def wait_http(url: str, timeout: float = 20) -> None:
 
 
 def start_service(
-    workdir: Path, port: int, extra_yaml: str = "", extra_env: dict[str, str] | None = None
+    workdir: Path,
+    port: int,
+    extra_yaml: str = "",
+    extra_env: dict[str, str] | None = None,
+    prometheus_url: str | None = None,
 ) -> subprocess.Popen[bytes]:
-    """``agentic-obs serve`` in its own process; Prometheus points at a closed port (no evidence)."""
+    """``agentic-obs serve`` in its own process; without ``prometheus_url``, Prometheus points at a
+    closed port (no evidence, fast failures)."""
     config = workdir / "config.yaml"
+    prometheus = prometheus_url or f"http://127.0.0.1:{free_port()}"
+    retries = 1 if prometheus_url else 0
     config.write_text(
         f"server: {{host: 127.0.0.1, port: {port}}}\nstorage: {{path: {workdir / 'state'}}}\n"
-        f"prometheus: {{url: 'http://127.0.0.1:{free_port()}', timeout: 1s, retries: 0}}\n{extra_yaml}"
+        f"prometheus: {{url: '{prometheus}', timeout: 2s, retries: {retries}}}\n{extra_yaml}"
     )
     env = {
         **os.environ,
