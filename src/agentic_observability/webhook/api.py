@@ -94,16 +94,22 @@ async def feedback(request: web.Request) -> web.Response:
     return web.json_response({"id": incident.id, "feedback": merged, "remembered": bool(actions)})
 
 
+MAX_ANALYZE_WINDOW = 31 * 86400.0
+
+
 class AnalyzeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     query: str = Field(min_length=1, max_length=10_000)
-    start: float | None = None
-    end: float | None = None
+    start: float | None = Field(None, ge=0)
+    end: float | None = Field(None, ge=0)
 
     @model_validator(mode="after")
     def _window(self) -> AnalyzeRequest:
         if self.start is not None and self.end is not None and self.end <= self.start:
             raise ValueError("end must be after start")
+        end = self.end if self.end is not None else time.time()
+        if self.start is not None and end - self.start > MAX_ANALYZE_WINDOW:
+            raise ValueError("the window from start to end is limited to 31 days")
         return self
 
 
@@ -116,6 +122,15 @@ async def analyze(request: web.Request) -> web.Response:
         return _invalid(exc, "analyze request")
     end = body.end if body.end is not None else time.time()
     start = body.start if body.start is not None else end - 3600
-    evidence = await query_evidence(request.app[PROMETHEUS], body.query, start, end)
-    status = {"": 200, "query": 400}.get(evidence.error_kind, 502)
-    return web.json_response({"evidence": evidence.to_dict()}, status=status)
+    evidence = await query_evidence(request.app[PROMETHEUS], body.query, max(start, 0.0), end)
+    if not evidence.error_kind:
+        return web.json_response({"evidence": evidence.to_dict()})
+    # Errors keep the service's one error shape (error, detail, field), with the evidence alongside.
+    invalid = evidence.error_kind == "query"
+    error = {
+        "error": "invalid PromQL" if invalid else "Prometheus unavailable",
+        "detail": evidence.error,
+        **({"field": "query"} if invalid else {}),
+        "evidence": evidence.to_dict(),
+    }
+    return web.json_response(error, status=400 if invalid else 502)
