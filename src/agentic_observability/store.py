@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -221,7 +222,7 @@ class Store:
     # -- reads -----------------------------------------------------------------------------------
 
     async def get_incident(self, incident_id: str) -> Incident | None:
-        if not incident_id.isdigit():
+        if not _INCIDENT_ID.fullmatch(incident_id):  # ids are SQLite integers: at most 18 ASCII digits
             return None
         rows = await self._reader.execute_fetchall(
             f"{_INCIDENT_SELECT}, (SELECT json_group_array(json(body)) FROM "
@@ -262,6 +263,7 @@ class Store:
         }
 
 
+_INCIDENT_ID = re.compile(r"[0-9]{1,18}")
 _INCIDENT_SELECT = (
     "SELECT id, group_key, source, status, title, labels, started_at, resolved_at, report, similar, feedback"
 )

@@ -7,11 +7,13 @@ store and search vectors, so both behave the same and pass the same tests.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from agentic_observability.config import Config
-from agentic_observability.errors import ConfigError, EmbedderMismatchError
+from agentic_observability.errors import ConfigError, EmbedderMismatchError, MemoryUnavailableError
 from agentic_observability.memory.backend import Hit, VectorBackend
 from agentic_observability.memory.edge import EdgeBackend
 from agentic_observability.memory.embed import Embedder, HashingEmbedder, make_embedder
@@ -24,6 +26,7 @@ __all__ = [
     "HashingEmbedder",
     "IncidentMemory",
     "QdrantServerBackend",
+    "ReconnectingMemory",
     "VectorBackend",
     "open_memory",
 ]
@@ -41,8 +44,12 @@ class IncidentMemory:
 
     @classmethod
     async def open(cls, backend: VectorBackend, embedder: Embedder) -> IncidentMemory:
-        await backend.open(embedder.dimension)
-        sample = await backend.sample_payload()
+        try:
+            await backend.open(embedder.dimension)
+            sample = await backend.sample_payload()
+        except BaseException:
+            await backend.close()  # release its thread or connection pool; a retry opens a new one
+            raise
         stored = sample.get(EMBEDDER_KEY) if sample else None
         if stored is not None and stored != embedder.name:
             await backend.close()
@@ -75,7 +82,7 @@ class IncidentMemory:
         # than by a filter: an id filter on the unfiltered search costs more than the extra point.
         related = {"alertname": query.alertname, "service": query.service, "cause": query.cause}
         near, same = await self.backend.search(vector, limit * 3 + 1, None, (None, related))
-        own = int(query.incident_id) if query.incident_id.isdigit() else None
+        own = int(query.incident_id) if query.incident_id.isascii() and query.incident_id.isdigit() else None
         ranked = sorted(
             ((self._boosted(hit, query), hit) for hit in _unique(near + same) if hit.point_id != own),
             key=lambda pair: pair[0],
@@ -120,6 +127,49 @@ def _similar(hit: Hit, score: float) -> SimilarIncident:
         title=past.title,
         started_at=past.started_at,
     )
+
+
+class ReconnectingMemory:
+    """Incident memory that may be down: opens lazily and retries the connection at most every
+    ``retry_every`` seconds, so the service starts and runs while Qdrant is away (recall reports it,
+    remembering waits in the outbox) and catches up when it returns."""
+
+    def __init__(self, opener: Callable[[], Awaitable[IncidentMemory]], retry_every: float = 5.0) -> None:
+        self._opener = opener
+        self._retry_every = retry_every
+        self._memory: IncidentMemory | None = None
+        self._last_try = -float("inf")
+        self._lock = asyncio.Lock()
+        self.problem = "not connected yet"
+
+    async def connect(self) -> IncidentMemory:
+        if self._memory is not None:
+            return self._memory
+        async with self._lock:
+            if self._memory is None:
+                if time.monotonic() - self._last_try < self._retry_every:
+                    raise MemoryUnavailableError(f"incident memory unavailable: {self.problem}")
+                self._last_try = time.monotonic()
+                try:
+                    self._memory = await self._opener()
+                except MemoryUnavailableError as exc:
+                    self.problem = str(exc)
+                    raise
+                self.problem = ""
+        return self._memory
+
+    async def remember(self, incident: PastIncident) -> None:
+        await (await self.connect()).remember(incident)
+
+    async def recall(self, query: PastIncident, limit: int = 3) -> list[SimilarIncident]:
+        return await (await self.connect()).recall(query, limit)
+
+    async def ping(self) -> None:
+        await (await self.connect()).ping()
+
+    async def close(self) -> None:
+        if self._memory is not None:
+            await self._memory.close()
 
 
 async def open_memory(

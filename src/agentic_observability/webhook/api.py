@@ -95,13 +95,14 @@ async def feedback(request: web.Request) -> web.Response:
 
 
 MAX_ANALYZE_WINDOW = 31 * 86400.0
+LATEST_TIME = 4_102_444_800.0  # 2100-01-01: beyond it, dates stop being representable downstream
 
 
 class AnalyzeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     query: str = Field(min_length=1, max_length=10_000)
-    start: float | None = Field(None, ge=0)
-    end: float | None = Field(None, ge=0)
+    start: float | None = Field(None, ge=0, le=LATEST_TIME)
+    end: float | None = Field(None, ge=0, le=LATEST_TIME)
 
     @model_validator(mode="after")
     def _window(self) -> AnalyzeRequest:

@@ -23,7 +23,7 @@ from agentic_observability.integrations.grafana import GrafanaSink
 from agentic_observability.integrations.llm import ChatClient
 from agentic_observability.integrations.prometheus import PrometheusClient
 from agentic_observability.integrations.resilience import Guard
-from agentic_observability.memory import open_memory
+from agentic_observability.memory import ReconnectingMemory, open_memory
 from agentic_observability.pipeline.ports import ActSettings, PipelineDeps
 from agentic_observability.store import Store
 from agentic_observability.telemetry import Metrics, StageTimer, setup_tracing
@@ -37,7 +37,6 @@ from agentic_observability.webhook.keys import (
     ENVIRON,
     HTTP_SESSION,
     MEMORY,
-    MEMORY_PROBLEM,
     METRICS,
     PROMETHEUS,
     SINKS,
@@ -116,19 +115,19 @@ async def _memory_ctx(app: web.Application) -> AsyncIterator[None]:
     """Incident memory. A wrong embedder fails startup (a config error); an unreachable Qdrant server
     does not: the service runs without recall and readiness says so."""
     config = app[CONFIG]
-    app[MEMORY], app[MEMORY_PROBLEM] = None, "disabled in config (memory.enabled: false)"
+    app[MEMORY] = None
     if config.file.memory.enabled:
         path = str(Path(config.file.storage.path) / "memory")
+        memory = ReconnectingMemory(lambda: open_memory(config, path, lambda: _hf_client(config)))
         try:
-            app[MEMORY] = await open_memory(config, path, lambda: _hf_client(config))
-            app[MEMORY_PROBLEM] = ""
+            await memory.connect()  # a wrong embedder (a config error) stops startup here
         except MemoryUnavailableError as exc:
-            app[MEMORY_PROBLEM] = str(exc)
-            log.error("incident memory unavailable, running without recall: %s", exc)
+            log.error("incident memory unavailable, running without recall until it returns: %s", exc)
+        app[MEMORY] = memory
     yield
-    memory = app[MEMORY]
-    if memory is not None:
-        await memory.close()
+    opened = app[MEMORY]
+    if opened is not None:
+        await opened.close()
 
 
 def _hf_client(config: Config) -> AsyncInferenceClient:

@@ -10,7 +10,7 @@ from aiohttp import web
 from agentic_observability.config import Config
 from agentic_observability.integrations.llm import ChatClient
 from agentic_observability.integrations.prometheus import PrometheusClient
-from agentic_observability.memory import IncidentMemory
+from agentic_observability.memory import ReconnectingMemory
 from agentic_observability.store import Store
 from agentic_observability.telemetry import Metrics
 from agentic_observability.webhook.dispatcher import Dispatcher
@@ -25,8 +25,7 @@ TOKEN = web.AppKey("token", str)
 ENVIRON: web.AppKey[dict[str, str]] = web.AppKey("environ", dict)
 HTTP_SESSION = web.AppKey("http_session", aiohttp.ClientSession)
 # Optional parts hold None when off or unavailable (readiness says which).
-MEMORY: web.AppKey[IncidentMemory | None] = web.AppKey("memory", object)  # type: ignore[arg-type]
-MEMORY_PROBLEM = web.AppKey("memory_problem", str)
+MEMORY: web.AppKey[ReconnectingMemory | None] = web.AppKey("memory", object)  # type: ignore[arg-type]
 CHAT: web.AppKey[ChatClient | None] = web.AppKey("chat", object)  # type: ignore[arg-type]
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 SINKS: web.AppKey[dict[str, Any]] = web.AppKey("sinks", dict)

@@ -131,8 +131,8 @@ PATHS: dict[str, dict[str, Any]] = {
                             "additionalProperties": False,
                             "properties": {
                                 "query": {"type": "string", "minLength": 1},
-                                "start": {"type": "number"},
-                                "end": {"type": "number"},
+                                "start": {"type": "number", "minimum": 0, "maximum": 4102444800},
+                                "end": {"type": "number", "minimum": 0, "maximum": 4102444800},
                             },
                         }
                     }

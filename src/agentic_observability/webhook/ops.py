@@ -8,7 +8,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from agentic_observability.errors import AgenticObsError
-from agentic_observability.webhook.keys import CHAT, MEMORY, MEMORY_PROBLEM, METRICS, PROMETHEUS, SINKS, STORE
+from agentic_observability.webhook.keys import CHAT, MEMORY, METRICS, PROMETHEUS, SINKS, STORE
 
 routes = web.RouteTableDef()
 
@@ -38,9 +38,7 @@ async def ready(request: web.Request) -> web.Response:
 async def _memory_check(app: web.Application) -> dict[str, Any]:
     memory = app[MEMORY]
     if memory is None:
-        problem = app[MEMORY_PROBLEM]
-        disabled = problem.startswith("disabled")
-        return {"status": "disabled" if disabled else "down", "detail": problem}
+        return {"status": "disabled", "detail": "memory.enabled is false"}
     return await _check(memory.ping())
 
 

@@ -17,7 +17,7 @@ from agentic_observability.integrations.filesink import FileSink
 from agentic_observability.integrations.grafana import GrafanaSink
 from agentic_observability.integrations.pagerduty import PagerDutySink
 from agentic_observability.integrations.slack import SlackSink
-from agentic_observability.memory import IncidentMemory
+from agentic_observability.memory import ReconnectingMemory
 from agentic_observability.models import OutboxItem, PastIncident
 from agentic_observability.pipeline.ports import Sink
 
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 class MemorySink:
     name = "memory"
 
-    def __init__(self, memory: IncidentMemory) -> None:
+    def __init__(self, memory: ReconnectingMemory) -> None:
         self._memory = memory
 
     async def deliver(self, item: OutboxItem) -> str | None:
@@ -41,7 +41,7 @@ def _secret(config: Config, name: str) -> str | None:
 
 
 def build_sinks(
-    config: Config, session: aiohttp.ClientSession, memory: IncidentMemory | None
+    config: Config, session: aiohttp.ClientSession, memory: ReconnectingMemory | None
 ) -> dict[str, Sink]:
     actions = config.file.actions
     tunables = config.tunables
