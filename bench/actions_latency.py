@@ -5,7 +5,10 @@ Slack configured against a local fake Slack that checks each request's shape and
 arrived). This process posts one alert per incident, one at a time at a steady pace, and prints p50/p99
 of (Slack parent arrival − 202 received) next to the webhook's own latency (post → 202) in the same run.
 
-    python bench/actions_latency.py [--incidents 200] [--interval 0.05]
+Incidents arrive one per ``--interval`` seconds (default 1 s): Slack takes about one message per second
+per channel, and the service keeps to that, so a faster stream into one channel queues by design.
+
+    python bench/actions_latency.py [--incidents 200] [--interval 1.0]
 """
 
 from __future__ import annotations
@@ -138,7 +141,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--incidents", type=int, default=200)
-    parser.add_argument("--interval", type=float, default=0.05, help="seconds between incidents")
+    parser.add_argument("--interval", type=float, default=1.0, help="seconds between incidents")
     args = parser.parse_args()
     asyncio.run(run(args.incidents, args.interval))
 

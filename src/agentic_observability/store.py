@@ -186,13 +186,14 @@ class Store:
 
     async def due_actions(self, now: float, limit: int = 100) -> list[OutboxItem]:
         """Pending actions that may go now: per incident and sink only the oldest one, so a Slack reply
-        never overtakes the parent message it threads under."""
+        never overtakes the parent message it threads under. New incidents' first messages go before
+        follow-ups of older ones: under a rate limit, the on-call hears of a new incident first."""
         rows = await self._reader.execute_fetchall(
             "SELECT o.id, o.incident_id, o.sink, o.action, o.payload, o.attempts, o.created_at, "
             "r.external_id FROM outbox o LEFT JOIN action_refs r "
             "ON r.incident_id = o.incident_id AND r.sink = o.sink "
             "WHERE o.id IN (SELECT MIN(id) FROM outbox WHERE state = 'pending' GROUP BY incident_id, sink) "
-            "AND o.next_attempt_at <= ? ORDER BY o.id LIMIT ?",
+            "AND o.next_attempt_at <= ? ORDER BY o.action != 'open', o.id LIMIT ?",
             (now, limit),
         )
         return [

@@ -42,7 +42,8 @@ class SlackSink:
         self._client = client
         self._channel = channel
         self._webhook = webhook
-        self._per_channel = AsyncLimiter(1, 1.0)  # Slack allows about one message per second per channel
+        # Slack allows about one message per second per channel, with short bursts: 3 per 3 s.
+        self._per_channel = AsyncLimiter(3, 3.0)
 
     @classmethod
     def create(
