@@ -1,17 +1,21 @@
 """``agentic-obs demo``: the main job, end to end on embedded defaults.
 
 Starts a synthetic shop exporter, a real Prometheus scraping it with alert rules, a real Alertmanager
-routed to the service, and the service itself (webhook + one PromQL watch). A CPU-hog fault is
-injected into carts after ~30 s; the demo prints every incident report as it arrives and exits 0
-once all incidents have resolved (or 1 if that has not happened within the time limit).
+routed to the service, and the service itself (webhook + one PromQL watch, incident memory on Qdrant
+Edge, actions to the local ``actions.jsonl``). A CPU hog hits carts after ~30 s; the demo prints every
+report as it arrives and as it resolves, then sends feedback on the alert's incident (confirmed cause
+and the fix). The same fault returns; the new reports recall the first incident ("seen before", with
+the fix). Exit 0 once every incident of both rounds has resolved, 1 if not within the time limit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import tempfile
 import time
+from collections import Counter
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -24,9 +28,13 @@ from agentic_observability.demo.shop import ShopCollector, shop_app
 from agentic_observability.demo.stack import ManagedProcess, free_port, start_alertmanager, start_prometheus
 from agentic_observability.webhook import init_app
 
-FAULT_AT = 30.0
-FAULT_FOR = 45.0
-TIME_LIMIT = 180.0
+FAULTS = ((30.0, 45.0), (140.0, 40.0))  # (at, for) seconds after start: the same fault, twice
+TIME_LIMIT = 300.0
+FEEDBACK = {
+    "root_cause": "carts",
+    "resolution": "stopped the runaway batch job on carts",
+    "correct": True,
+}
 
 
 def _say(text: str) -> None:
@@ -83,24 +91,48 @@ def print_report(incident: dict[str, Any]) -> None:
         print(f"    {line}", flush=True)
 
 
-async def _watch_incidents(api: str, token: str, deadline: float) -> bool:
-    """Print each report as it appears or changes; True once every incident seen has resolved."""
+async def _watch_incidents(
+    http: aiohttp.ClientSession, api: str, deadline: float, shown: dict[str, float], more_than: int
+) -> list[dict[str, Any]] | None:
+    """Print each report as it appears or changes; the incidents once there are more than
+    ``more_than`` and every one has resolved, None at the deadline."""
+    while time.monotonic() < deadline:
+        async with http.get(f"{api}/api/v1/incidents") as response:
+            incidents = (await response.json())["incidents"]
+        for incident in reversed(incidents):
+            generated = (incident.get("report") or {}).get("generated_at")
+            if generated and shown.get(incident["id"]) != generated:
+                shown[incident["id"]] = generated
+                print_report(incident)
+        everyone_done = all((i.get("report") or {}).get("status") == "resolved" for i in incidents)
+        if len(incidents) > more_than and everyone_done and len(shown) == len(incidents):
+            return list(incidents)
+        await asyncio.sleep(1.0)
+    return None
+
+
+async def _two_rounds(api: str, token: str, deadline: float) -> bool:
     shown: dict[str, float] = {}
-    headers = {"Authorization": f"Bearer {token}"}
-    async with aiohttp.ClientSession(headers=headers) as http:
-        while time.monotonic() < deadline:
-            async with http.get(f"{api}/api/v1/incidents") as response:
-                incidents = (await response.json())["incidents"]
-            for incident in reversed(incidents):
-                generated = (incident.get("report") or {}).get("generated_at")
-                if generated and shown.get(incident["id"]) != generated:
-                    shown[incident["id"]] = generated
-                    print_report(incident)
-            everyone_done = all((i.get("report") or {}).get("status") == "resolved" for i in incidents)
-            if incidents and everyone_done and len(shown) == len(incidents):
-                return True
-            await asyncio.sleep(1.0)
-    return False
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
+        first = await _watch_incidents(http, api, deadline, shown, 0)
+        if first is None:
+            return False
+        alerted = next((i for i in first if i["source"] == "alertmanager"), first[0])
+        async with http.post(f"{api}/api/v1/incidents/{alerted['id']}/feedback", json=FEEDBACK) as response:
+            response.raise_for_status()
+        _say(f"feedback on incident {alerted['id']}: {FEEDBACK}")
+        _say("round 1 done; the same fault returns shortly ...")
+        return await _watch_incidents(http, api, deadline, shown, len(first)) is not None
+
+
+def _summarise_actions(path: Path) -> None:
+    """What the file sink (the embedded stand-in for Grafana, Slack, PagerDuty) received."""
+    if not path.exists():
+        _say("no actions were written")
+        return
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    kinds = Counter(f"{line['action']}" for line in lines)
+    _say(f"{len(lines)} actions in {path}: " + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())))
 
 
 async def run_demo(keep_running: bool = False) -> int:
@@ -110,8 +142,9 @@ async def run_demo(keep_running: bool = False) -> int:
     runners: list[web.AppRunner] = []
     try:
         shop_port, service_port = free_port(), free_port()
-        runners.append(await _start_site(shop_app(ShopCollector(FAULT_AT, FAULT_FOR)), shop_port))
-        _say(f"shop exporter on http://127.0.0.1:{shop_port}/metrics; carts CPU hog in {FAULT_AT:.0f}s")
+        runners.append(await _start_site(shop_app(ShopCollector(FAULTS)), shop_port))
+        first_fault = FAULTS[0][0]
+        _say(f"shop exporter on http://127.0.0.1:{shop_port}/metrics; carts CPU hog in {first_fault:.0f}s")
         service_url = f"http://127.0.0.1:{service_port}"
         am = await asyncio.to_thread(
             start_alertmanager, workdir / "alertmanager", f"{service_url}/api/v1/webhook/alertmanager", token
@@ -129,9 +162,10 @@ async def run_demo(keep_running: bool = False) -> int:
         _say(f"agentic-obs on {service_url} (API docs {service_url}/docs); waiting for incidents ...")
         if keep_running:
             return await _keep_running(service_url, token, prom, am)
-        done = await _watch_incidents(service_url, token, time.monotonic() + TIME_LIMIT)
+        done = await _two_rounds(service_url, token, time.monotonic() + TIME_LIMIT)
+        _summarise_actions(workdir / "state" / "actions.jsonl")
         if done:
-            _say("all incidents resolved; demo finished")
+            _say("all incidents of both rounds resolved; demo finished")
             return 0
         _say(f"incidents did not all resolve within {TIME_LIMIT:.0f}s; logs in {workdir}")
         return 1

@@ -1,7 +1,7 @@
-"""A small exporter of synthetic shop metrics with one injected fault.
+"""A small exporter of synthetic shop metrics with injected faults.
 
-Services call each other front-end -> orders -> carts (and catalogue, payment). From ``fault_at``
-seconds after start, for ``fault_for`` seconds, carts suffers a CPU hog: its CPU saturates, its
+Services call each other front-end -> orders -> carts (and catalogue, payment). In each fault window
+(``at`` seconds after start, for ``duration`` seconds) carts suffers a CPU hog: its CPU saturates, its
 latency climbs, and the latency of its callers (orders, front-end) follows a little later.
 Values are computed at scrape time from the elapsed time, so there is no background task.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
@@ -26,21 +26,22 @@ FAULT_SERVICE = "carts"
 
 
 class ShopCollector(Collector):
-    def __init__(self, fault_at: float, fault_for: float, started: float | None = None) -> None:
+    def __init__(self, faults: Sequence[tuple[float, float]], started: float | None = None) -> None:
         self.started = time.time() if started is None else started
-        self.fault_at = fault_at
-        self.fault_for = fault_for
+        self.faults = tuple(faults)  # (at, duration) windows, seconds after start
         self._rng = random.Random(7)
 
     def fault_level(self, service: str, now: float) -> float:
-        """0..1: how strongly ``service`` feels the fault right now (ramps up over 3 s)."""
+        """0..1: how strongly ``service`` feels a fault right now (ramps up over 3 s)."""
         lag = PROPAGATION.get(service)
         if lag is None:
             return 0.0
-        elapsed = now - self.started - self.fault_at - lag
-        if elapsed < 0 or now - self.started > self.fault_at + self.fault_for + lag:
-            return 0.0
-        return min(elapsed / 3.0, 1.0)
+        levels = [0.0]
+        for at, duration in self.faults:
+            elapsed = now - self.started - at - lag
+            if elapsed >= 0 and now - self.started <= at + duration + lag:
+                levels.append(min(elapsed / 3.0, 1.0))
+        return max(levels)
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         now = time.time()
