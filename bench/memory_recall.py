@@ -27,6 +27,7 @@ from pathlib import Path
 from agentic_observability.memory import EdgeBackend, HashingEmbedder, IncidentMemory, QdrantServerBackend
 from agentic_observability.models import PastIncident
 from agentic_observability.offline.rca import rank_case
+from agentic_observability.pipeline.recall import evidence_signature
 
 KINDS = ("cpu", "memory", "latency_p90", "load", "errors", "disk", "gc_pause", "connections")
 BATCH = 2000
@@ -116,7 +117,10 @@ def case_incident(case: Path, number: int, with_evidence: bool) -> tuple[PastInc
     truth = f"{meta['root_cause']['service']}:{meta['fault']}"
     ranking = rank_case(case)
     top = ranking[0]
-    signals = tuple(f"{top.entity}:{e.signal}" for e in top.evidence[:3]) if with_evidence else ()
+    evidence = [
+        {"signal": e.signal, "labels": dict(e.labels), "deviation": e.deviation} for e in top.evidence
+    ]
+    signals = evidence_signature(top.entity, evidence, "service") if with_evidence else ()
     base = {
         "incident_id": str(number),
         "title": "SockShopSLO on front-end",

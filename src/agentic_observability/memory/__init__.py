@@ -31,9 +31,11 @@ __all__ = [
     "open_memory",
 ]
 
+# score = 0.8 x cosine similarity + 0.1 for the same alert + 0.1 for the same service: stays in [0, 1]
+SIMILARITY_WEIGHT = 0.8
 SAME_ALERT_BOOST = 0.1
 SAME_SERVICE_BOOST = 0.1
-MIN_SCORE = 0.45  # below this, a past incident is not "seen before", only vaguely alike
+MIN_SCORE = 0.4  # below this, a past incident is not "seen before", only vaguely alike
 EMBEDDER_KEY = "_embedder"
 
 
@@ -83,16 +85,18 @@ class IncidentMemory:
         related = {"alertname": query.alertname, "service": query.service, "cause": query.cause}
         near, same = await self.backend.search(vector, limit * 3 + 1, None, (None, related))
         own = int(query.incident_id) if query.incident_id.isascii() and query.incident_id.isdigit() else None
+        # Equal scores (incidents with the same signature) go newest first: deterministic, and the
+        # latest fix is the likeliest to still apply.
         ranked = sorted(
             ((self._boosted(hit, query), hit) for hit in _unique(near + same) if hit.point_id != own),
-            key=lambda pair: pair[0],
+            key=lambda pair: (round(pair[0], 6), float(pair[1].payload.get("started_at") or 0.0)),
             reverse=True,
         )
         return [_similar(hit, score) for score, hit in ranked[:limit] if score >= MIN_SCORE]
 
     @staticmethod
     def _boosted(hit: Hit, query: PastIncident) -> float:
-        score = hit.score
+        score = SIMILARITY_WEIGHT * max(hit.score, 0.0)
         if query.alertname and hit.payload.get("alertname") == query.alertname:
             score += SAME_ALERT_BOOST
         if query.cause and query.cause in (hit.payload.get("cause"), hit.payload.get("service")):

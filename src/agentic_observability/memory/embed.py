@@ -39,8 +39,10 @@ def incident_features(incident: PastIncident) -> list[tuple[str, float]]:
         features.append((f"service={incident.service}", 1.0))
     for rank, signal in enumerate(incident.signals[:4]):
         weight = 2.5 / (rank + 1)
+        what = signal.split("~", 1)[0]  # entity:signal{labels}, without the magnitude
         features.append((f"signal={signal}", weight))
-        features.append((f"kind={signal.rsplit(':', 1)[-1]}", weight / 2))
+        features.append((f"what={what}", weight / 2))
+        features.append((f"kind={what.split(':', 1)[-1].split('{', 1)[0]}", weight / 4))
     for key, value in sorted(incident.labels.items()):
         if key not in _NOISY_LABELS and key != "alertname":
             features.append((f"label:{key}={value}", 0.7))

@@ -6,12 +6,34 @@ that resolves while memory is down is remembered when memory returns.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from agentic_observability.errors import UpstreamError
 from agentic_observability.models import Incident, PastIncident
 from agentic_observability.pipeline.ports import PipelineDeps
+
+# Labels that name a replica or a scrape target, not what changed: left out of the signature.
+_NOISY_LABELS = frozenset(
+    {"instance", "pod", "pod_name", "job", "endpoint", "container_id", "uid", "__name__"}
+)
+
+
+def evidence_signature(
+    entity: str, evidence: Sequence[Mapping[str, Any]], entity_label: str
+) -> tuple[str, ...]:
+    """What changed, as tokens memory can compare: ``entity:signal{other labels}~magnitude`` for the
+    strongest signals. The other labels tell a service from its database (``component="carts-db"``);
+    the order of magnitude of the deviation tells a leak from a hog when both move the same signals."""
+    tokens = []
+    for item in evidence[:3]:
+        labels = {k: v for k, v in dict(item.get("labels") or {}).items() if k not in _NOISY_LABELS}
+        labels.pop(entity_label, None)
+        where = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+        magnitude = round(math.log10(max(float(item.get("deviation") or 0.0), 1.0)))
+        tokens.append(f"{entity}:{item['signal']}{{{where}}}~{magnitude}")
+    return tuple(tokens)
 
 
 def _first_label(incident: Incident, name: str) -> str:
@@ -31,7 +53,7 @@ def past_incident(
     top = hypotheses[0] if hypotheses else None
     service = _first_label(incident, entity_label)
     cause = str(top["entity"]) if top else service
-    signals = tuple(f"{top['entity']}:{e['signal']}" for e in top["evidence"][:3]) if top else ()
+    signals = evidence_signature(str(top["entity"]), top["evidence"], entity_label) if top else ()
     confirmed, resolution = False, ""
     if feedback:
         resolution = str(feedback.get("resolution") or "")

@@ -179,7 +179,7 @@ async def _outbox_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     if provisioning is not None:
         provisioning.cancel()
-    await dispatcher.stop()
+    await dispatcher.stop(deadline=min(actions.timeout, config.file.server.shutdown_timeout))
 
 
 async def _workers_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -51,6 +51,7 @@ class Dispatcher:
         self._slots = asyncio.Semaphore(concurrency)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def wake(self) -> None:
         self._wake.set()
@@ -59,18 +60,27 @@ class Dispatcher:
         self._wake.set()  # deliver whatever was pending before a restart
         self._task = asyncio.create_task(self._loop(), name="outbox")
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+    async def stop(self, deadline: float) -> None:
+        """Take no new actions; let deliveries in flight finish for up to ``deadline`` seconds (a
+        delivery cut off mid-request might reach the receiver without being recorded, and go twice)."""
+        if self._task is None:
+            return
+        self._stopping = True
+        self._wake.set()
+        try:
+            await asyncio.wait_for(self._task, deadline)
+        except TimeoutError:
+            log.warning("outbox deliveries still in flight at shutdown; they will be retried after restart")
+        except asyncio.CancelledError:
+            pass
 
     async def _loop(self) -> None:
-        while True:
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
             self._wake.clear()
             try:
-                while await self.deliver_due():
+                while not self._stopping and await self.deliver_due():
                     pass
             except Exception:
                 self._metrics.errors.labels("outbox").inc()
