@@ -28,8 +28,14 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench dashboards
 	$(BIN)/mypy
 
+# Every benchmark at its documented settings (about 30 minutes; the soak alone takes 10).
 bench: $(STAMP)
 	$(BIN)/python bench/webhook_load.py
+	$(BIN)/python bench/rca_speed.py --repeat 3
+	$(BIN)/python bench/memory_recall.py --local-queries 30
+	$(BIN)/python bench/actions_latency.py
+	$(BIN)/python bench/crash_safety.py
+	$(BIN)/python bench/soak.py --minutes 10
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
