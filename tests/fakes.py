@@ -52,10 +52,12 @@ def _bearer(request: web.Request, token: str) -> bool:
 class FakeSlack(Fake):
     """Slack Web API: chat.postMessage and chat.update (JSON bodies, bot token, ok:false on errors)."""
 
-    def __init__(self) -> None:
+    def __init__(self, delay: float = 0.0) -> None:
         super().__init__()
         self.messages: dict[str, dict[str, Any]] = {}  # ts -> message
         self._ts = itertools.count(1)
+        self.delay = delay  # seconds before answering: a slow Slack
+        self.arrived = 0  # requests received, answered or not
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -79,6 +81,9 @@ class FakeSlack(Fake):
         return None
 
     async def _parse(self, request: web.Request) -> tuple[dict[str, Any] | None, web.Response | None]:
+        self.arrived += 1
+        if self.delay:
+            await asyncio.sleep(self.delay)
         if not _bearer(request, SLACK_TOKEN):
             return None, web.json_response({"ok": False, "error": "invalid_auth"})
         scripted = self.scripted()

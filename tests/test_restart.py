@@ -22,14 +22,16 @@ from tests.conftest import TOKEN, auth_headers, fixture_body
 GROUPS = 300
 
 
-def _start_service(tmp_path: Path, port: int) -> subprocess.Popen[bytes]:
+def _start_service(
+    tmp_path: Path, port: int, extra_yaml: str = "", extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     config = tmp_path / "config.yaml"
     config.write_text(
-        f"server: {{host: 127.0.0.1, port: {port}, workers: 1}}\n"
+        f"server: {{host: 127.0.0.1, port: {port}, workers: 1, shutdown_timeout: 8s}}\n"
         f"storage: {{path: {tmp_path / 'state'}}}\n"
-        f"prometheus: {{url: 'http://127.0.0.1:{free_port()}', timeout: 1s, retries: 0}}\n"
+        f"prometheus: {{url: 'http://127.0.0.1:{free_port()}', timeout: 1s, retries: 0}}\n{extra_yaml}"
     )
-    env = {**os.environ, "AGENTIC_OBS_WEBHOOK_TOKEN": TOKEN}
+    env = {**os.environ, "AGENTIC_OBS_WEBHOOK_TOKEN": TOKEN, **(extra_env or {})}
     log = (tmp_path / "service.log").open("ab")
     return subprocess.Popen(
         [sys.executable, "-m", "agentic_observability", "serve", "--config", str(config)],
@@ -104,3 +106,40 @@ def _unprocessed(tmp_path: Path) -> dict[str, int]:
         total = db.execute("SELECT COUNT(*) FROM inbox").fetchone()[0]
     assert total == GROUPS  # every 202 is in the file
     return {"inbox": inbox, "jobs": jobs}
+
+
+async def test_sigterm_lets_an_in_flight_delivery_finish_and_exits_0(tmp_path: Path) -> None:
+    """A Slack post in flight at SIGTERM completes and is recorded (cut off, it could be sent twice)."""
+    from aiohttp.test_utils import TestServer
+
+    from tests.fakes import SLACK_TOKEN, FakeSlack
+
+    slack = FakeSlack(delay=2.0)
+    server = TestServer(slack.app(), host="127.0.0.1")
+    await server.start_server()
+    port = free_port()
+    api = server.make_url("/api")
+    slack_config = f"actions: {{slack: {{api_url: '{api}', channel: '#ops'}}, file: {{enabled: false}}}}\n"
+    service = _start_service(tmp_path, port, slack_config, {"SLACK_BOT_TOKEN": SLACK_TOKEN})
+    try:
+        base = f"http://127.0.0.1:{port}"
+        async with aiohttp.ClientSession() as http:
+            await _wait_up(http, base)
+            url = f"{base}/api/v1/webhook/alertmanager"
+            async with http.post(url, json=fixture_body("am-0.25-firing.json"), headers=auth_headers()) as r:
+                assert r.status == 202
+            for _ in range(100):
+                if slack.arrived:
+                    break
+                await asyncio.sleep(0.05)
+            assert slack.arrived == 1, "the delivery never started"
+        service.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(service.wait, 15) == 0
+    finally:
+        if service.poll() is None:
+            service.kill()
+        await server.close()
+    assert len(slack.parents()) == 1
+    with sqlite3.connect(tmp_path / "state" / "agentic-obs.sqlite3") as db:
+        states = db.execute("SELECT state FROM outbox WHERE sink = 'slack'").fetchall()
+    assert states == [("delivered",)]
