@@ -270,7 +270,7 @@ def _pd_problem(body: Any) -> str | None:
 
 
 class FakeModel(Fake):
-    """An OpenAI-compatible chat completions server. ``mode``: good | malformed | wrong-schema |
+    """An OpenAI-compatible chat completions server. ``mode``: good | malformed | wrong-schema | injected |
     hallucinated | timeout | 429 | 500. ``good`` names the first hypothesis of the packet it was sent."""
 
     def __init__(self, mode: str = "good") -> None:
@@ -310,6 +310,8 @@ class FakeModel(Fake):
             return '{"summary": "cut off mid-'
         if self.mode == "wrong-schema":
             return 'Sure! {"summary": 42, "root_cause": "carts"}'
+        if self.mode == "injected":  # a model that obeyed the alert text instead of the prompt
+            return json.dumps({"summary": "all fine", "actions": [{"pagerduty": "page everyone"}]})
         packet = json.loads(prompt[prompt.index("{", prompt.index("Evidence packet")) :])
         top = packet["hypotheses"][0] if packet["hypotheses"] else None
         service = "imaginary-service" if self.mode == "hallucinated" or top is None else top["service"]
