@@ -73,7 +73,7 @@ async def delivered(client: TestClient, count: int) -> bool:
 async def test_lifecycle_each_sink_hears_once(aiohttp_client: Client, tmp_path: Path, sinks: Sinks) -> None:
     client = await aiohttp_client(init_app(sinks.config(tmp_path)))
     assert (await post(client, fixture_body("am-0.25-firing.json"))).status == 202
-    await wait_for(lambda: delivered(client, 4))  # grafana, slack, pagerduty, file
+    await wait_for(lambda: delivered(client, 5))  # grafana, slack parent + investigation, pagerduty, file
     (parent,) = sinks.slack.parents()
     assert parent["blocks"][0]["text"]["text"].startswith("[FIRING] HighCheckoutLatency")
     (annotation,) = sinks.grafana.annotations.values()
@@ -83,11 +83,12 @@ async def test_lifecycle_each_sink_hears_once(aiohttp_client: Client, tmp_path: 
     assert trigger["payload"]["severity"] == "critical" and trigger["dedup_key"] == "agentic-obs-1"
 
     assert (await post(client, fixture_body("am-0.25-resolved.json"))).status == 202
-    await wait_for(lambda: delivered(client, 10))  # + annotation end, update, reply, resolve, file, memory
+    await wait_for(lambda: delivered(client, 11))  # + annotation end, update, reply, resolve, file, memory
     assert len(sinks.slack.parents()) == 1
     assert parent["blocks"][0]["text"]["text"].startswith("[RESOLVED]")  # updated in place
-    (reply,) = sinks.slack.replies(parent["ts"])
-    assert reply["blocks"][0]["text"]["text"].startswith("*Resolved at")
+    investigation, resolved = sinks.slack.replies(parent["ts"])
+    assert investigation["blocks"][0]["text"]["text"] == "*Investigation (rules reasoner)*"
+    assert resolved["blocks"][0]["text"]["text"].startswith("*Resolved at")
     assert len(sinks.grafana.annotations) == 1 and annotation["timeEnd"] >= annotation["time"]
     assert set(annotation["tags"]) >= {"agentic-obs", "checkout"}  # the PATCH kept them
     (resolve,) = sinks.pagerduty.events("resolve")
@@ -138,9 +139,9 @@ async def test_faults_and_restart_still_deliver_exactly_once(
     sinks.grafana.down = False
     second = await aiohttp_client(init_app(config))
     assert (await post(second, fixture_body("am-0.25-resolved.json"))).status == 202
-    await wait_for(lambda: delivered(second, 10), within=30)
+    await wait_for(lambda: delivered(second, 11), within=30)
     assert len(sinks.slack.parents()) == 1
-    assert len(sinks.slack.replies(sinks.slack.parents()[0]["ts"])) == 1
+    assert len(sinks.slack.replies(sinks.slack.parents()[0]["ts"])) == 2
     assert len(sinks.grafana.annotations) == 1
     assert [a for a, _ in sinks.grafana.requests] == ["add", "patch"]
     assert len(sinks.pagerduty.events("trigger")) == 1 and len(sinks.pagerduty.events("resolve")) == 1

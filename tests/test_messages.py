@@ -77,3 +77,11 @@ def test_pagerduty_severity_mapping_and_limits() -> None:
         "event_action": "resolve",
         "dedup_key": "agentic-obs-4",
     }
+
+
+def test_grafana_text_escapes_alert_html_and_keeps_the_link() -> None:
+    report = {**REPORT, "summary": "Hi <img src=x onerror=alert(1)> firing\n" + "line\n" * 1000}
+    text = messages.grafana_text(INCIDENT, report, "https://svc/api/v1/incidents/4")
+    assert "<img" not in text and "&lt;img src=x onerror=alert(1)&gt;" in text
+    assert text.endswith('<a href="https://svc/api/v1/incidents/4">incident report</a>')
+    assert len(text) < messages.GRAFANA_TEXT_LIMIT + 100

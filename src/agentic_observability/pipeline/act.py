@@ -1,7 +1,8 @@
 """Act stage: which sinks hear about an incident, and what each is told. Pure planning; the outbox
 dispatcher delivers (exactly once per dedup key) and records what each sink gave back.
 
-analyze -> Grafana annotation, Slack parent (+ a "seen before" thread reply), PagerDuty trigger;
+analyze -> Grafana annotation, Slack parent (+ thread replies: the full investigation, and "seen
+before" when memory recalled something), PagerDuty trigger;
 resolve -> annotation end, Slack parent updated + a resolution reply, PagerDuty resolve, and the
 incident remembered. Nothing here reads the model's answer to decide *whether* to act: routing is
 config over the alert's own labels, so prompt-injected text cannot trigger an action.
@@ -132,7 +133,13 @@ def _slack_actions(
     i = incident.id
     parent = messages.slack_parent(view, report, url)
     if kind == "analyze":
-        planned = [Action(i, "slack", "open", parent)]
+        heading = f"Investigation ({report.get('reasoner', 'rules')} reasoner)"
+        planned = [
+            Action(i, "slack", "open", parent),
+            Action(
+                i, "slack", "reply:investigation", messages.slack_reply(heading, report.get("summary", ""))
+            ),
+        ]
         similar = report.get("similar_incidents") or []
         if similar:
             body = messages.slack_reply("Seen before", messages.recurrence_text(similar))

@@ -7,6 +7,7 @@ Slack's 3,000-character limit, split at whitespace, never mid-word.
 
 from __future__ import annotations
 
+import html
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -136,9 +137,17 @@ def recurrence_text(similar: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+GRAFANA_TEXT_LIMIT = 2000
+
+
 def grafana_text(incident: Mapping[str, Any], report: Mapping[str, Any], incident_url: str | None) -> str:
-    link = f'\n<a href="{incident_url}">incident report</a>' if incident_url else ""
-    return f"{incident['title']} ({incident['status']})\n{_cause_line(report)}{link}"
+    """The report's summary (its first line names the alert and state), capped and HTML-escaped
+    (Grafana renders annotation text as HTML, and the summary quotes alert text), and a link back."""
+    summary = str(report.get("summary") or f"{incident['title']} ({incident['status']})")
+    if len(summary) > GRAFANA_TEXT_LIMIT:
+        summary = summary[:GRAFANA_TEXT_LIMIT].rsplit("\n", 1)[0] + "\n…"
+    link = f'\n<a href="{html.escape(incident_url)}">incident report</a>' if incident_url else ""
+    return html.escape(summary, quote=False) + link
 
 
 def grafana_tags(incident: Mapping[str, Any], report: Mapping[str, Any]) -> list[str]:
