@@ -18,6 +18,7 @@ import statistics
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -44,14 +45,18 @@ def body(n: int) -> bytes:
     resolving = (n // GROUPS) % 2 == 1  # each group alternates firing / resolved rounds
     name = f"SoakGroup{group}"
     status = "resolved" if resolving else "firing"
-    round_start = f"2026-11-27T{(n // (2 * GROUPS)) % 24:02d}:00:00Z"
+    # every round of a group gets its own start time, so no round repeats an earlier one (which
+    # Alertmanager's dedup keys would rightly treat as a retry)
+    started = datetime(2026, 11, 27, tzinfo=UTC) + timedelta(hours=n // (2 * GROUPS))
+    round_start = started.isoformat().replace("+00:00", "Z")
+    round_end = (started + timedelta(minutes=30)).isoformat().replace("+00:00", "Z")
     alerts = [
         {
             "status": status,
             "labels": {"alertname": name, "service": f"svc-{group % 10}", "severity": "warning", "i": str(i)},
             "annotations": {"summary": "soak"},
             "startsAt": round_start,
-            "endsAt": round_start.replace(":00:00Z", ":30:00Z") if resolving else "0001-01-01T00:00:00Z",
+            "endsAt": round_end if resolving else "0001-01-01T00:00:00Z",
             "generatorURL": "",
             "fingerprint": f"{group:04x}{i:04x}",
         }

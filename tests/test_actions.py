@@ -208,3 +208,25 @@ async def test_feedback_reaches_memory_and_later_recall(aiohttp_client: Client, 
     assert similar["id"] == "1" and similar["root_cause"] == "payments-db" and similar["confirmed"] is True
     assert "failed over the primary" in detail["report"]["summary"]
     assert detail["report"]["reasoner"] == "rules"
+
+
+async def test_a_slow_receiver_does_not_hold_up_the_others(
+    aiohttp_client: Client, tmp_path: Path, sinks: Sinks
+) -> None:
+    sinks.slack.delay = 3.0
+    client = await aiohttp_client(init_app(sinks.config(tmp_path)))
+    await post(client, fixture_body("am-0.25-firing.json"))
+
+    async def slack_busy() -> bool:
+        return sinks.slack.arrived >= 1
+
+    await wait_for(slack_busy)
+    second = fixture_body("am-0.25-firing.json")
+    second["groupKey"] = "another-group"
+    await post(client, second)
+
+    async def both_paged() -> bool:
+        return len(sinks.pagerduty.events("trigger")) == 2
+
+    await wait_for(both_paged, within=2.0)  # while the first Slack post is still in flight
+    assert sinks.slack.parents() == []

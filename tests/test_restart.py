@@ -141,5 +141,6 @@ async def test_sigterm_lets_an_in_flight_delivery_finish_and_exits_0(tmp_path: P
         await server.close()
     assert len(slack.parents()) == 1
     with sqlite3.connect(tmp_path / "state" / "agentic-obs.sqlite3") as db:
-        states = db.execute("SELECT state FROM outbox WHERE sink = 'slack'").fetchall()
-    assert states == [("delivered",)]
+        states = db.execute("SELECT action, state FROM outbox WHERE sink = 'slack' ORDER BY id").fetchall()
+    # the parent was in flight and finished; the thread reply had not started and waits for the restart
+    assert states == [("open", "delivered"), ("reply:investigation", "pending")]

@@ -184,7 +184,9 @@ class Store:
 
     # -- outbox ----------------------------------------------------------------------------------
 
-    async def due_actions(self, now: float, limit: int = 100) -> list[OutboxItem]:
+    async def due_actions(
+        self, now: float, limit: int = 200, exclude: Sequence[int] = ()
+    ) -> list[OutboxItem]:
         """Pending actions that may go now: per incident and sink only the oldest one, so a Slack reply
         never overtakes the parent message it threads under. New incidents' first messages go before
         follow-ups of older ones: under a rate limit, the on-call hears of a new incident first."""
@@ -193,8 +195,9 @@ class Store:
             "r.external_id FROM outbox o LEFT JOIN action_refs r "
             "ON r.incident_id = o.incident_id AND r.sink = o.sink "
             "WHERE o.id IN (SELECT MIN(id) FROM outbox WHERE state = 'pending' GROUP BY incident_id, sink) "
-            "AND o.next_attempt_at <= ? ORDER BY o.action != 'open', o.id LIMIT ?",
-            (now, limit),
+            "AND o.next_attempt_at <= ? AND o.id NOT IN (SELECT value FROM json_each(?)) "
+            "ORDER BY o.action != 'open', o.id LIMIT ?",
+            (now, json.dumps(list(exclude)), limit),
         )
         return [
             OutboxItem(int(i), str(inc), sink, action, json.loads(payload), int(att), float(created), ref)

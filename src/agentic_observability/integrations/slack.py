@@ -7,6 +7,7 @@ which only the postMessage answer gives when the config names the channel.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
@@ -44,6 +45,8 @@ class SlackSink:
         self._webhook = webhook
         # Slack allows about one message per second per channel, with short bursts: 3 per 3 s.
         self._per_channel = AsyncLimiter(3, 3.0)
+        self._parents_waiting = 0
+        self._turn = asyncio.Condition()
 
     @classmethod
     def create(
@@ -71,8 +74,21 @@ class SlackSink:
         return cls(guard, client, channel, webhook)
 
     async def deliver(self, item: OutboxItem) -> str | None:
-        async with self._per_channel:
-            return await self.guard.call(lambda: self._deliver(item))
+        """Within the channel's rate, a new incident's parent message goes before any follow-up."""
+        first = item.ref is None
+        if first:
+            self._parents_waiting += 1
+        try:
+            if not first:
+                async with self._turn:
+                    await self._turn.wait_for(lambda: self._parents_waiting == 0)
+            async with self._per_channel:
+                return await self.guard.call(lambda: self._deliver(item))
+        finally:
+            if first:
+                self._parents_waiting -= 1
+                async with self._turn:
+                    self._turn.notify_all()
 
     async def _deliver(self, item: OutboxItem) -> str | None:
         try:

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 30  # with backoff capped at 5 min: about two hours of trying
 MAX_BACKOFF = 300.0
 POLL_SECONDS = 1.0
+SAFETY_MULTIPLE = 6
 
 
 def backoff(attempts: int, base: float = 1.0) -> float:
@@ -41,7 +42,7 @@ class Dispatcher:
         metrics: Metrics,
         timeout: float,
         first_backoff: float = 1.0,
-        concurrency: int = 8,
+        concurrency: int = 32,
     ) -> None:
         self._first_backoff = first_backoff
         self._store = store
@@ -52,6 +53,10 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        # One delivery at a time per (incident, sink) "lane", many lanes at once: a lane waiting on
+        # a slow or rate-limited receiver never holds up the others.
+        self._in_flight: dict[tuple[str, str], int] = {}
+        self._deliveries: set[asyncio.Task[None]] = set()
 
     def wake(self) -> None:
         self._wake.set()
@@ -67,31 +72,52 @@ class Dispatcher:
             return
         self._stopping = True
         self._wake.set()
-        try:
-            await asyncio.wait_for(self._task, deadline)
-        except TimeoutError:
-            log.warning("outbox deliveries still in flight at shutdown; they will be retried after restart")
-        except asyncio.CancelledError:
-            pass
+        await asyncio.gather(self._task, return_exceptions=True)
+        if not self._deliveries:
+            return
+        _, late = await asyncio.wait(set(self._deliveries), timeout=deadline)
+        if late:
+            log.warning(
+                "%d outbox deliveries still in flight at shutdown; they resume after restart", len(late)
+            )
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
 
     async def _loop(self) -> None:
         while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
             self._wake.clear()
+            if self._stopping:
+                break
             try:
-                while not self._stopping and await self.deliver_due():
-                    pass
+                await self.start_due()
             except Exception:
                 self._metrics.errors.labels("outbox").inc()
                 log.exception("outbox dispatch failed, will retry")
                 await asyncio.sleep(POLL_SECONDS)
 
-    async def deliver_due(self) -> int:
-        """Deliver every action due now (one per incident and sink); returns how many were tried."""
-        items = await self._store.due_actions(time.time())
-        await asyncio.gather(*(self._deliver(item) for item in items))
+    async def start_due(self) -> int:
+        """Start delivering every action due now whose lane is free; returns how many started."""
+        busy = list(self._in_flight.values())
+        items = await self._store.due_actions(time.time(), exclude=busy)
+        for item in items:
+            lane = (item.incident_id, item.sink)
+            if lane in self._in_flight:
+                continue
+            self._in_flight[lane] = item.id
+            task = asyncio.create_task(self._deliver_in_lane(item, lane))
+            self._deliveries.add(task)
+            task.add_done_callback(self._deliveries.discard)
         return len(items)
+
+    async def _deliver_in_lane(self, item: OutboxItem, lane: tuple[str, str]) -> None:
+        try:
+            await self._deliver(item)
+        finally:
+            self._in_flight.pop(lane, None)
+            self._wake.set()  # the lane's next action may be due now
 
     async def _deliver(self, item: OutboxItem) -> None:
         sink = self._sinks.get(item.sink)
@@ -101,7 +127,9 @@ class Dispatcher:
                 return
             async with self._slots:
                 try:
-                    ref = await asyncio.wait_for(sink.deliver(item), self._timeout)
+                    # Each adapter times its own requests out; this outer bound is a safety net that
+                    # also covers waiting for a receiver's rate limit, hence the generous multiple.
+                    ref = await asyncio.wait_for(sink.deliver(item), self._timeout * SAFETY_MULTIPLE)
                 except DeliveryError as exc:
                     await (
                         self._give_up(item, str(exc))
