@@ -36,14 +36,14 @@ class TimedSlack(FakeSlack):
 
     def __init__(self) -> None:
         super().__init__()
-        self.arrived: dict[str, float] = {}
+        self.parent_arrival: dict[str, float] = {}
 
     async def post_message(self, request: web.Request) -> web.Response:
         response = await super().post_message(request)
         body = self.requests[-1][1] if self.requests else {}
         if response.status == 200 and not body.get("thread_ts"):
             header = body["blocks"][0]["text"]["text"]
-            self.arrived.setdefault(header.split()[-1], time.perf_counter())
+            self.parent_arrival.setdefault(header.split()[-1], time.perf_counter())
         return response
 
 
@@ -100,7 +100,7 @@ async def run(incidents: int, interval: float) -> None:
                 accepted[f"BenchIncident{n}"] = done
                 await asyncio.sleep(interval)
         deadline = time.perf_counter() + 60
-        while len(slack.arrived) < incidents and time.perf_counter() < deadline:  # noqa: ASYNC110
+        while len(slack.parent_arrival) < incidents and time.perf_counter() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.1)
     finally:
         service.terminate()
@@ -121,7 +121,11 @@ def row(name: str, values: list[float]) -> str:
 def report(
     accepted: dict[str, float], slack: TimedSlack, webhook_ms: list[float], incidents: int, interval: float
 ) -> None:
-    to_slack = [(slack.arrived[name] - t) * 1000 for name, t in accepted.items() if name in slack.arrived]
+    to_slack = [
+        (slack.parent_arrival[name] - t) * 1000
+        for name, t in accepted.items()
+        if name in slack.parent_arrival
+    ]
     print(f"python bench/actions_latency.py --incidents {incidents} --interval {interval}")
     print("| measured | n | p50 ms | p99 ms | max ms |")
     print("|---|---|---|---|---|")

@@ -146,16 +146,21 @@ def main() -> int:
     )
     parser.add_argument("--minutes", type=float, default=10)
     parser.add_argument("--rate", type=float, default=50, help="alerts per second")
+    parser.add_argument(
+        "--no-memory", action="store_true", help="control run: incident memory off (does RSS still grow?)"
+    )
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="bench-soak-"))
     prometheus = start_prometheus(workdir / "prometheus")
     port = free_port()
-    service = start_service(workdir, port, WATCHES, None, prometheus.url)
+    extra = WATCHES + ("memory: {enabled: false}\n" if args.no_memory else "")
+    service = start_service(workdir, port, extra, None, prometheus.url)
     try:
         base = f"http://127.0.0.1:{port}"
         wait_http(f"{base}/api/v1/health")
         start_rss = rss_mib(service.pid)
-        print(f"python bench/soak.py --minutes {args.minutes:g} --rate {args.rate:g}")
+        flags = " --no-memory" if args.no_memory else ""
+        print(f"python bench/soak.py --minutes {args.minutes:g} --rate {args.rate:g}{flags}")
         print(f"RSS at start: {start_rss:.0f} MiB")
         print(
             "| minute | posts | p50 ms | p99 ms | non-202 | RSS MiB | max queue | errors | watch polls "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from agentic_observability.webhook.openapi import document
 from tests.conftest import TOKEN, make_config
 
 CASES = int(os.environ.get("AGENTIC_OBS_FUZZ_CASES", "60"))
+SENT: Counter[str] = Counter()  # requests sent, by operation: printed at the end (pytest -s)
 schema = schemathesis.openapi.from_dict(document())
 
 
@@ -67,6 +69,8 @@ class LiveService:
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
     with LiveService(tmp_path_factory.mktemp("live")) as service:
         yield service
+    by_operation = ", ".join(f"{name} {count}" for name, count in sorted(SENT.items()))
+    print(f"\nfuzz: {sum(SENT.values())} requests, none answered 500 ({by_operation})")
 
 
 @schema.parametrize()
@@ -78,6 +82,7 @@ def test_no_request_from_the_openapi_document_gets_a_5xx(case: schemathesis.Case
     # grafana-client's HTTP stack (niquests) installs in place of urllib3.
     kwargs = case.as_transport_kwargs(base_url=live.url, headers={"Authorization": f"Bearer {TOKEN}"})
     response = requests.request(**kwargs, timeout=10)
+    SENT[f"{case.method} {case.path}"] += 1
     documented = {int(code) for code in case.operation.definition.raw["responses"] if code.isdigit()}
     # A 5xx is allowed only where documented (502: Prometheus unreachable for /analyze); never a 500.
     allowed = response.status_code < 500 or response.status_code in documented - {500}
@@ -130,6 +135,7 @@ def test_arbitrary_webhook_bodies_get_202_or_a_clear_400(body: object, live: Liv
         headers={"Authorization": f"Bearer {TOKEN}"},
         timeout=10,
     )
+    SENT["POST /api/v1/webhook/alertmanager (hypothesis bodies)"] += 1
     assert response.status_code in (202, 400), response.text
     if response.status_code == 400:
         error = response.json()

@@ -188,15 +188,16 @@ class Store:
         self, now: float, limit: int = 200, exclude: Sequence[int] = ()
     ) -> list[OutboxItem]:
         """Pending actions that may go now: per incident and sink only the oldest one, so a Slack reply
-        never overtakes the parent message it threads under. New incidents' first messages go before
-        follow-ups of older ones: under a rate limit, the on-call hears of a new incident first."""
+        never overtakes the parent message it threads under. A new incident's first actions (the page,
+        the parent message, the annotation) go before follow-ups of older ones: under a rate limit,
+        the on-call hears of the new incident first. ``exclude``: ids already being delivered."""
         rows = await self._reader.execute_fetchall(
             "SELECT o.id, o.incident_id, o.sink, o.action, o.payload, o.attempts, o.created_at, "
             "r.external_id FROM outbox o LEFT JOIN action_refs r "
             "ON r.incident_id = o.incident_id AND r.sink = o.sink "
             "WHERE o.id IN (SELECT MIN(id) FROM outbox WHERE state = 'pending' GROUP BY incident_id, sink) "
             "AND o.next_attempt_at <= ? AND o.id NOT IN (SELECT value FROM json_each(?)) "
-            "ORDER BY o.action != 'open', o.id LIMIT ?",
+            "ORDER BY o.action NOT IN ('open', 'trigger'), o.id LIMIT ?",
             (now, json.dumps(list(exclude)), limit),
         )
         return [
