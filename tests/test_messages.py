@@ -85,3 +85,26 @@ def test_grafana_text_escapes_alert_html_and_keeps_the_link() -> None:
     assert "<img" not in text and "&lt;img src=x onerror=alert(1)&gt;" in text
     assert text.endswith('<a href="https://svc/api/v1/incidents/4">incident report</a>')
     assert len(text) < messages.GRAFANA_TEXT_LIMIT + 100
+
+
+async def test_an_urgent_caller_overtakes_queued_ordinary_ones() -> None:
+    import asyncio
+    import time
+
+    from agentic_observability.integrations.delivery import PriorityRateLimiter
+
+    limiter = PriorityRateLimiter(rate=20.0, burst=1)
+    order: list[str] = []
+
+    async def take(name: str, urgent: bool) -> None:
+        await limiter.acquire(urgent)
+        order.append(name)
+
+    await limiter.acquire(False)  # the bucket is now empty
+    started = time.monotonic()
+    waiting = [asyncio.create_task(take(f"reply-{i}", False)) for i in range(3)]
+    await asyncio.sleep(0.005)
+    waiting.append(asyncio.create_task(take("parent", True)))
+    await asyncio.gather(*waiting)
+    assert order[0] == "parent" and sorted(order[1:]) == ["reply-0", "reply-1", "reply-2"]
+    assert time.monotonic() - started >= 3 / 20.0 * 0.9  # still at most 20 a second

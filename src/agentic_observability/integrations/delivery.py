@@ -3,6 +3,9 @@ the receiver's ``Retry-After``."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
 from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -21,8 +24,6 @@ def retry_after(headers: Mapping[str, str] | None) -> float | None:
     except ValueError:
         pass
     try:
-        import time
-
         return max(parsedate_to_datetime(value).timestamp() - time.time(), 0.0)
     except (TypeError, ValueError):
         return None
@@ -49,3 +50,38 @@ def sink_guard(name: str, fail_max: int, reset_after: float) -> Guard:
 
 def connection_failure(sink: str, exc: Any) -> DeliveryError:
     return DeliveryError(f"{sink}: {type(exc).__name__}: {exc}", permanent=False)
+
+
+class PriorityRateLimiter:
+    """A token bucket (``rate`` per second, bursts of ``burst``) in which urgent callers go first:
+    an ordinary caller takes a token only while no urgent one is waiting. aiolimiter serves callers
+    in arrival order, so a queue of thread replies would hold up the next incident's first message."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self._rate = rate
+        self._burst = float(burst)
+        self._tokens = float(burst)
+        self._stamp = time.monotonic()
+        self._urgent_waiting = 0
+        self._changed = asyncio.Condition()
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
+        self._stamp = now
+
+    async def acquire(self, urgent: bool) -> None:
+        async with self._changed:
+            self._urgent_waiting += urgent
+            try:
+                while True:
+                    self._refill()
+                    if self._tokens >= 1 and (urgent or not self._urgent_waiting):
+                        self._tokens -= 1
+                        return
+                    wait = max((1 - self._tokens) / self._rate, 0.01)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._changed.wait(), wait)
+            finally:
+                self._urgent_waiting -= urgent
+                self._changed.notify_all()

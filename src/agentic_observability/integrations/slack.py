@@ -7,19 +7,22 @@ which only the postMessage answer gives when the config names the channel.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
-from aiolimiter import AsyncLimiter
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from agentic_observability.errors import DeliveryError
-from agentic_observability.integrations.delivery import connection_failure, http_failure, retry_after
+from agentic_observability.integrations.delivery import (
+    PriorityRateLimiter,
+    connection_failure,
+    http_failure,
+    retry_after,
+)
 from agentic_observability.integrations.resilience import Guard
 from agentic_observability.models import OutboxItem
 
@@ -43,10 +46,8 @@ class SlackSink:
         self._client = client
         self._channel = channel
         self._webhook = webhook
-        # Slack allows about one message per second per channel, with short bursts: 3 per 3 s.
-        self._per_channel = AsyncLimiter(3, 3.0)
-        self._parents_waiting = 0
-        self._turn = asyncio.Condition()
+        # Slack allows about one message per second per channel, with short bursts.
+        self._per_channel = PriorityRateLimiter(rate=1.0, burst=3)
 
     @classmethod
     def create(
@@ -73,22 +74,13 @@ class SlackSink:
         )
         return cls(guard, client, channel, webhook)
 
+    async def wait_turn(self, item: OutboxItem) -> None:
+        """Keep to the channel's rate; a new incident's parent message goes before any follow-up.
+        The dispatcher awaits this before taking a delivery slot, so waiting here blocks no one else."""
+        await self._per_channel.acquire(urgent=item.ref is None)
+
     async def deliver(self, item: OutboxItem) -> str | None:
-        """Within the channel's rate, a new incident's parent message goes before any follow-up."""
-        first = item.ref is None
-        if first:
-            self._parents_waiting += 1
-        try:
-            if not first:
-                async with self._turn:
-                    await self._turn.wait_for(lambda: self._parents_waiting == 0)
-            async with self._per_channel:
-                return await self.guard.call(lambda: self._deliver(item))
-        finally:
-            if first:
-                self._parents_waiting -= 1
-                async with self._turn:
-                    self._turn.notify_all()
+        return await self.guard.call(lambda: self._deliver(item))
 
     async def _deliver(self, item: OutboxItem) -> str | None:
         try:

@@ -31,7 +31,8 @@ class ChatModel(Protocol):
 
 
 class Sink(Protocol):
-    """Delivers one outbox action; returns the id the receiver gave the incident (kept for updates)."""
+    """Delivers one outbox action; returns the id the receiver gave the incident (kept for updates).
+    A sink with a rate limit also has ``async wait_turn(item)``, awaited before the delivery."""
 
     name: str
 

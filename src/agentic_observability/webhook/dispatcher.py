@@ -125,6 +125,9 @@ class Dispatcher:
             if sink is None:
                 await self._give_up(item, f"sink {item.sink!r} is no longer configured")
                 return
+            wait_turn = getattr(sink, "wait_turn", None)
+            if wait_turn is not None:
+                await wait_turn(item)  # a receiver's rate limit, waited outside the delivery slots
             async with self._slots:
                 try:
                     # Each adapter times its own requests out; this outer bound is a safety net that
