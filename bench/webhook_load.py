@@ -218,12 +218,17 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--alerts-per-body", type=int, default=1)
+    parser.add_argument(
+        "--config-extra",
+        default="",
+        help="YAML appended to the service's config, e.g. 'memory: {enabled: false}'",
+    )
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="bench-webhook-"))
     bare_port, service_port = free_port(), free_port()
     bare = mp.get_context("spawn").Process(target=run_bare, args=(bare_port,), daemon=True)
     bare.start()
-    service = start_service(workdir, service_port)
+    service = start_service(workdir, service_port, args.config_extra + "\n" if args.config_extra else "")
     try:
         wait_http(f"http://127.0.0.1:{service_port}/api/v1/health")
         time.sleep(0.5)
@@ -252,6 +257,7 @@ def main() -> int:
         "reproduce: python bench/webhook_load.py "
         f"--seconds {args.seconds:g} --concurrency {args.concurrency} "
         f"--alerts-per-body {args.alerts_per_body}"
+        + (f" --config-extra '{args.config_extra}'" if args.config_extra else "")
     )
     return 0 if stored >= acked else 1
 

@@ -93,14 +93,15 @@ async def test_an_urgent_caller_overtakes_queued_ordinary_ones() -> None:
 
     from agentic_observability.integrations.delivery import PriorityRateLimiter
 
-    limiter = PriorityRateLimiter(rate=20.0, burst=1)
+    limiter = PriorityRateLimiter(rate=20.0, burst=2)
     order: list[str] = []
 
     async def take(name: str, urgent: bool) -> None:
         await limiter.acquire(urgent)
         order.append(name)
 
-    await limiter.acquire(False)  # the bucket is now empty
+    await limiter.acquire(True)
+    await limiter.acquire(True)  # the bucket is now empty
     started = time.monotonic()
     waiting = [asyncio.create_task(take(f"reply-{i}", False)) for i in range(3)]
     await asyncio.sleep(0.005)

@@ -53,9 +53,10 @@ def connection_failure(sink: str, exc: Any) -> DeliveryError:
 
 
 class PriorityRateLimiter:
-    """A token bucket (``rate`` per second, bursts of ``burst``) in which urgent callers go first:
-    an ordinary caller takes a token only while no urgent one is waiting. aiolimiter serves callers
-    in arrival order, so a queue of thread replies would hold up the next incident's first message."""
+    """A token bucket (``rate`` per second, bursts of ``burst``) in which urgent callers go first: an
+    ordinary caller takes a token only while no urgent one is waiting, and never the last one, which
+    stays for the next urgent caller. aiolimiter serves callers in arrival order, so a queue of thread
+    replies would hold up the next incident's first message."""
 
     def __init__(self, rate: float, burst: int) -> None:
         self._rate = rate
@@ -76,10 +77,11 @@ class PriorityRateLimiter:
             try:
                 while True:
                     self._refill()
-                    if self._tokens >= 1 and (urgent or not self._urgent_waiting):
+                    needed = 1.0 if urgent else 2.0  # ordinary callers leave one token in reserve
+                    if self._tokens >= needed and (urgent or not self._urgent_waiting):
                         self._tokens -= 1
                         return
-                    wait = max((1 - self._tokens) / self._rate, 0.01)
+                    wait = max((needed - self._tokens) / self._rate, 0.01)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._changed.wait(), wait)
             finally:

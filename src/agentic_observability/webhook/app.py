@@ -206,6 +206,7 @@ async def _workers_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     workers = Workers(app[STORE], deps, metrics, config.file.server.workers)
     workers.on_actions = app[DISPATCHER].wake
+    app[DISPATCHER].under_pressure = lambda: workers.under_pressure
     app[WORKERS] = workers
     await workers.start()
     yield

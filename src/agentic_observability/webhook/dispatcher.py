@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from agentic_observability.errors import DeliveryError, UpstreamUnavailableError
 from agentic_observability.models import OutboxItem
@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 30  # with backoff capped at 5 min: about two hours of trying
 MAX_BACKOFF = 300.0
 POLL_SECONDS = 1.0
+MIN_QUERY_INTERVAL = 0.05
+STORM_QUERY_INTERVAL = 0.5
 SAFETY_MULTIPLE = 6
 
 
@@ -56,6 +58,7 @@ class Dispatcher:
         # One delivery at a time per (incident, sink) "lane", many lanes at once: a lane waiting on
         # a slow or rate-limited receiver never holds up the others.
         self._in_flight: dict[tuple[str, str], int] = {}
+        self.under_pressure: Callable[[], bool] = lambda: False  # set to the workers' storm signal
         self._deliveries: set[asyncio.Task[None]] = set()
 
     def wake(self) -> None:
@@ -93,6 +96,9 @@ class Dispatcher:
                 break
             try:
                 await self.start_due()
+                # Wakes come with every finished job and delivery; one outbox query per interval is
+                # enough. During an alert storm intake comes first: query less often.
+                await asyncio.sleep(STORM_QUERY_INTERVAL if self.under_pressure() else MIN_QUERY_INTERVAL)
             except Exception:
                 self._metrics.errors.labels("outbox").inc()
                 log.exception("outbox dispatch failed, will retry")

@@ -43,7 +43,7 @@ class Workers:
         deps: PipelineDeps,
         metrics: Metrics,
         count: int,
-        storm_jobs_per_second: float = 100.0,
+        storm_jobs_per_second: float = 10.0,
     ) -> None:
         self._store = store
         self._deps = deps
