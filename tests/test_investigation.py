@@ -154,13 +154,3 @@ def test_missing_inputs_are_one_line_errors(tmp_path: Path, capsys: pytest.Captu
     assert main(["rca", str(tmp_path), "--output", str(tmp_path / "o.json")]) == 2
     err = capsys.readouterr().err
     assert "not a directory of cases" in err and "case.json: cannot read" in err
-
-
-def test_onset_is_the_current_change_when_the_fault_came_and_went_before() -> None:
-    # the same fault hit 5 minutes earlier for 2 minutes; the incident at hand is the second one
-    rng = np.random.default_rng(12)
-    values = 0.2 + rng.normal(0, 0.01, TS.size)
-    values[(TS >= FAULT - 300) & (TS < FAULT - 180)] += 1.0
-    values[TS >= FAULT] += 1.0
-    ranking = rank_entities([series("carts", values, "cpu")], FAULT + 30)
-    assert ranking[0].onset is not None and abs(ranking[0].onset - FAULT) <= 10

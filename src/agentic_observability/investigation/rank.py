@@ -89,37 +89,21 @@ def _finite(ts: np.ndarray, values: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return chosen[np.isfinite(chosen)]
 
 
-def _bridge_gaps(above: np.ndarray, gap: int) -> np.ndarray:
-    """``above`` with gaps of up to ``gap`` points between two deviating points filled in, so one
-    noisy dip does not split a change in two."""
-    index = np.arange(above.size)
-    last = np.maximum.accumulate(np.where(above, index, -(10**9)))
-    following = np.minimum.accumulate(np.where(above, index, 10**9)[::-1])[::-1]
-    return above | ((index - last <= gap) & (following - index <= gap))
+def _first_persistent(times: np.ndarray, deviations: np.ndarray, threshold: float, run: int) -> float | None:
+    """Time of the first point that starts ``run`` consecutive deviations above ``threshold``."""
+    above = deviations > threshold
+    if run <= 1:
+        hits = np.flatnonzero(above)
+        return float(times[hits[0]]) if hits.size else None
+    window = np.convolve(above.astype(np.int32), np.ones(run, dtype=np.int32), mode="valid")
+    hits = np.flatnonzero(window == run)
+    return float(times[hits[0]]) if hits.size else None
 
 
-def _persistent_runs(
-    times: np.ndarray, deviations: np.ndarray, threshold: float, run: int, gap: int = 2
-) -> tuple[np.ndarray, np.ndarray]:
-    """(start, end) times of every stretch of at least ``run`` deviating points, gaps of up to
-    ``gap`` points bridged."""
-    above = _bridge_gaps(deviations > threshold, gap)
-    edges = np.diff(np.concatenate(([0], above.astype(np.int8), [0])))
-    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
-    keep = ends - starts >= max(run, 1)
-    return times[starts[keep]], times[ends[keep] - 1]
-
-
-def signal_onset(
-    series: SignalSeries, incident_time: float, config: RankConfig, ongoing_at: float | None = None
-) -> float | None:
+def signal_onset(series: SignalSeries, incident_time: float, config: RankConfig) -> float | None:
     """When this signal started to deviate, searched from ``onset_lookback`` before the incident time.
-
-    Without ``ongoing_at``: the start of the latest change that began by the incident time (when the
-    same fault came and went earlier in the window, the incident at hand began with the change still
-    going on). With it: the start of the first change still deviating at ``ongoing_at`` or later.
-    The reference is the data before the search window when there is enough, else all data before
-    the incident time (median and MAD tolerate the contamination of a late incident time)."""
+    The reference is the data before that search window when there is enough, else all data before the
+    incident time (median and IQR tolerate the contamination of a late incident time)."""
     ts, values = series.timestamps, series.values
     earliest = incident_time - config.onset_lookback
     reference = _finite(ts, values, ts < earliest)
@@ -134,17 +118,12 @@ def signal_onset(
     scale = max(mad, config.relative_floor * abs(median), 1e-9)
     search = (ts >= earliest) & np.isfinite(values)
     deviations = np.abs(values[search] - median) / scale
-    starts, ends = _persistent_runs(ts[search], deviations, config.onset_threshold, config.onset_persistence)
-    if ongoing_at is None:
-        chosen = np.flatnonzero(starts <= incident_time)
-        return float(starts[chosen[-1]]) if chosen.size else None
-    chosen = np.flatnonzero(ends >= ongoing_at)
-    return float(starts[chosen[0]]) if chosen.size else None
+    return _first_persistent(ts[search], deviations, config.onset_threshold, config.onset_persistence)
 
 
 def estimate_onset(series: Sequence[SignalSeries], incident_time: float, config: RankConfig) -> float:
-    """The incident's onset: the earliest of the signals' current changes, never after the given
-    time. Falls back to the given time when nothing changed before it."""
+    """The incident's onset: the earliest persistent change among the signals that changed, never
+    after the given time. Falls back to the given time when nothing changed before it."""
     onsets = [o for s in series if (o := signal_onset(s, incident_time, config)) is not None]
     onsets = [o for o in onsets if o <= incident_time]
     if not onsets:
@@ -165,7 +144,7 @@ def score_series(
     median, scale = robust_scale(baseline, config.relative_floor)
     deviations = np.abs(after - median) / scale
     peak = int(np.argmax(deviations))
-    own_onset = signal_onset(series, max(incident_time, onset), config, ongoing_at=onset)
+    own_onset = signal_onset(series, max(incident_time, onset), config)
     evidence = SignalEvidence(
         signal=series.signal,
         labels=series.labels,
