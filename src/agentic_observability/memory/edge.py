@@ -95,24 +95,12 @@ class EdgeBackend:
         results = await self._run(self.shard.query_batch, batch)
         return [[Hit(int(p.id), float(p.score), p.payload or {}) for p in points] for points in results]
 
-    async def get(self, point_id: int) -> tuple[list[float], dict[str, Any]] | None:
-        records = await self._run(self.shard.retrieve, [point_id], True, True)
-        if not records:
-            return None
-        record = records[0]
-        vectors: Any = record.vector or {}
-        vector = vectors.get(VECTOR_NAME) if isinstance(vectors, dict) else vectors
-        return list(vector or []), dict(record.payload or {})
-
     async def sample_payload(self) -> dict[str, Any] | None:
         records, _ = await self._run(self.shard.scroll, qe.ScrollRequest(limit=1, with_payload=True))
         return dict(records[0].payload or {}) if records else None
 
     async def count(self) -> int:
         return int(await self._run(self.shard.count, qe.CountRequest()))
-
-    async def flush(self) -> None:
-        await self._run(self.shard.flush)
 
     async def optimize(self) -> None:
         await self._run(self.shard.optimize)

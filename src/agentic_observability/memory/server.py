@@ -89,16 +89,6 @@ class QdrantServerBackend:
         responses = await self._call(self._client.query_batch_points(self._collection, requests))
         return [[Hit(int(p.id), float(p.score), p.payload or {}) for p in r.points] for r in responses]
 
-    async def get(self, point_id: int) -> tuple[list[float], dict[str, Any]] | None:
-        records = await self._call(
-            self._client.retrieve(self._collection, [point_id], with_payload=True, with_vectors=True)
-        )
-        if not records:
-            return None
-        vectors: Any = records[0].vector
-        vector = vectors.get(VECTOR_NAME) if isinstance(vectors, dict) else vectors
-        return [float(v) for v in (vector or [])], dict(records[0].payload or {})
-
     async def sample_payload(self) -> dict[str, Any] | None:
         records, _ = await self._call(self._client.scroll(self._collection, limit=1, with_payload=True))
         return dict(records[0].payload or {}) if records else None
