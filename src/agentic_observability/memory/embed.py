@@ -20,7 +20,7 @@ from agentic_observability.models import PastIncident
 
 _WORD = re.compile(r"[a-z0-9][a-z0-9_.-]{1,40}")
 # Labels that identify a replica or a scrape target, not a kind of failure: they only add noise.
-_NOISY_LABELS = frozenset({"instance", "pod", "pod_name", "container_id", "uid", "job", "endpoint"})
+NOISY_LABELS = frozenset({"instance", "pod", "pod_name", "container_id", "uid", "job", "endpoint"})
 
 
 class Embedder(Protocol):
@@ -44,7 +44,7 @@ def incident_features(incident: PastIncident) -> list[tuple[str, float]]:
         features.append((f"what={what}", weight / 2))
         features.append((f"kind={what.split(':', 1)[-1].split('{', 1)[0]}", weight / 4))
     for key, value in sorted(incident.labels.items()):
-        if key not in _NOISY_LABELS and key != "alertname":
+        if key not in NOISY_LABELS and key != "alertname":
             features.append((f"label:{key}={value}", 0.7))
     for word in set(_WORD.findall(f"{incident.title} {incident.summary}".lower())):
         features.append((f"word={word}", 0.3))
@@ -54,7 +54,7 @@ def incident_features(incident: PastIncident) -> list[tuple[str, float]]:
 def incident_text(incident: PastIncident) -> str:
     """A plain-language rendering for text embedding models."""
     signals = ", ".join(incident.signals[:4]) or "none"
-    labels = ", ".join(f"{k}={v}" for k, v in sorted(incident.labels.items()) if k not in _NOISY_LABELS)
+    labels = ", ".join(f"{k}={v}" for k, v in sorted(incident.labels.items()) if k not in NOISY_LABELS)
     return (
         f"Alert {incident.alertname} on {incident.service or 'unknown service'}. {incident.title}. "
         f"Cause: {incident.cause or 'unknown'}. Signals: {signals}. Labels: {labels}. {incident.summary}"

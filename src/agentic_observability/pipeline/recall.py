@@ -11,13 +11,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from agentic_observability.errors import UpstreamError
+from agentic_observability.memory.embed import NOISY_LABELS
 from agentic_observability.models import Incident, PastIncident
 from agentic_observability.pipeline.ports import PipelineDeps
 
-# Labels that name a replica or a scrape target, not what changed: left out of the signature.
-_NOISY_LABELS = frozenset(
-    {"instance", "pod", "pod_name", "job", "endpoint", "container_id", "uid", "__name__"}
-)
+# Labels that name a replica or a scrape target (or the metric itself), not what changed.
+_SIGNATURE_NOISE = NOISY_LABELS | {"__name__"}
 
 
 def evidence_signature(
@@ -28,7 +27,7 @@ def evidence_signature(
     the order of magnitude of the deviation tells a leak from a hog when both move the same signals."""
     tokens = []
     for item in evidence[:3]:
-        labels = {k: v for k, v in dict(item.get("labels") or {}).items() if k not in _NOISY_LABELS}
+        labels = {k: v for k, v in dict(item.get("labels") or {}).items() if k not in _SIGNATURE_NOISE}
         labels.pop(entity_label, None)
         where = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
         magnitude = round(math.log10(max(float(item.get("deviation") or 0.0), 1.0)))
