@@ -18,6 +18,10 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
 def _errors(*codes: int) -> dict[str, Any]:
     text = {
         400: "Malformed request; `field` names what was wrong",
@@ -53,12 +57,7 @@ PATHS: dict[str, dict[str, Any]] = {
                 ),
                 **_errors(400, 401, 413, 503),
             },
-            requestBody={
-                "required": True,
-                "content": {
-                    "application/json": {"schema": {"$ref": "#/components/schemas/AlertmanagerWebhook"}}
-                },
-            },
+            requestBody=_json_body({"$ref": "#/components/schemas/AlertmanagerWebhook"}),
         )
     },
     "/api/v1/incidents": {
@@ -98,46 +97,36 @@ PATHS: dict[str, dict[str, Any]] = {
             "What really caused the incident and what fixed it; updates incident memory",
             {"200": _json({"type": "object"}, "Feedback saved"), **_errors(400, 401, 404)},
             parameters=[_INCIDENT_ID],
-            requestBody={
-                "required": True,
-                "content": {
-                    "application/json": {
-                        "schema": {
-                            "type": "object",
-                            "additionalProperties": False,
-                            "minProperties": 1,
-                            "properties": {
-                                "root_cause": {"type": "string", "minLength": 1, "maxLength": 200},
-                                "resolution": {"type": "string", "minLength": 1, "maxLength": 2000},
-                                "correct": {"type": "boolean"},
-                            },
-                        }
-                    }
-                },
-            },
+            requestBody=_json_body(
+                {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "minProperties": 1,
+                    "properties": {
+                        "root_cause": {"type": "string", "minLength": 1, "maxLength": 200},
+                        "resolution": {"type": "string", "minLength": 1, "maxLength": 2000},
+                        "correct": {"type": "boolean"},
+                    },
+                }
+            ),
         )
     },
     "/api/v1/analyze": {
         "post": _op(
             "Ad-hoc analysis of a PromQL query over a time range (default: the last hour)",
             {"200": _json({"type": "object"}, "Evidence summary"), **_errors(400, 401, 502)},
-            requestBody={
-                "required": True,
-                "content": {
-                    "application/json": {
-                        "schema": {
-                            "type": "object",
-                            "required": ["query"],
-                            "additionalProperties": False,
-                            "properties": {
-                                "query": {"type": "string", "minLength": 1},
-                                "start": {"type": "number", "minimum": 0, "maximum": 4102444800},
-                                "end": {"type": "number", "minimum": 0, "maximum": 4102444800},
-                            },
-                        }
-                    }
-                },
-            },
+            requestBody=_json_body(
+                {
+                    "type": "object",
+                    "required": ["query"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "query": {"type": "string", "minLength": 1},
+                        "start": {"type": "number", "minimum": 0, "maximum": 4102444800},
+                        "end": {"type": "number", "minimum": 0, "maximum": 4102444800},
+                    },
+                }
+            ),
         )
     },
     "/api/v1/health": {"get": _op("Liveness", {"200": _json({"type": "object"}, "Alive")}, secured=False)},
