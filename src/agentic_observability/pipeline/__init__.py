@@ -9,6 +9,8 @@ them together with the report.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from agentic_observability.models import Action, Incident, Report
 from agentic_observability.pipeline import act, investigate, reason, recall
@@ -17,10 +19,10 @@ from agentic_observability.pipeline.ports import MetricsSource, PipelineDeps
 __all__ = ["MetricsSource", "PipelineDeps", "actions_for", "run"]
 
 
-def actions_for(incident: Incident, report: Report, kind: str, deps: PipelineDeps) -> list[Action]:
-    """The outbox actions a finished job's report calls for (committed together with the report)."""
+def actions_for(incident: Incident, report: Mapping[str, Any], kind: str, deps: PipelineDeps) -> list[Action]:
+    """The outbox actions a finished job's report (as stored) calls for; committed together with it."""
     with deps.stage_timer("act"):
-        return act.plan_actions(incident, report.to_dict(), kind, deps.act)
+        return act.plan_actions(incident, report, kind, deps.act)
 
 
 async def run(incident: Incident, deps: PipelineDeps, now: float | None = None) -> Report:

@@ -141,8 +141,9 @@ class Workers:
             started = time.perf_counter()
             try:
                 report = await pipeline.run(incident, self._deps)
-                actions = pipeline.actions_for(incident, report, job.kind, self._deps)
-                await self._store.complete_job(job.id, incident.id, report.to_dict(), actions)
+                stored = report.to_dict()
+                actions = pipeline.actions_for(incident, stored, job.kind, self._deps)
+                await self._store.complete_job(job.id, incident.id, stored, actions)
                 if actions and self.on_actions is not None:
                     self.on_actions()
             except asyncio.CancelledError:
