@@ -12,7 +12,8 @@ from typing import Protocol
 
 import numpy as np
 
-DEFAULT_THRESHOLD = 0.3  # chosen with `agentic-obs backtest nab`; ANOMALY_THRESHOLD overrides
+DEFAULT_THRESHOLD = 0.5  # chosen with `agentic-obs backtest nab`; ANOMALY_THRESHOLD overrides
+DEFAULT_EPISODE_GAP = 200
 
 
 class Detector(Protocol):
@@ -25,9 +26,10 @@ class Detector(Protocol):
         ...
 
 
-# Factories take two keywords: ``threshold`` (the score the product alerts at) and ``episode_gap``
+# Factories take three keywords: ``threshold`` (the score the product alerts at), ``episode_gap``
 # (after alerting, stay just below the threshold for this many samples: one alert per episode when
-# the scores themselves are the alerts, as in ``detect``; 0 where an episode tracker does that job).
+# the scores themselves are the alerts, as in ``detect``; 0 where an episode tracker does that job)
+# and ``interval`` (seconds between samples, None if unknown; seasonal detectors need it).
 DetectorFactory = Callable[..., Detector]
 DETECTORS: dict[str, DetectorFactory] = {}
 
@@ -38,24 +40,24 @@ def register(name: str, factory: DetectorFactory) -> None:
     DETECTORS[name] = factory
 
 
-DEFAULT_EPISODE_GAP = 200
-
-
 def create(
-    name: str, threshold: float = DEFAULT_THRESHOLD, episode_gap: int = DEFAULT_EPISODE_GAP
+    name: str,
+    threshold: float = DEFAULT_THRESHOLD,
+    episode_gap: int = DEFAULT_EPISODE_GAP,
+    interval: float | None = None,
 ) -> Detector:
     try:
         factory = DETECTORS[name]
     except KeyError:
         raise ValueError(f"unknown detector {name!r}; known: {', '.join(sorted(DETECTORS))}") from None
-    return factory(threshold=threshold, episode_gap=episode_gap)
+    return factory(threshold=threshold, episode_gap=episode_gap, interval=interval)
 
 
 def _register_builtin() -> None:
-    from agentic_observability.detectors.robust import RobustLikelihood
+    from agentic_observability.detectors import builtin
 
-    register("robust", RobustLikelihood)
-    register("default", RobustLikelihood)
+    for name, factory in builtin.BUILTIN.items():
+        register(name, factory)
 
 
 _register_builtin()

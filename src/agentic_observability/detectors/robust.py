@@ -1,13 +1,14 @@
-"""Robust baseline detector with an anomaly likelihood on top.
+"""Robust baseline: each sample against a rolling median, in units of the rolling MAD, and against
+the same time yesterday and last week when the sampling interval is known.
 
-1. Deviation: each sample against the median of the trailing ``window`` samples, in units of their
-   MAD, floored relative to the level and the range so flat or near-constant series never divide by
-   ~0 (a flat line scores 0). A short-window mean catches level shifts that single points miss.
-2. Likelihood (the idea of Numenta's anomaly likelihood): how unusual the recent average deviation
-   is compared with the series' own history of deviations, as a Gaussian tail probability on a log
-   scale, so a series that is always noisy does not alert on its usual noise.
-3. Warm-up: nothing scores above 0 before ``warmup`` samples. After a sample crosses the alert
-   threshold, the same episode does not fire again for ``episode_gap`` samples (one alert per episode).
+- The scale is floored relative to the level and the range, so flat or near-constant series never
+  divide by ~0 (a flat line scores 0).
+- Seasonal references (the idea of grafana/promql-anomaly-detection's ``robust`` strategy): with
+  one sample every ``interval`` seconds, the samples one day, two days and one week back (± 2
+  samples) give a reference level. A sample counts as deviating only if it is unusual against both
+  the recent level and that reference, so a daily peak that happened yesterday too is not news.
+- A short-window mean catches level shifts that single points miss.
+The deviation then goes through the anomaly likelihood (likelihood.py).
 """
 
 from __future__ import annotations
@@ -17,60 +18,55 @@ from collections import deque
 
 import numpy as np
 
-from agentic_observability.detectors import DEFAULT_THRESHOLD
+from agentic_observability.detectors.likelihood import TailLikelihood
 
-BAND_WIDTH = 4.0  # robust deviations either side of the median that count as expected
+BAND_WIDTH = 4.0  # robust deviations either side of the reference that count as expected
+DAY, WEEK = 86_400.0, 7 * 86_400.0
+NEIGHBOURS = 2
 
 
-class RobustLikelihood:
-    name = "robust"
+class SeasonalHistory:
+    """A ring of the last week of samples, read back at day and week lags."""
 
-    def __init__(
-        self,
-        window: int = 1000,
-        short: int = 5,
-        likelihood_window: int = 1000,
-        likelihood_short: int = 8,
-        warmup: int = 150,
-        episode_gap: int = 200,
-        threshold: float = DEFAULT_THRESHOLD,
-        extreme_at: float = 20.0,
-    ) -> None:
-        self.extreme_at = extreme_at
-        self.window, self.short, self.warmup = window, short, warmup
-        self.likelihood_short, self.episode_gap, self.threshold = likelihood_short, episode_gap, threshold
+    def __init__(self, interval: float) -> None:
+        self.lags = [round(DAY / interval), round(2 * DAY / interval), round(WEEK / interval)]
+        self._ring = np.full(self.lags[-1] + NEIGHBOURS + 1, np.nan)
+        self._count = 0
+
+    def push(self, value: float) -> None:
+        self._ring[self._count % self._ring.size] = value
+        self._count += 1
+
+    def reference(self) -> float | None:
+        """Median of the samples around each available lag before the next sample (NaN-free)."""
+        picks = [
+            self._ring[(self._count - lag + offset) % self._ring.size]
+            for lag in self.lags
+            if self._count >= lag + NEIGHBOURS
+            for offset in range(-NEIGHBOURS, NEIGHBOURS + 1)
+        ]
+        found = [p for p in picks if math.isfinite(p)]
+        return float(np.median(found)) if found else None
+
+
+class RobustDeviation:
+    def __init__(self, window: int = 1000, short: int = 5, interval: float | None = None) -> None:
         self._values: deque[float] = deque(maxlen=window)
         self._recent: deque[float] = deque(maxlen=short)
-        self._deviations: deque[float] = deque(maxlen=likelihood_window)
-        self._seen = 0
+        self._seasons = SeasonalHistory(interval) if interval and interval < DAY / 4 else None
+        self._likelihood = TailLikelihood(history=1000, recent=8)
         self._band: tuple[float, float] | None = None
-        self._since_alert = episode_gap
 
     def band(self) -> tuple[float, float] | None:
-        """The expected range for the next sample: the baseline median ± a few robust deviations."""
         return self._band
 
-    def score(self, values: np.ndarray) -> np.ndarray:
-        return np.array([self._one(float(v)) for v in np.asarray(values, dtype=float)])
-
-    def _one(self, value: float) -> float:
-        self._seen += 1
-        self._since_alert += 1
-        if not math.isfinite(value):
-            return 0.0
+    def update(self, value: float) -> float:
         deviation = self._deviation(value)
         self._values.append(value)
         self._recent.append(value)
-        if deviation is None:
-            return 0.0
-        likelihood = max(self._likelihood(math.log1p(deviation)), self._extreme(deviation))
-        if self._seen <= self.warmup:
-            return 0.0
-        if likelihood >= self.threshold:
-            if self._since_alert < self.episode_gap:
-                return min(likelihood, self.threshold * 0.999)  # same episode: stay just below
-            self._since_alert = 0
-        return likelihood
+        if self._seasons:
+            self._seasons.push(value)
+        return 0.0 if deviation is None else self._likelihood.update(math.log1p(deviation))
 
     def _deviation(self, value: float) -> float | None:
         if len(self._values) < 10:
@@ -80,30 +76,13 @@ class RobustLikelihood:
         mad = 1.4826 * float(np.median(np.abs(history - median)))
         spread = float(history.max() - history.min())
         scale = max(mad, 0.01 * spread, 1e-3 * abs(median), 1e-9)
-        self._band = (median - BAND_WIDTH * scale, median + BAND_WIDTH * scale)
+        reference = self._seasons.reference() if self._seasons else None
+        centre = median if reference is None else reference
+        self._band = (centre - BAND_WIDTH * scale, centre + BAND_WIDTH * scale)
+        recent = [*self._recent, value]
         point = abs(value - median) / scale
-        recent = np.fromiter(self._recent, float) if self._recent else np.array([value])
-        shift = abs(float(np.mean([*recent, value])) - median) / scale * math.sqrt(len(recent) + 1) / 2
-        return max(point, shift)
-
-    def _extreme(self, deviation: float) -> float:
-        """A point beyond ``extreme_at`` robust deviations alerts on its own, however the recent average
-        looks: it scores the threshold there, rising to 1 at twice as far."""
-        if deviation < self.extreme_at:
-            return 0.0
-        return min(
-            self.threshold + (1 - self.threshold) * (deviation - self.extreme_at) / self.extreme_at, 1.0
-        )
-
-    def _likelihood(self, deviation: float) -> float:
-        self._deviations.append(deviation)
-        if len(self._deviations) < 20:
-            return 0.0
-        history = np.fromiter(self._deviations, float)
-        past = history[: -self.likelihood_short] if len(history) > self.likelihood_short else history
-        mean, std = float(past.mean()), float(past.std()) + 1e-3
-        recent = float(history[-self.likelihood_short :].mean())
-        if recent <= mean:
-            return 0.0  # only unusually large deviations matter (a flat line stays at exactly 0)
-        tail = 0.5 * math.erfc((recent - mean) / std / math.sqrt(2))
-        return min(1.0, -math.log10(max(tail, 1e-300)) / 10)
+        shift = abs(sum(recent) / len(recent) - median) / scale * math.sqrt(len(recent)) / 2
+        deviation = max(point, shift)
+        if reference is not None:  # unusual against the recent level *and* the seasonal one
+            deviation = min(deviation, abs(value - reference) / scale)
+        return deviation
