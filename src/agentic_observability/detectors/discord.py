@@ -70,12 +70,11 @@ class DiscordScale:
 
 
 class Discord:
-    """The discord score of one series: the higher of the fine and the coarse scale."""
+    """The discord score of one series: the highest over its time scales."""
 
-    def __init__(self, width: int = 16, history: int = 3000, coarse: int = 4) -> None:
-        self._scales = (
-            DiscordScale(1, width, history, likelihood_history=4000),
-            DiscordScale(coarse, width, history, likelihood_history=4000 // coarse),
+    def __init__(self, width: int = 16, history: int = 3000, blocks: tuple[int, ...] = (1, 4)) -> None:
+        self._scales = tuple(
+            DiscordScale(block, width, history, likelihood_history=4000 // block) for block in blocks
         )
 
     def update(self, value: float) -> float:

@@ -1,8 +1,10 @@
 """Range breach: a value beyond everything the series has shown so far, by more than a margin.
 
 The margin is a fraction of the range seen (5%, as in Numenta's "spatial anomaly" check), floored
-relative to the level so near-constant series cannot breach on rounding noise. Cheap, and on real
-server metrics the most reliable single signal: a new all-time high in latency or errors matters.
+relative to the level so near-constant series cannot breach on rounding noise. A breach must also
+lie more than ``SIGMAS`` standard deviations from the mean of everything seen: plain noise sets new
+records now and then, just not that far out. Cheap, and on real server metrics the most reliable
+single signal: a new all-time high in latency or errors matters.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import math
 
 MARGIN = 0.05
 LEVEL_FLOOR = 1e-3  # the margin is at least this fraction of the level
+SIGMAS = 4.0
 
 
 class RangeBreach:
@@ -19,6 +22,7 @@ class RangeBreach:
         self._seen = 0
         self.low = math.inf
         self.high = -math.inf
+        self._mean = self._sum_sq_dev = 0.0  # Welford's running mean and variance
 
     def update(self, value: float) -> float:
         """How far beyond the range (margin included) the value is, as a fraction of the range;
@@ -26,6 +30,9 @@ class RangeBreach:
         excess = self._excess(value) if self._seen >= self._learn else 0.0
         self._seen += 1
         self.low, self.high = min(self.low, value), max(self.high, value)
+        delta = value - self._mean
+        self._mean += delta / self._seen
+        self._sum_sq_dev += delta * (value - self._mean)
         return excess
 
     def band(self) -> tuple[float, float] | None:
@@ -44,4 +51,7 @@ class RangeBreach:
             return 0.0  # a flat history has no range to breach yet; the discord score covers it
         margin = self._margin()
         beyond = max(value - (self.high + margin), (self.low - margin) - value)
-        return beyond / spread if beyond > 0 else 0.0
+        deviation = math.sqrt(self._sum_sq_dev / self._seen)
+        if beyond <= 0 or abs(value - self._mean) <= SIGMAS * deviation:
+            return 0.0
+        return beyond / spread

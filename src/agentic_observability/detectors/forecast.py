@@ -9,6 +9,7 @@ on the first fit, not at import, so the other detectors start fast.
 from __future__ import annotations
 
 import math
+import warnings
 from collections import deque
 from typing import Any
 
@@ -54,8 +55,10 @@ class Forecast:
         history = np.fromiter(self._values, float)
         season = self._season if history.size >= 2 * self._season else 1
         try:
-            result = _auto_ets(season).forecast(y=history, h=self._refit, level=[LEVEL])
-        except Exception:  # noqa: BLE001 - a failed fit (e.g. a constant series) means no forecast
+            with warnings.catch_warnings(), np.errstate(all="ignore"):
+                warnings.simplefilter("ignore")  # ETS on a near-constant series warns, then copes
+                result = _auto_ets(season).forecast(y=history, h=self._refit, level=[LEVEL])
+        except Exception:
             result = {}
         self._mean = np.asarray(result.get("mean", np.full(self._refit, np.median(history))), float)
         self._lower = np.asarray(result.get(f"lo-{LEVEL}", self._mean), float)

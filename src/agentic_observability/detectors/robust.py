@@ -23,6 +23,7 @@ from agentic_observability.detectors.likelihood import TailLikelihood
 BAND_WIDTH = 4.0  # robust deviations either side of the reference that count as expected
 DAY, WEEK = 86_400.0, 7 * 86_400.0
 NEIGHBOURS = 2
+EXTREME = 20.0  # robust deviations that score 0.5 (the default threshold) on their own
 
 
 class SeasonalHistory:
@@ -66,7 +67,10 @@ class RobustDeviation:
         self._recent.append(value)
         if self._seasons:
             self._seasons.push(value)
-        return 0.0 if deviation is None else self._likelihood.update(math.log1p(deviation))
+        if deviation is None:
+            return 0.0
+        # a point beyond EXTREME deviations alerts on its own, however the recent average looks
+        return max(self._likelihood.update(math.log1p(deviation)), min(1.0, deviation / (2 * EXTREME)))
 
     def _deviation(self, value: float) -> float | None:
         if len(self._values) < 10:

@@ -32,11 +32,21 @@ from agentic_observability.offline.nab import (
 from agentic_observability.offline.progress import show_progress
 
 
-def score_table(values: np.ndarray, detector: str, threshold: float) -> np.ndarray:
+def sample_interval(timestamps: np.ndarray) -> float | None:
+    """The typical seconds between rows (the median step), for detectors with seasonal references."""
+    steps = np.diff(timestamps)
+    return float(np.median(steps)) if steps.size else None
+
+
+def score_table(
+    values: np.ndarray, detector: str, threshold: float, interval: float | None = None
+) -> np.ndarray:
     """Score every column with its own detector; the row's score is the highest."""
     if values.shape[1] == 0:
         return np.zeros(values.shape[0])
-    columns = [create(detector, threshold).score(values[:, i]) for i in range(values.shape[1])]
+    columns = [
+        create(detector, threshold, interval=interval).score(values[:, i]) for i in range(values.shape[1])
+    ]
     return np.max(np.vstack(columns), axis=0)
 
 
@@ -50,7 +60,7 @@ def _known(detector: str) -> None:
 def run_detect(source: Path, output: Path, detector: str, threshold: float) -> int:
     _known(detector)
     table = read_metrics_csv(source)
-    scores = score_table(table.values, detector, threshold)
+    scores = score_table(table.values, detector, threshold, sample_interval(table.timestamps))
     with output.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["timestamp", "score", "anomaly"])
@@ -63,7 +73,7 @@ def _unix(text: str) -> float:
     return datetime.strptime(text[:19], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC).timestamp()
 
 
-def load_nab_file(path: Path, windows: list[list[str]]) -> tuple[np.ndarray, FileLabels]:
+def load_nab_file(path: Path, windows: list[list[str]]) -> tuple[np.ndarray, FileLabels, float | None]:
     with path.open(newline="") as handle:
         rows = list(csv.reader(handle))[1:]
     times = np.array([_unix(r[0]) for r in rows])
@@ -71,7 +81,7 @@ def load_nab_file(path: Path, windows: list[list[str]]) -> tuple[np.ndarray, Fil
     limits = tuple(
         (int(np.argmax(times >= _unix(a))), int(np.flatnonzero(times <= _unix(b))[-1])) for a, b in windows
     )
-    return values, FileLabels(len(values), limits)
+    return values, FileLabels(len(values), limits), sample_interval(times)
 
 
 def backtest_nab(
@@ -85,8 +95,9 @@ def backtest_nab(
     scored: list[tuple[RowWeights, np.ndarray]] = []
     started = time.perf_counter()
     for done, key in enumerate(sorted(labels), start=1):
-        values, file_labels = load_nab_file(directory / "data" / key, labels[key])
-        scored.append((row_weights(file_labels), create(detector, threshold).score(values)))
+        values, file_labels, interval = load_nab_file(directory / "data" / key, labels[key])
+        scores = create(detector, threshold, interval=interval).score(values)
+        scored.append((row_weights(file_labels), scores))
         show_progress(done, len(labels), started, sys.stderr)
     results = {}
     stream = out or sys.stdout

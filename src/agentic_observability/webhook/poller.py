@@ -125,7 +125,7 @@ class WatchPoller:
 
     def _new_detector(self) -> Detector:
         # no episode gap: the episode tracker turns persistent high scores into one incident
-        return create(self.watch.detector, self.threshold, episode_gap=0)
+        return create(self.watch.detector, self.threshold, episode_gap=0, interval=self.watch.interval)
 
     async def _warm_up(self, moment: float) -> None:
         """Feed ``lookback`` of history to a detector per series, so scoring starts informed."""
