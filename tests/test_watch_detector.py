@@ -21,7 +21,9 @@ from agentic_observability.telemetry import Metrics
 from agentic_observability.webhook.poller import WatchPoller
 from tests.conftest import prometheus_with_history
 
-STEP, POINTS, ANOMALY = 60, 500, range(430, 450)
+# The default detector's coarse discord window holds an anomaly for about 64 samples after it ends,
+# so the clean tail is long enough for the episode to close (README: How anomalies are detected).
+STEP, POINTS, ANOMALY = 60, 540, range(430, 450)
 START = float(int(time.time() // STEP * STEP) - POINTS * STEP - 3600)
 
 
