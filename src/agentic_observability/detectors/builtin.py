@@ -1,8 +1,8 @@
 """The built-in detectors, each an ``Alerting`` over components (alerting.py).
 
 - ``ensemble`` (also ``default``): a new extreme beyond the range seen, or a subsequence discord,
-  or a level shift that the robust baseline confirms (both must agree, which keeps the noisy pair
-  quiet). The default, scored with `agentic-obs backtest nab`.
+  or (when the sampling interval is known) a stretch unlike the same stretch one and two days
+  back. The default, scored with `agentic-obs backtest nab`.
 - ``robust``: rolling median/MAD with day and week references.
 - ``discord``: the matrix-profile discord alone.
 - ``changepoint``: CUSUM level shifts alone.
@@ -11,27 +11,21 @@
 
 from __future__ import annotations
 
-from agentic_observability.detectors.alerting import Alerting
+from agentic_observability.detectors.alerting import Alerting, Component
 from agentic_observability.detectors.changepoint import LevelShift
-from agentic_observability.detectors.discord import Discord
+from agentic_observability.detectors.discord import Discord, SeasonalDistance
 from agentic_observability.detectors.extremes import RangeBreach
 from agentic_observability.detectors.forecast import Forecast
 from agentic_observability.detectors.robust import RobustDeviation
 
-
-class Agreement:
-    """Scores only what every member scores: the lowest of their scores."""
-
-    def __init__(self, *members: object) -> None:
-        self._members = members
-
-    def update(self, value: float) -> float:
-        return min(m.update(value) for m in self._members)  # type: ignore[attr-defined]
+SEASONAL_MAX_INTERVAL = 3600.0  # at least 24 samples a day for a daily shape to compare
 
 
 def ensemble(threshold: float, episode_gap: int, interval: float | None) -> Alerting:
     breach = RangeBreach()
-    components = [Discord()]
+    components: list[Component] = [Discord()]
+    if interval and interval <= SEASONAL_MAX_INTERVAL:
+        components.append(SeasonalDistance(interval))
     return Alerting("ensemble", components, threshold, episode_gap, breach=breach)
 
 

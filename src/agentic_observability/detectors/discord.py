@@ -79,3 +79,41 @@ class Discord:
 
     def update(self, value: float) -> float:
         return max(scale.update(value) for scale in self._scales)
+
+
+class SeasonalDistance:
+    """The newest stretch against the same stretch one and two days earlier (the nearer of the two).
+
+    A metric with a tight daily shape (a nightly job, a business-hours curve) repeats itself; when
+    it does not (the job did not run, the peak came at the wrong hour) the distance jumps far above
+    its usual level, although every value is an ordinary one. Only overwhelming evidence counts
+    (``DECADES``: 0.5 at a tail probability of 1e-10), so series without a daily shape stay quiet.
+    Lags count samples, so it needs the sampling interval.
+    """
+
+    DECADES = 20.0
+
+    def __init__(self, interval: float, width: int = 64) -> None:
+        per_day = round(86_400 / interval)
+        self.width = min(width, max(per_day // 4, 1))
+        self.lags = (per_day, 2 * per_day)
+        self._ring = np.full(2 * per_day + self.width, np.nan)
+        self._count = 0
+        self._likelihood = TailLikelihood(history=4000, recent=10, decades=self.DECADES)
+
+    def update(self, value: float) -> float:
+        self._ring[self._count % self._ring.size] = value
+        self._count += 1
+        if self._count < self.lags[0] + self.width:
+            return 0.0
+        newest = self._stretch(0)
+        distance = min(
+            float(np.sqrt(np.sum((newest - self._stretch(lag)) ** 2)))
+            for lag in self.lags
+            if self._count >= lag + self.width
+        )
+        return self._likelihood.update(distance)
+
+    def _stretch(self, lag: int) -> np.ndarray:
+        end = self._count - lag
+        return self._ring[np.arange(end - self.width, end) % self._ring.size]

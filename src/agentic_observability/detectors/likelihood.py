@@ -14,8 +14,11 @@ DECADES_AT_ONE = 5.0  # a tail probability of 1e-5 scores 1.0; 1e-2.5 scores 0.5
 
 
 class TailLikelihood:
-    def __init__(self, history: int = 4000, recent: int = 10, minimum: int = 20) -> None:
+    def __init__(
+        self, history: int = 4000, recent: int = 10, minimum: int = 20, decades: float = DECADES_AT_ONE
+    ) -> None:
         self._history = history - recent
+        self._decades = decades
         self._minimum = minimum
         self._recent: deque[float] = deque()
         self._past: deque[float] = deque()
@@ -57,4 +60,4 @@ class TailLikelihood:
         if recent <= mean:
             return 0.0  # only unusually high raw scores matter (a flat line stays at exactly 0)
         tail = 0.5 * math.erfc((recent - mean) / spread / math.sqrt(2))
-        return min(1.0, -math.log10(max(tail, 1e-300)) / DECADES_AT_ONE)
+        return min(1.0, -math.log10(max(tail, 1e-300)) / self._decades)
