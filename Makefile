@@ -32,6 +32,8 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/webhook_load.py
 	$(BIN)/python bench/rca_speed.py --repeat 3
+	$(BIN)/python bench/detect_throughput.py
+	$(BIN)/agentic-obs backtest nab ../shared/datasets/nab
 	$(BIN)/python bench/memory_recall.py --local-queries 30
 	$(BIN)/python bench/actions_latency.py
 	$(BIN)/python bench/crash_safety.py

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from agentic_observability.cli import main
 from agentic_observability.offline.detect import load_nab_file
 from agentic_observability.offline.nab import (
     PROFILES,
@@ -99,3 +102,39 @@ def test_corpus_anchors_null_is_0_and_perfect_is_one_full_reward_per_window() ->
         # firing on each window's first row earns 0.987 of the TP weight: 99.3-99.6, not more
         assert 99.3 < sweep(perfect, profile).normalised <= 100.0
     assert normalise(116.0, 116, PROFILES["standard"]) == 100.0
+
+
+def _write_corpus(root: Path) -> None:
+    """Two five-minute files in NAB's layout: one spike inside its window, one clean file."""
+    rng = np.random.default_rng(3)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    labels = {}
+    for name, spike in (("demo/spiky.csv", 1500), ("demo/clean.csv", None)):
+        values = 50 + rng.normal(0, 1, 2000)
+        if spike:
+            values[spike] += 40
+        stamps = [(start + timedelta(minutes=5 * i)).strftime("%Y-%m-%d %H:%M:%S") for i in range(2000)]
+        path = root / "data" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(
+            "timestamp,value\n" + "".join(f"{t},{v}\n" for t, v in zip(stamps, values, strict=True))
+        )
+        labels[name] = [[stamps[spike - 50], stamps[spike + 50]]] if spike else []
+    (root / "labels").mkdir()
+    (root / "labels" / "combined_windows.json").write_text(json.dumps(labels))
+
+
+def test_backtest_nab_cli_scores_a_small_corpus(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _write_corpus(tmp_path)
+    assert main(["backtest", "nab", str(tmp_path)]) == 0
+    out = capsys.readouterr()
+    rows = {
+        line.split()[0]: line.split()[1:]
+        for line in out.out.splitlines()
+        if line.startswith(("standard", "reward"))
+    }
+    assert set(rows) == set(PROFILES)
+    swept, own = float(rows["standard"][0]), float(rows["standard"][2])
+    assert swept > 90 and own > 90  # the spike is found early in its window, the clean file stays quiet
+    assert "2/2 files" in out.err  # the progress line
+    assert main(["backtest", "nab", str(tmp_path / "missing")]) == 2

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
@@ -84,6 +86,13 @@ def load_nab_file(path: Path, windows: list[list[str]]) -> tuple[np.ndarray, Fil
     return values, FileLabels(len(values), limits), sample_interval(times)
 
 
+def _score_nab_file(
+    path: Path, windows: list[list[str]], detector: str, threshold: float
+) -> tuple[RowWeights, np.ndarray]:
+    values, file_labels, interval = load_nab_file(path, windows)
+    return row_weights(file_labels), create(detector, threshold, interval=interval).score(values)
+
+
 def backtest_nab(
     directory: Path, detector: str, threshold: float, out: TextIO | None = None
 ) -> dict[str, float]:
@@ -92,13 +101,19 @@ def backtest_nab(
     if not labels_path.is_file():
         raise BadInputError(f"{directory}: expected labels/combined_windows.json and data/", field="DIR")
     labels = json.loads(labels_path.read_text())
-    scored: list[tuple[RowWeights, np.ndarray]] = []
+    keys = sorted(labels)
+    by_index: dict[int, tuple[RowWeights, np.ndarray]] = {}
     started = time.perf_counter()
-    for done, key in enumerate(sorted(labels), start=1):
-        values, file_labels, interval = load_nab_file(directory / "data" / key, labels[key])
-        scores = create(detector, threshold, interval=interval).score(values)
-        scored.append((row_weights(file_labels), scores))
-        show_progress(done, len(labels), started, sys.stderr)
+    # files are independent: score them on every core, keep the corpus order for the sweep
+    with ProcessPoolExecutor(max_workers=min(os.cpu_count() or 1, len(keys))) as pool:
+        pending = {
+            pool.submit(_score_nab_file, directory / "data" / key, labels[key], detector, threshold): index
+            for index, key in enumerate(keys)
+        }
+        for done, future in enumerate(as_completed(pending), start=1):
+            by_index[pending[future]] = future.result()
+            show_progress(done, len(keys), started, sys.stderr, unit="files")
+    scored = [by_index[index] for index in range(len(keys))]
     results = {}
     stream = out or sys.stdout
     stream.write(f"NAB, detector {detector!r}, {len(labels)} files\n")
