@@ -237,7 +237,7 @@ class Secrets(Section):
 class Tunables(Section):
     """Numeric knobs honoured from the environment (the seed's variables)."""
 
-    anomaly_threshold: float = Field(0.5, ge=0.0, le=1.0)  # chosen by `backtest nab`
+    anomaly_threshold: float = Field(0.7, ge=0.0, le=1.0)  # chosen by `backtest nab`
     circuit_breaker_threshold: int = Field(5, ge=1)
     circuit_breaker_reset: Duration = 30.0
 

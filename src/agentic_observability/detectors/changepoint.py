@@ -10,8 +10,10 @@ from collections import deque
 
 import numpy as np
 
+from agentic_observability.detectors import DEFAULT_THRESHOLD
+
 DRIFT = 0.5  # allowance per sample, in robust standard deviations
-LIMIT = 12.0  # the accumulated excess (robust standard deviations) that scores 0.5
+LIMIT = 12.0  # the accumulated excess (robust standard deviations) that reaches the default threshold
 RELEARN = 30  # samples of the new level before scoring resumes
 
 
@@ -40,7 +42,7 @@ class LevelShift:
             self._baseline.append(value)
             if len(self._baseline) % 10 == 0:
                 self._stale = True
-        return min(1.0, statistic / (2 * LIMIT))
+        return min(1.0, DEFAULT_THRESHOLD * statistic / LIMIT)
 
     def _refresh(self) -> None:
         history = np.fromiter(self._baseline, float)

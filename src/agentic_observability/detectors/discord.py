@@ -87,7 +87,7 @@ class SeasonalDistance:
     A metric with a tight daily shape (a nightly job, a business-hours curve) repeats itself; when
     it does not (the job did not run, the peak came at the wrong hour) the distance jumps far above
     its usual level, although every value is an ordinary one. Only overwhelming evidence counts
-    (``DECADES``: 0.5 at a tail probability of 1e-10), so series without a daily shape stay quiet.
+    (``DECADES``: 0.7 at a tail probability of 1e-14), so series without a daily shape stay quiet.
     Lags count samples, so it needs the sampling interval.
     """
 

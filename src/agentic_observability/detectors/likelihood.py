@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections import deque
 
-DECADES_AT_ONE = 5.0  # a tail probability of 1e-5 scores 1.0; 1e-2.5 scores 0.5
+DECADES_AT_ONE = 5.0  # a tail probability of 1e-5 scores 1.0; 1e-3.5 scores 0.7
 
 
 class TailLikelihood:

@@ -18,12 +18,13 @@ from collections import deque
 
 import numpy as np
 
+from agentic_observability.detectors import DEFAULT_THRESHOLD
 from agentic_observability.detectors.likelihood import TailLikelihood
 
 BAND_WIDTH = 4.0  # robust deviations either side of the reference that count as expected
 DAY, WEEK = 86_400.0, 7 * 86_400.0
 NEIGHBOURS = 2
-EXTREME = 20.0  # robust deviations that score 0.5 (the default threshold) on their own
+EXTREME = 20.0  # robust deviations that reach the default threshold on their own
 
 
 class SeasonalHistory:
@@ -70,7 +71,9 @@ class RobustDeviation:
         if deviation is None:
             return 0.0
         # a point beyond EXTREME deviations alerts on its own, however the recent average looks
-        return max(self._likelihood.update(math.log1p(deviation)), min(1.0, deviation / (2 * EXTREME)))
+        return max(
+            self._likelihood.update(math.log1p(deviation)), min(1.0, DEFAULT_THRESHOLD * deviation / EXTREME)
+        )
 
     def _deviation(self, value: float) -> float | None:
         if len(self._values) < 10:
