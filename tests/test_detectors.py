@@ -196,3 +196,13 @@ def test_default_notices_a_nightly_job_that_did_not_run() -> None:
     assert any(missing + 24 <= a <= missing + 40 for a in found)
     assert not any(a > 3 * per_day and not missing <= a <= missing + 60 for a in found)
     assert not any(missing + 24 <= a <= missing + 40 for a in alerts("default", series))  # no interval
+
+
+def test_forecast_detector_follows_a_long_daily_season_with_mstl() -> None:
+    """Five-minute samples: 288 a day, too many seasons for seasonal ETS, so MSTL carries the day."""
+    t = np.arange(4 * 288)
+    series = 100 + 20 * np.sin(2 * np.pi * t / 288) + np.random.default_rng(10).normal(0, 0.5, t.size)
+    series[3 * 288 + 100] += 12
+    found = alerts("forecast", series, interval=300)
+    assert 3 * 288 + 100 in found
+    assert not any(a >= 2 * 288 and a != 3 * 288 + 100 for a in found)

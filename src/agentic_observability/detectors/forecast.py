@@ -1,8 +1,11 @@
-"""Forecasting detector on statsforecast: AutoETS prediction intervals, refitted on a schedule.
+"""Forecasting detector on statsforecast: AutoETS / MSTL prediction intervals, refitted on a schedule.
 
 Every ``refit`` samples the model is fitted to the last ``window`` samples and forecasts the next
-``refit`` with a 99% interval. Each sample is then scored by how far outside its interval it falls
-(in interval half-widths), through the anomaly likelihood. statsforecast (and numba under it) loads
+``refit`` with a 99% interval. The model: AutoETS, seasonal when a day is at most 24 samples; MSTL
+(a daily season, AutoETS on the rest) when a day is longer but two of them fit in the window, since
+seasonal ETS with hundreds of seasons takes seconds a fit; plain AutoETS otherwise. Each sample is
+then scored by how far outside its interval it falls (in interval half-widths), through the anomaly
+likelihood. statsforecast (and numba under it) loads
 on the first fit, not at import, so the other detectors start fast.
 """
 
@@ -20,9 +23,14 @@ from agentic_observability.detectors.likelihood import TailLikelihood
 LEVEL = 99
 
 
-def _auto_ets(season_length: int) -> Any:
-    from statsforecast.models import AutoETS  # lazy: a heavy import with JIT compilation
+SHORT_SEASON = 24  # the longest season seasonal ETS is fitted with (as R's ets)
 
+
+def _model(season_length: int) -> Any:
+    from statsforecast.models import MSTL, AutoETS  # lazy: a heavy import with JIT compilation
+
+    if season_length > SHORT_SEASON:
+        return MSTL(season_length=season_length, trend_forecaster=AutoETS(model="ZZN"))
     return AutoETS(season_length=season_length)
 
 
@@ -57,7 +65,7 @@ class Forecast:
         try:
             with warnings.catch_warnings(), np.errstate(all="ignore"):
                 warnings.simplefilter("ignore")  # ETS on a near-constant series warns, then copes
-                result = _auto_ets(season).forecast(y=history, h=self._refit, level=[LEVEL])
+                result = _model(season).forecast(y=history, h=self._refit, level=[LEVEL])
         except Exception:
             result = {}
         self._mean = np.asarray(result.get("mean", np.full(self._refit, np.median(history))), float)
