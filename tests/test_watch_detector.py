@@ -4,6 +4,7 @@ expected bands are exported with each series' own labels."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from prometheus_client import generate_latest
 
 from agentic_observability.config import WatchConfig
 from agentic_observability.demo.stack import ManagedProcess
+from agentic_observability.detectors import DETECTORS, register
 from agentic_observability.integrations.prometheus import PrometheusClient
 from agentic_observability.store import Store
 from agentic_observability.telemetry import Metrics
@@ -85,3 +87,56 @@ async def test_one_incident_for_one_injected_anomaly(
     exposition = generate_latest(metrics.registry).decode()
     assert 'agentic_obs_anomaly_score{service="clean",watch="LatencyAnomaly"}' in exposition
     assert 'agentic_obs_anomaly_score_upper{service="faulty",watch="LatencyAnomaly"}' in exposition
+
+
+class _SlowDetector:
+    """Stands for a day of history on many series: each call holds the CPU for 0.3 s."""
+
+    name = "slow-for-test"
+
+    def __init__(self, **_: object) -> None:
+        pass
+
+    def score(self, values: np.ndarray) -> np.ndarray:
+        started = time.perf_counter()
+        while time.perf_counter() - started < 0.3:
+            pass
+        return np.zeros(len(values))
+
+    def band(self) -> tuple[float, float] | None:
+        return None
+
+
+@pytest.mark.slow
+async def test_detector_work_does_not_stall_the_event_loop(
+    history_prometheus: ManagedProcess, store: Store
+) -> None:
+    if "slow-for-test" not in DETECTORS:
+        register("slow-for-test", _SlowDetector)
+    watch = WatchConfig.model_validate(
+        {
+            "name": "Slow",
+            "query": "watch_latency_seconds",
+            "interval": STEP,
+            "lookback": "6h",
+            "detector": "slow-for-test",
+        }
+    )
+    gaps: list[float] = []
+
+    async def tick() -> None:
+        last = time.perf_counter()
+        while True:
+            await asyncio.sleep(0.01)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    async with aiohttp.ClientSession() as session:
+        poller = WatchPoller(watch, PrometheusClient(history_prometheus.url, session), store, Metrics())
+        ticker = asyncio.create_task(tick())
+        started = time.perf_counter()
+        await poller.poll_once(now=START + 450 * STEP)  # warm-up (2 series) and one score each: 1.2 s
+        ticker.cancel()
+    assert time.perf_counter() - started >= 1.2
+    assert max(gaps) < 0.2  # the loop kept turning while the detectors worked

@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -48,13 +49,15 @@ class AnomalyGauges(Collector):
 
     def __init__(self) -> None:
         self._values: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[float, float, float]] = {}
+        self._lock = threading.Lock()  # watches score in worker threads while /metrics collects
 
     def set(
         self, watch: str, labels: Mapping[str, str], score: float, band: tuple[float, float] | None
     ) -> None:
         lower, upper = band if band is not None else (math.nan, math.nan)
         key = (watch, tuple(sorted((k, v) for k, v in labels.items() if k not in ("__name__", "watch"))))
-        self._values[key] = (score, lower, upper)
+        with self._lock:
+            self._values[key] = (score, lower, upper)
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         docs = (
@@ -62,9 +65,11 @@ class AnomalyGauges(Collector):
             "Lower edge of the expected band.",
             "Upper edge of the expected band.",
         )
+        with self._lock:
+            current = list(self._values.items())
         for index, (name, doc) in enumerate(zip(self.NAMES, docs, strict=True)):
             family = GaugeMetricFamily(name, doc)
-            for (watch, labels), values in self._values.items():
+            for (watch, labels), values in current:
                 family.samples.append(Sample(name, {**dict(labels), "watch": watch}, values[index]))
             yield family
 

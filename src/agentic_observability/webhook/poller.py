@@ -24,7 +24,7 @@ from agentic_observability.config import WatchConfig
 from agentic_observability.detectors import DEFAULT_THRESHOLD, Detector, create
 from agentic_observability.errors import AgenticObsError, ConfigError
 from agentic_observability.integrations.prometheus import PrometheusClient
-from agentic_observability.models import AcceptedAlert, Alert, Sample, label_fingerprint
+from agentic_observability.models import AcceptedAlert, Alert, Sample, Series, label_fingerprint
 from agentic_observability.pipeline.detect import EpisodeTracker, breaches
 from agentic_observability.store import Store
 from agentic_observability.telemetry import Metrics
@@ -98,13 +98,20 @@ class WatchPoller:
         self._metrics.watch_evaluations.labels(self.watch.name, "ok").inc()
         if self.uses_detector and not self._warmed:
             await self._warm_up(moment)
+        # detectors are CPU work (a day of history per series at the first poll): off the event loop
+        hits = await asyncio.to_thread(self._breaches, samples) if self.uses_detector else None
         changes: list[AcceptedAlert] = []
         seen: set[str] = set()
-        for sample in samples:
+        for index, sample in enumerate(samples):
             key = watch_group_key(self.watch, sample.labels)
             seen.add(key)
             self._labels[key] = dict(sample.labels)
-            changes.extend(self._transition(key, self._breach(key, sample), moment, sample.value))
+            hit = (
+                hits[index]
+                if hits is not None
+                else breaches(sample.value, self.watch.above, self.watch.below)
+            )
+            changes.extend(self._transition(key, hit, moment, sample.value))
         for key in [k for k in self.tracker.states if k not in seen]:
             changes.extend(self._transition(key, False, moment, None))  # series vanished: counts as clean
         if changes:
@@ -113,15 +120,18 @@ class WatchPoller:
                 self._notify()
         return len(changes)
 
-    def _breach(self, key: str, sample: Sample) -> bool:
-        if not self.uses_detector:
-            return breaches(sample.value, self.watch.above, self.watch.below)
-        detector = self._detectors.get(key)
-        if detector is None:  # a series that appeared after the warm-up starts cold
-            detector = self._detectors[key] = self._new_detector()
-        score = float(detector.score(np.array([sample.value]))[0])
-        self._metrics.anomaly.set(self.watch.name, sample.labels, score, detector.band())
-        return score >= self.threshold
+    def _breaches(self, samples: list[Sample]) -> list[bool]:
+        """Score each sample with its series' detector (runs in a worker thread)."""
+        hits = []
+        for sample in samples:
+            key = watch_group_key(self.watch, sample.labels)
+            detector = self._detectors.get(key)
+            if detector is None:  # a series that appeared after the warm-up starts cold
+                detector = self._detectors[key] = self._new_detector()
+            score = float(detector.score(np.array([sample.value]))[0])
+            self._metrics.anomaly.set(self.watch.name, sample.labels, score, detector.band())
+            hits.append(score >= self.threshold)
+        return hits
 
     def _new_detector(self) -> Detector:
         # no episode gap: the episode tracker turns persistent high scores into one incident
@@ -136,6 +146,17 @@ class WatchPoller:
         except AgenticObsError as exc:
             log.warning("watch %s: no history to warm up from (%s); starting cold", self.watch.name, exc)
             return
+        started = time.perf_counter()
+        await asyncio.to_thread(self._feed_history, history)
+        log.info(
+            "watch %s: warmed %d series on %.0f s of history in %.1f s",
+            self.watch.name,
+            len(history),
+            self.watch.lookback,
+            time.perf_counter() - started,
+        )
+
+    def _feed_history(self, history: list[Series]) -> None:
         for series in history:
             detector = self._new_detector()
             detector.score(np.asarray(series.values, dtype=float))
