@@ -16,6 +16,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from agentic_observability.detectors.likelihood import TailLikelihood
+from agentic_observability.detectors.ring import Ring
 
 RESOLUTION = 1e-6  # distances below this fraction of the level (per sample) are rounding noise
 
@@ -97,23 +98,14 @@ class SeasonalDistance:
         per_day = round(86_400 / interval)
         self.width = min(width, max(per_day // 4, 1))
         self.lags = (per_day, 2 * per_day)
-        self._ring = np.full(2 * per_day + self.width, np.nan)
-        self._count = 0
+        self._ring = Ring(2 * per_day + self.width)
         self._likelihood = TailLikelihood(history=4000, recent=10, decades=self.DECADES)
 
     def update(self, value: float) -> float:
-        self._ring[self._count % self._ring.size] = value
-        self._count += 1
-        if self._count < self.lags[0] + self.width:
+        self._ring.push(value)
+        newest = self._ring.stretch(0, self.width)
+        earlier = [self._ring.stretch(lag, self.width) for lag in self.lags]
+        if newest is None or earlier[0] is None:
             return 0.0
-        newest = self._stretch(0)
-        distance = min(
-            float(np.sqrt(np.sum((newest - self._stretch(lag)) ** 2)))
-            for lag in self.lags
-            if self._count >= lag + self.width
-        )
-        return self._likelihood.update(distance)
-
-    def _stretch(self, lag: int) -> np.ndarray:
-        end = self._count - lag
-        return self._ring[np.arange(end - self.width, end) % self._ring.size]
+        distances = [float(np.sqrt(np.sum((newest - e) ** 2))) for e in earlier if e is not None]
+        return self._likelihood.update(min(distances))

@@ -20,6 +20,7 @@ import numpy as np
 
 from agentic_observability.detectors import DEFAULT_THRESHOLD
 from agentic_observability.detectors.likelihood import TailLikelihood
+from agentic_observability.detectors.ring import Ring
 
 BAND_WIDTH = 4.0  # robust deviations either side of the reference that count as expected
 DAY, WEEK = 86_400.0, 7 * 86_400.0
@@ -32,23 +33,16 @@ class SeasonalHistory:
 
     def __init__(self, interval: float) -> None:
         self.lags = [round(DAY / interval), round(2 * DAY / interval), round(WEEK / interval)]
-        self._ring = np.full(self.lags[-1] + NEIGHBOURS + 1, np.nan)
-        self._count = 0
-
-    def push(self, value: float) -> None:
-        self._ring[self._count % self._ring.size] = value
-        self._count += 1
+        self._ring = Ring(self.lags[-1] + NEIGHBOURS + 1)
+        self.push = self._ring.push
 
     def reference(self) -> float | None:
         """Median of the samples around each available lag before the next sample (NaN-free)."""
-        picks = [
-            self._ring[(self._count - lag + offset) % self._ring.size]
-            for lag in self.lags
-            if self._count >= lag + NEIGHBOURS
-            for offset in range(-NEIGHBOURS, NEIGHBOURS + 1)
-        ]
-        found = [p for p in picks if math.isfinite(p)]
-        return float(np.median(found)) if found else None
+        around = 2 * NEIGHBOURS + 1  # the lag's own sample and NEIGHBOURS either side
+        stretches = [self._ring.stretch(lag - NEIGHBOURS - 1, around) for lag in self.lags]
+        picks = np.concatenate([s for s in stretches if s is not None] or [np.empty(0)])
+        found = picks[np.isfinite(picks)]
+        return float(np.median(found)) if found.size else None
 
 
 class RobustDeviation:
