@@ -5,8 +5,8 @@ Every ``refit`` samples the model is fitted to the last ``window`` samples and f
 (a daily season, AutoETS on the rest) when a day is longer but two of them fit in the window, since
 seasonal ETS with hundreds of seasons takes seconds a fit; plain AutoETS otherwise. Each sample is
 then scored by how far outside its interval it falls (in interval half-widths), through the anomaly
-likelihood. statsforecast (and numba under it) loads
-on the first fit, not at import, so the other detectors start fast.
+likelihood. statsforecast (and numba under it) loads on the first fit, not at import, so the other
+detectors start fast.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ class Forecast:
             with warnings.catch_warnings(), np.errstate(all="ignore"):
                 warnings.simplefilter("ignore")  # ETS on a near-constant series warns, then copes
                 result = _model(season).forecast(y=history, h=self._refit, level=[LEVEL])
-        except Exception:
+        except Exception:  # a fit that fails (degenerate history) leaves the median as the forecast
             result = {}
         self._mean = np.asarray(result.get("mean", np.full(self._refit, np.median(history))), float)
         self._lower = np.asarray(result.get(f"lo-{LEVEL}", self._mean), float)
