@@ -206,3 +206,15 @@ def test_forecast_detector_follows_a_long_daily_season_with_mstl() -> None:
     found = alerts("forecast", series, interval=300)
     assert 3 * 288 + 100 in found
     assert not any(a >= 2 * 288 and a != 3 * 288 + 100 for a in found)
+
+
+def test_watch_scores_settle_soon_after_the_anomaly_ends() -> None:
+    """Without an episode gap (as a watch runs it) the default stays high while the anomaly lasts
+    and drops below the threshold once the newest 16 samples look like before again, not when the
+    coarse window (64 samples) has moved past it."""
+    series = 0.2 + np.random.default_rng(11).normal(0, 0.01, 700)
+    series[500:540] += 0.5
+    scores = create("default", episode_gap=0).score(series)
+    high = np.flatnonzero(scores >= DEFAULT_THRESHOLD)
+    assert high.min() == 500 and (scores[500:540] >= DEFAULT_THRESHOLD).mean() > 0.9
+    assert high.max() <= 540 + 20

@@ -23,9 +23,7 @@ from agentic_observability.telemetry import Metrics
 from agentic_observability.webhook.poller import WatchPoller
 from tests.conftest import prometheus_with_history
 
-# The default detector's coarse discord window holds an anomaly for about 64 samples after it ends,
-# so the clean tail is long enough for the episode to close (README: How anomalies are detected).
-STEP, POINTS, ANOMALY = 60, 540, range(430, 450)
+STEP, POINTS, ANOMALY = 60, 500, range(430, 450)
 START = float(int(time.time() // STEP * STEP) - POINTS * STEP - 3600)
 
 
@@ -83,6 +81,9 @@ async def test_one_incident_for_one_injected_anomaly(
     [incident] = incidents
     assert incident.labels["service"] == "faulty" and incident.status == "resolved"
     assert START + ANOMALY.start * STEP <= incident.started_at <= START + (ANOMALY.start + 3) * STEP
+    # closed once the newest 16 samples look like before again, plus resolve_after clean polls
+    assert incident.resolved_at is not None
+    assert incident.resolved_at <= START + (ANOMALY.stop + 16 + 3 + 2) * STEP
     assert [j.kind for j in jobs] == ["analyze", "resolve"]
     exposition = generate_latest(metrics.registry).decode()
     assert 'agentic_obs_anomaly_score{service="clean",watch="LatencyAnomaly"}' in exposition

@@ -23,7 +23,7 @@ SEASONAL_MAX_INTERVAL = 3600.0  # at least 24 samples a day for a daily shape to
 
 def ensemble(threshold: float, episode_gap: int, interval: float | None) -> Alerting:
     breach = RangeBreach()
-    components: list[Component] = [Discord()]
+    components: list[Component] = [Discord(threshold=threshold)]
     if interval and interval <= SEASONAL_MAX_INTERVAL:
         components.append(SeasonalDistance(interval))
     return Alerting("ensemble", components, threshold, episode_gap, breach=breach)
@@ -35,7 +35,7 @@ def robust(threshold: float, episode_gap: int, interval: float | None) -> Alerti
 
 
 def discord(threshold: float, episode_gap: int, interval: float | None) -> Alerting:
-    return Alerting("discord", [Discord()], threshold, episode_gap)
+    return Alerting("discord", [Discord(threshold=threshold)], threshold, episode_gap)
 
 
 def changepoint(threshold: float, episode_gap: int, interval: float | None) -> Alerting:

@@ -11,6 +11,7 @@ into a likelihood so each series is judged against its own usual distances.
 from __future__ import annotations
 
 import math
+from collections import deque
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -29,6 +30,7 @@ class NearestDistance:
         self._keep = history + 2 * width
         self._buffer = np.empty(2 * self._keep)
         self._length = 0
+        self.pushed = 0  # samples seen; sample n is buffer[n - (pushed - _length)] while held
 
     def update(self, value: float) -> float | None:
         if self._length == self._buffer.size:  # amortised trim: keep the last ``_keep`` samples
@@ -36,18 +38,30 @@ class NearestDistance:
             self._length = self._keep
         self._buffer[self._length] = value
         self._length += 1
+        self.pushed += 1
         if self._length < 2 * self.width + 1:
             return None
-        windows = sliding_window_view(self._buffer[: self._length], self.width)
-        newest = len(windows) - 1
-        end = newest - self.width  # earlier subsequences that do not overlap the newest
-        if end < 1:
+        newest = self._length - self.width  # earlier subsequences must not overlap the newest
+        distance = self._nearest(max(0, newest - self.history), newest - self.width)
+        if distance is None:
             return None
-        start = max(0, newest - self.history)
-        difference = windows[start:end] - windows[newest]
-        distance = math.sqrt(float(np.min(np.einsum("ij,ij->i", difference, difference))))
         floor = RESOLUTION * abs(value) * math.sqrt(self.width)
         return distance if distance > floor else 0.0
+
+    def nearest_before(self, cut: int) -> float | None:
+        """Distance from the newest subsequence to the nearest one that ended before sample ``cut``
+        (None if none is still held)."""
+        first = self.pushed - self._length  # the sample number of buffer[0]
+        newest = self._length - self.width
+        end = min(cut - first - self.width + 1, newest - self.width)
+        return self._nearest(max(0, newest - self.history), end)
+
+    def _nearest(self, start: int, end: int) -> float | None:
+        if end - start < 1:
+            return None
+        windows = sliding_window_view(self._buffer[: self._length], self.width)
+        difference = windows[start:end] - windows[-1]
+        return math.sqrt(float(np.min(np.einsum("ij,ij->i", difference, difference))))
 
 
 class DiscordScale:
@@ -55,31 +69,65 @@ class DiscordScale:
 
     def __init__(self, block: int, width: int, history: int, likelihood_history: int) -> None:
         self.block = block
-        self._distance = NearestDistance(width, history)
+        self.distance = NearestDistance(width, history)
         self._likelihood = TailLikelihood(history=likelihood_history, recent=10)
         self._pending: list[float] = []
+        self._recent: deque[float] = deque(maxlen=1000)
         self.score = 0.0
 
     def update(self, value: float) -> float:
         self._pending.append(value)
         if len(self._pending) == self.block:  # a block completes: its mean is the next sample
-            distance = self._distance.update(sum(self._pending) / self.block)
+            distance = self.distance.update(sum(self._pending) / self.block)
             self._pending.clear()
             if distance is not None:
+                self._recent.append(distance)
                 self.score = self._likelihood.update(distance)
         return self.score
 
+    def usual_distance(self) -> float | None:
+        """The 95th percentile of recent nearest-neighbour distances."""
+        return float(np.quantile(np.fromiter(self._recent, float), 0.95)) if self._recent else None
+
 
 class Discord:
-    """The discord score of one series: the highest over its time scales."""
+    """The discord score of one series: the highest over its time scales.
 
-    def __init__(self, width: int = 16, history: int = 3000, blocks: tuple[int, ...] = (1, 4)) -> None:
+    Given the alert ``threshold``, it also says when an anomaly is over. Its scores stay high while
+    the anomaly is inside their windows (an hour at the coarse scale, at one sample a minute), which
+    would hold a watch's episode open long after the metric recovered. So from the first high score
+    on, the newest stretch is also compared with the series *before* that moment; once it is as
+    close to that as stretches usually are to their neighbours, the score stays just below the
+    threshold until it falls on its own.
+    """
+
+    def __init__(
+        self,
+        width: int = 16,
+        history: int = 3000,
+        blocks: tuple[int, ...] = (1, 4),
+        threshold: float | None = None,
+    ) -> None:
         self._scales = tuple(
             DiscordScale(block, width, history, likelihood_history=4000 // block) for block in blocks
         )
+        self.threshold = threshold
+        self._before: tuple[int, float | None] | None = None  # (cut, usual distance) of this episode
 
     def update(self, value: float) -> float:
-        return max(scale.update(value) for scale in self._scales)
+        score = max(scale.update(value) for scale in self._scales)
+        if self.threshold is None or score < self.threshold:
+            self._before = None
+            return score
+        fine = self._scales[0]
+        if self._before is None:  # the cut leaves out stretches that may hold the onset already
+            self._before = (fine.distance.pushed - 2 * fine.distance.width, fine.usual_distance())
+            return score
+        cut, usual = self._before
+        distance = fine.distance.nearest_before(cut)
+        if usual is not None and distance is not None and distance <= usual:
+            return self.threshold * 0.999  # the newest stretch looks like before again
+        return score
 
 
 class SeasonalDistance:
