@@ -29,6 +29,7 @@ class NearestDistance:
         self.width, self.history = width, history
         self._keep = history + 2 * width
         self._buffer = np.empty(2 * self._keep)
+        self._windows = sliding_window_view(self._buffer, width)  # a view: follows the buffer
         self._length = 0
         self.pushed = 0  # samples seen; sample n is buffer[n - (pushed - _length)] while held
 
@@ -59,8 +60,7 @@ class NearestDistance:
     def _nearest(self, start: int, end: int) -> float | None:
         if end - start < 1:
             return None
-        windows = sliding_window_view(self._buffer[: self._length], self.width)
-        difference = windows[start:end] - windows[-1]
+        difference = self._windows[start:end] - self._windows[self._length - self.width]
         return math.sqrt(float(np.min(np.einsum("ij,ij->i", difference, difference))))
 
 
