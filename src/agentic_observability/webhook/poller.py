@@ -98,19 +98,16 @@ class WatchPoller:
         self._metrics.watch_evaluations.labels(self.watch.name, "ok").inc()
         if self.uses_detector and not self._warmed:
             await self._warm_up(moment)
-        # detectors are CPU work (a day of history per series at the first poll): off the event loop
-        hits = await asyncio.to_thread(self._breaches, samples) if self.uses_detector else None
+        keyed = [(watch_group_key(self.watch, sample.labels), sample) for sample in samples]
+        if self.uses_detector:  # CPU work (a day of history per series at first): off the event loop
+            hits = await asyncio.to_thread(self._score, keyed)
+        else:
+            hits = [breaches(sample.value, self.watch.above, self.watch.below) for sample in samples]
         changes: list[AcceptedAlert] = []
         seen: set[str] = set()
-        for index, sample in enumerate(samples):
-            key = watch_group_key(self.watch, sample.labels)
+        for (key, sample), hit in zip(keyed, hits, strict=True):
             seen.add(key)
             self._labels[key] = dict(sample.labels)
-            hit = (
-                hits[index]
-                if hits is not None
-                else breaches(sample.value, self.watch.above, self.watch.below)
-            )
             changes.extend(self._transition(key, hit, moment, sample.value))
         for key in [k for k in self.tracker.states if k not in seen]:
             changes.extend(self._transition(key, False, moment, None))  # series vanished: counts as clean
@@ -120,11 +117,10 @@ class WatchPoller:
                 self._notify()
         return len(changes)
 
-    def _breaches(self, samples: list[Sample]) -> list[bool]:
+    def _score(self, keyed: list[tuple[str, Sample]]) -> list[bool]:
         """Score each sample with its series' detector (runs in a worker thread)."""
         hits = []
-        for sample in samples:
-            key = watch_group_key(self.watch, sample.labels)
+        for key, sample in keyed:
             detector = self._detectors.get(key)
             if detector is None:  # a series that appeared after the warm-up starts cold
                 detector = self._detectors[key] = self._new_detector()
