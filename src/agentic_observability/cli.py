@@ -130,6 +130,9 @@ def _cmd_detect(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from agentic_observability.detectors import DETECTORS
+
+    detector_names = ", ".join(sorted(DETECTORS))
     parser = argparse.ArgumentParser(
         prog="agentic-obs", description="Prometheus/Grafana-native incident analyst."
     )
@@ -162,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     detect = sub.add_parser("detect", help="score a metrics CSV for anomalies (causal)")
     detect.add_argument("input", help="CSV: timestamp,<series>... (unix seconds ascending)")
     detect.add_argument("--output", required=True, help="CSV written: timestamp,score,anomaly")
-    detect.add_argument("--detector", default="default", help="detector name (default: default)")
+    detect.add_argument("--detector", default="default", help=f"one of: {detector_names} (default: default)")
     detect.set_defaults(func=_cmd_detect)
     rca = sub.add_parser("rca", help="rank root-cause services for one offline case")
     rca.add_argument("case_dir", help="directory with metrics.csv and case.json (fault_time, entity_label)")
@@ -174,7 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["rca", "nab"],
         help="rca: root-cause ranking (AC@1, AC@3, Avg@5); nab: anomaly detection (NAB scores)",
     )
-    backtest.add_argument("--detector", default="default", help="detector for 'nab' (default: default)")
+    backtest.add_argument(
+        "--detector", default="default", help=f"detector for 'nab': {detector_names} (default: default)"
+    )
     backtest.add_argument("dir", help="directory of labelled cases")
     backtest.add_argument(
         "--shift", type=float, default=0.0, help="give the method a fault time this late (s)"
