@@ -6,7 +6,8 @@
 - The per-sample ``default`` ensemble (range breach + subsequence discord) in series/s.
 - The statsforecast ``forecast`` detector in series/s (AutoETS refitted every 60 samples; the first
   fit, which compiles numba code, is timed apart).
-- Peak memory: tracemalloc's peak while the fast path runs, and the process's max RSS.
+- Memory: tracemalloc's peak while the fast path runs, what one warmed ``default`` detector holds
+  (a watch keeps one per series), and the process's max RSS.
 
     python bench/detect_throughput.py [--series 10000] [--points 1440] [--repeat 3]
 """
@@ -51,6 +52,20 @@ def per_sample_rate(name: str, values: np.ndarray) -> float:
     return len(values) / (time.perf_counter() - started)
 
 
+def state_per_series(values: np.ndarray) -> float:
+    """Bytes a warmed ``default`` detector holds, measured with tracemalloc over several series."""
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    kept = []
+    for row in values:
+        detector = create("default", episode_gap=0, interval=60)
+        detector.score(row)
+        kept.append(detector)
+    held = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    return held / len(kept)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--series", type=int, default=10_000)
@@ -78,6 +93,10 @@ def main() -> int:
 
     ensemble = per_sample_rate("default", values[: args.ensemble_series])
     print(f"default ensemble, per sample {ensemble:8.2f} series/s ({ensemble * args.points:,.0f} samples/s)")
+    print(
+        f"default ensemble state       {state_per_series(values[: args.ensemble_series]) / 1024:8.0f} KiB "
+        "per series (after these points; a watch holds one per series)"
+    )
 
     started = time.perf_counter()
     create("forecast", interval=60).score(values[0, :200])

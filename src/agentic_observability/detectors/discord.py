@@ -11,7 +11,6 @@ into a likelihood so each series is judged against its own usual distances.
 from __future__ import annotations
 
 import math
-from collections import deque
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -28,7 +27,7 @@ class NearestDistance:
     def __init__(self, width: int = 16, history: int = 3000) -> None:
         self.width, self.history = width, history
         self._keep = history + 2 * width
-        self._buffer = np.empty(2 * self._keep)
+        self._buffer = np.empty(self._keep + self._keep // 4)  # trimmed every keep/4 samples
         self._windows = sliding_window_view(self._buffer, width)  # a view: follows the buffer
         self._length = 0
         self.pushed = 0  # samples seen; sample n is buffer[n - (pushed - _length)] while held
@@ -72,7 +71,6 @@ class DiscordScale:
         self.distance = NearestDistance(width, history)
         self._likelihood = TailLikelihood(history=likelihood_history, recent=10)
         self._pending: list[float] = []
-        self._recent: deque[float] = deque(maxlen=1000)
         self.score = 0.0
 
     def update(self, value: float) -> float:
@@ -81,13 +79,12 @@ class DiscordScale:
             distance = self.distance.update(sum(self._pending) / self.block)
             self._pending.clear()
             if distance is not None:
-                self._recent.append(distance)
                 self.score = self._likelihood.update(distance)
         return self.score
 
     def usual_distance(self) -> float | None:
-        """The 95th percentile of recent nearest-neighbour distances."""
-        return float(np.quantile(np.fromiter(self._recent, float), 0.95)) if self._recent else None
+        """The 95th percentile of the nearest-neighbour distances in the likelihood's history."""
+        return self._likelihood.quantile(0.95)
 
 
 class Discord:
