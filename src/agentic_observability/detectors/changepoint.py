@@ -11,6 +11,7 @@ from collections import deque
 import numpy as np
 
 from agentic_observability.detectors import DEFAULT_THRESHOLD
+from agentic_observability.detectors.robust import centre_and_scale
 
 DRIFT = 0.5  # allowance per sample, in robust standard deviations
 LIMIT = 12.0  # the accumulated excess (robust standard deviations) that reaches the default threshold
@@ -46,8 +47,5 @@ class LevelShift:
 
     def _refresh(self) -> None:
         history = np.fromiter(self._baseline, float)
-        self._centre = float(np.median(history))
-        mad = 1.4826 * float(np.median(np.abs(history - self._centre)))
-        spread = float(history.max() - history.min())
-        self._scale = max(mad, 0.05 * spread, 1e-3 * abs(self._centre), 1e-9)
+        self._centre, self._scale = centre_and_scale(history, spread_share=0.05)
         self._stale = False

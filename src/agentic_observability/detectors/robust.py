@@ -28,6 +28,15 @@ NEIGHBOURS = 2
 EXTREME = 20.0  # robust deviations that reach the default threshold on their own
 
 
+def centre_and_scale(history: np.ndarray, spread_share: float) -> tuple[float, float]:
+    """Median and robust scale (1.4826 MAD), the scale floored at ``spread_share`` of the range and
+    a thousandth of the level, so flat or near-constant history never divides by ~0."""
+    median = float(np.median(history))
+    mad = 1.4826 * float(np.median(np.abs(history - median)))
+    spread = float(history.max() - history.min())
+    return median, max(mad, spread_share * spread, 1e-3 * abs(median), 1e-9)
+
+
 class SeasonalHistory:
     """A ring of the last week of samples, read back at day and week lags."""
 
@@ -72,11 +81,7 @@ class RobustDeviation:
     def _deviation(self, value: float) -> float | None:
         if len(self._values) < 10:
             return None
-        history = np.fromiter(self._values, float)
-        median = float(np.median(history))
-        mad = 1.4826 * float(np.median(np.abs(history - median)))
-        spread = float(history.max() - history.min())
-        scale = max(mad, 0.01 * spread, 1e-3 * abs(median), 1e-9)
+        median, scale = centre_and_scale(np.fromiter(self._values, float), spread_share=0.01)
         reference = self._seasons.reference() if self._seasons else None
         centre = median if reference is None else reference
         self._band = (centre - BAND_WIDTH * scale, centre + BAND_WIDTH * scale)
