@@ -39,10 +39,7 @@ ALLOWED = {
     "config": {"errors"},
     **{leaf: FOUNDATION | {leaf} for leaf in LEAVES},
     "pipeline": FOUNDATION | LEAVES | {"pipeline"},
-    "store": FOUNDATION | {"lifecycle", "store_schema", "store_writes"},
-    "store_schema": {"errors"},
-    "store_writes": {"lifecycle", "models"},
-    "lifecycle": {"models"},
+    "store": FOUNDATION | {"store"},
     "telemetry": FOUNDATION,
 }
 

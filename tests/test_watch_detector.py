@@ -18,7 +18,7 @@ from agentic_observability.config import WatchConfig
 from agentic_observability.demo.stack import ManagedProcess
 from agentic_observability.detectors import DETECTORS, register
 from agentic_observability.integrations.prometheus import PrometheusClient
-from agentic_observability.store import Store
+from agentic_observability.store import SqliteStore, Store
 from agentic_observability.telemetry import Metrics
 from agentic_observability.webhook.poller import WatchPoller
 from tests.conftest import prometheus_with_history
@@ -50,7 +50,7 @@ def history_prometheus(tmp_path: Path) -> Iterator[ManagedProcess]:
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await Store.open(tmp_path / "state")
+    opened = await SqliteStore.open(tmp_path / "state")
     yield opened
     await opened.close()
 

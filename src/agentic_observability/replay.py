@@ -12,7 +12,7 @@ from agentic_observability import pipeline
 from agentic_observability.config import Config
 from agentic_observability.errors import BadInputError
 from agentic_observability.integrations.prometheus import PrometheusClient
-from agentic_observability.store import Store
+from agentic_observability.store import open_store
 from agentic_observability.webhook.schema import parse_webhook
 
 
@@ -25,7 +25,7 @@ def read_body(path: Path) -> bytes:
 
 async def replay_body(raw: bytes, config: Config, storage: str) -> list[dict[str, Any]]:
     alerts = parse_webhook(raw)
-    store = await Store.open(storage)
+    store = await open_store(storage)
     try:
         await store.accept(alerts)
         jobs, _ = await store.ingest_pending()

@@ -25,7 +25,7 @@ from agentic_observability.integrations.prometheus import PrometheusClient
 from agentic_observability.integrations.resilience import Guard
 from agentic_observability.memory import ReconnectingMemory, open_memory
 from agentic_observability.pipeline.ports import ActSettings, PipelineDeps
-from agentic_observability.store import Store
+from agentic_observability.store import open_store
 from agentic_observability.telemetry import Metrics, StageTimer, setup_tracing
 from agentic_observability.webhook import api, openapi, ops, receiver
 from agentic_observability.webhook.auth import auth_middleware
@@ -88,7 +88,7 @@ def init_app(config: Config, environ: Mapping[str, str] | None = None) -> web.Ap
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
-    app[STORE] = await Store.open(app[CONFIG].file.storage.path)
+    app[STORE] = await open_store(app[CONFIG].file.storage.path)
     yield
     await app[STORE].close()
 

@@ -12,8 +12,8 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from agentic_observability.lifecycle import IngestPlan, IngestPlanner, PlannedJob
 from agentic_observability.models import AcceptedAlert, Action
+from agentic_observability.store.intake import IngestPlan, IngestPlanner, PlannedJob
 
 ROWS_PER_STATEMENT = 2000  # 4 parameters a row, well under SQLite's 32,766-parameter limit
 

@@ -6,7 +6,7 @@ pipeline for each job and complete it together with its report. Every step is re
 crash: nothing is marked done before the step that consumes it has committed.
 
 Writes run on one dedicated thread that owns the write connection, one whole transaction per
-hand-off (store_writes.py); concurrent webhook commits are batched into one transaction ("group
+hand-off (writes.py); concurrent webhook commits are batched into one transaction ("group
 commit"). Reads use aiosqlite on a second connection (WAL readers never block the writer).
 """
 
@@ -19,35 +19,18 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import aiosqlite
 
-from agentic_observability import store_writes
 from agentic_observability.errors import StoreError, StoreUnavailableError
 from agentic_observability.models import AcceptedAlert, Action, Alert, Incident, OutboxItem
-from agentic_observability.store_schema import DB_FILENAME, PRAGMAS, connect, migrate
+from agentic_observability.store.base import AcceptResult, Job
+from agentic_observability.store.sqlite import writes as store_writes
+from agentic_observability.store.sqlite.schema import DB_FILENAME, PRAGMAS, connect, migrate
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Job:
-    """A unit of pipeline work for one incident: ``analyze`` when it opens, ``resolve`` when it ends."""
-
-    id: int
-    incident_id: str
-    kind: str
-    attempts: int
-    source: str = "alertmanager"
-
-
-@dataclass(frozen=True)
-class AcceptResult:
-    accepted: int
-    duplicates: int
 
 
 class _Writer:
@@ -65,8 +48,8 @@ class _Writer:
         self._executor.shutdown(wait=True)
 
 
-class Store:
-    """Async facade over the SQLite file. Create with ``await Store.open(directory)``."""
+class SqliteStore:
+    """The store on one SQLite file. Create with ``await SqliteStore.open(directory)``."""
 
     def __init__(self, writer: _Writer, reader: aiosqlite.Connection, path: Path) -> None:
         self._writer = writer
@@ -76,7 +59,7 @@ class Store:
         self._flusher: asyncio.Task[None] | None = None
 
     @classmethod
-    async def open(cls, directory: str | Path) -> Store:
+    async def open(cls, directory: str | Path) -> SqliteStore:
         folder = Path(directory)
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
         loop = asyncio.get_running_loop()

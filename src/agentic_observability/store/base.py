@@ -1,0 +1,75 @@
+"""What the rest of the service may ask of durable state: the ``Store`` protocol and its records.
+
+A backend (``sqlite/`` today) satisfies the protocol structurally. The flow it carries: the webhook
+commits alerts to the inbox (that commit is what a 202 promises); ``ingest_pending`` turns them into
+incident changes and jobs in one transaction (the rules are in ``intake.py``); workers complete each
+job together with its report and the actions it plans; the dispatcher delivers the outbox.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from agentic_observability.models import AcceptedAlert, Action, Incident, OutboxItem
+
+
+@dataclass(frozen=True)
+class Job:
+    """A unit of pipeline work for one incident: ``analyze`` when it opens, ``resolve`` when it ends."""
+
+    id: int
+    incident_id: str
+    kind: str
+    attempts: int
+    source: str = "alertmanager"
+
+
+@dataclass(frozen=True)
+class AcceptResult:
+    accepted: int
+    duplicates: int
+
+
+class Store(Protocol):
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None: ...
+
+    # inbox, incidents and jobs
+    async def accept(self, alerts: Sequence[AcceptedAlert]) -> AcceptResult: ...
+
+    async def ingest_pending(self, limit: int = 1000) -> tuple[list[Job], bool]: ...
+
+    async def pending_jobs(self) -> list[Job]: ...
+
+    async def finish_job(self, job_id: int, error: str | None = None, give_up: bool = True) -> None: ...
+
+    async def complete_job(
+        self, job_id: int, incident_id: str, report: dict[str, Any], actions: Sequence[Action] = ()
+    ) -> None: ...
+
+    async def save_feedback(
+        self, incident_id: str, feedback: dict[str, Any], actions: Sequence[Action] = ()
+    ) -> None: ...
+
+    # outbox
+    async def due_actions(
+        self, now: float, limit: int = 200, exclude: Sequence[int] = ()
+    ) -> list[OutboxItem]: ...
+
+    async def action_delivered(self, item: OutboxItem, ref: str | None) -> None: ...
+
+    async def action_failed(self, item: OutboxItem, error: str, retry_at: float | None) -> None: ...
+
+    async def outbox_rows(self, incident_id: str | None = None) -> list[dict[str, Any]]: ...
+
+    # reads
+    async def get_incident(self, incident_id: str) -> Incident | None: ...
+
+    async def list_incidents(self, status: str | None = None, limit: int = 100) -> list[Incident]: ...
+
+    async def open_incidents_by_group(self, source: str) -> dict[str, str]: ...
+
+    async def counts(self) -> dict[str, int]: ...
