@@ -41,6 +41,7 @@ ALLOWED = {
     "pipeline": FOUNDATION | LEAVES | {"pipeline"},
     "store": FOUNDATION | {"store"},
     "telemetry": FOUNDATION,
+    "watch": FOUNDATION | {"watch", "detectors", "integrations", "store", "telemetry"},
 }
 
 

@@ -20,7 +20,7 @@ from agentic_observability.detectors import DETECTORS, register
 from agentic_observability.integrations.prometheus import PrometheusClient
 from agentic_observability.store import SqliteStore, Store
 from agentic_observability.telemetry import Metrics
-from agentic_observability.webhook.poller import WatchPoller
+from agentic_observability.watch.poller import WatchPoller
 from tests.conftest import prometheus_with_history
 
 STEP, POINTS, ANOMALY = 60, 500, range(430, 450)

@@ -1,8 +1,9 @@
-"""Detection stage: decide when a watched series' behaviour is an incident episode (pure, no I/O).
+"""When a watched series is an incident episode: pure rules over per-poll breaches, no I/O.
 
-Today a watch has a static ``above``/``below`` threshold. An episode opens once the breach has
-lasted ``for`` seconds (one incident per episode, not per sample) and closes after
-``resolve_after`` consecutive clean polls (hysteresis, so a flapping series does not page twice).
+A breach is a static ``above``/``below`` threshold crossed, or a detector's score at or above the
+anomaly threshold (the poller decides which). An episode opens once the breach has lasted ``for``
+seconds (one incident per episode, not per sample) and closes after ``resolve_after`` consecutive
+clean polls (hysteresis, so a flapping series does not page twice).
 """
 
 from __future__ import annotations

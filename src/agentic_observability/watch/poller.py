@@ -25,9 +25,9 @@ from agentic_observability.detectors import DEFAULT_THRESHOLD, Detector, create
 from agentic_observability.errors import AgenticObsError, ConfigError
 from agentic_observability.integrations.prometheus import PrometheusClient
 from agentic_observability.models import AcceptedAlert, Alert, Sample, Series, label_fingerprint
-from agentic_observability.pipeline.detect import EpisodeTracker, breaches
 from agentic_observability.store import Store
 from agentic_observability.telemetry import Metrics
+from agentic_observability.watch.episodes import EpisodeTracker, breaches
 
 log = logging.getLogger(__name__)
 JITTER = 0.1
