@@ -26,9 +26,9 @@ import time
 from pathlib import Path
 
 from agentic_observability.memory import EdgeBackend, HashingEmbedder, IncidentMemory, QdrantServerBackend
+from agentic_observability.memory.records import evidence_signature
 from agentic_observability.models import PastIncident
 from agentic_observability.offline.rca import rank_case
-from agentic_observability.pipeline.recall import evidence_signature
 
 KINDS = ("cpu", "memory", "latency_p90", "load", "errors", "disk", "gc_pause", "connections")
 BATCH = 2000

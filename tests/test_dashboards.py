@@ -59,7 +59,7 @@ def test_dashboard_files_match_their_builder() -> None:
 
 
 def test_dashboards_are_bundled_in_the_package() -> None:
-    from agentic_observability.webhook.sinks import bundled_dashboards
+    from agentic_observability.outbox.sinks import bundled_dashboards
 
     assert {d["uid"] for d in bundled_dashboards()} == {d["uid"] for d in build.dashboards().values()}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agentic_observability.pipeline import messages
+from agentic_observability.outbox import messages
 
 REPORT = {
     "facts": {"alertname": "Hi <!channel>", "severity": "page", "runbook_url": "https://rb.example/x"},

@@ -175,8 +175,7 @@ def test_untrusted_text_cannot_close_its_fence() -> None:
 
 
 async def test_prompt_injection_cannot_change_the_schema_or_the_actions() -> None:
-    from agentic_observability.pipeline.act import plan_actions
-    from agentic_observability.pipeline.ports import ActSettings
+    from agentic_observability.outbox.plan import ActSettings, plan_actions
 
     injected_server = await serve(FakeModel("injected"))
     deps, _ = await deps_for(injected_server)

@@ -57,7 +57,7 @@ def _cmd_provision(args: argparse.Namespace) -> int:
     """Push the bundled dashboards into Grafana now (the service also does this at startup)."""
     from agentic_observability.integrations.delivery import sink_guard
     from agentic_observability.integrations.grafana import GrafanaSink
-    from agentic_observability.webhook.sinks import bundled_dashboards
+    from agentic_observability.outbox.sinks import bundled_dashboards
 
     config = load_config(args.config)
     grafana = config.file.actions.grafana

@@ -2,27 +2,20 @@
 
 investigate (evidence from the alert's own PromQL, root-cause ranking over the configured signals)
 -> recall (similar past incidents from memory) -> reason (rules, or a language model with the rules
-report as fallback). The act stage (act.py) turns the report into outbox actions; the caller commits
-them together with the report.
+report as fallback). The act stage (act.py) turns the report into outbox actions, planned per sink in
+``outbox/plan.py``; the caller commits them together with the report.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from typing import Any
 
-from agentic_observability.models import Action, Incident, Report
-from agentic_observability.pipeline import act, investigate, reason, recall
+from agentic_observability.models import Incident, Report
+from agentic_observability.pipeline import investigate, reason, recall
+from agentic_observability.pipeline.act import actions_for
 from agentic_observability.pipeline.ports import MetricsSource, PipelineDeps
 
 __all__ = ["MetricsSource", "PipelineDeps", "actions_for", "run"]
-
-
-def actions_for(incident: Incident, report: Mapping[str, Any], kind: str, deps: PipelineDeps) -> list[Action]:
-    """The outbox actions a finished job's report (as stored) calls for; committed together with it."""
-    with deps.stage_timer("act"):
-        return act.plan_actions(incident, report, kind, deps.act)
 
 
 async def run(incident: Incident, deps: PipelineDeps, now: float | None = None) -> Report:

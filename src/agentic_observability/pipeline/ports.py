@@ -8,8 +8,9 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from agentic_observability.config import ActionsConfig, InvestigationConfig
-from agentic_observability.models import ModelReply, OutboxItem, PastIncident, Series, SimilarIncident
+from agentic_observability.config import InvestigationConfig
+from agentic_observability.models import ModelReply, PastIncident, Series, SimilarIncident
+from agentic_observability.outbox.plan import ActSettings
 
 
 class MetricsSource(Protocol):
@@ -28,23 +29,6 @@ class ChatModel(Protocol):
     model: str
 
     async def chat(self, messages: list[dict[str, str]], max_tokens: int) -> ModelReply: ...
-
-
-class Sink(Protocol):
-    """Delivers one outbox action; returns the id the receiver gave the incident (kept for updates).
-    A sink with a rate limit also has ``async wait_turn(item)``, awaited before the delivery."""
-
-    name: str
-
-    async def deliver(self, item: OutboxItem) -> str | None: ...
-
-
-@dataclass(frozen=True)
-class ActSettings:
-    enabled: frozenset[str] = frozenset()  # sinks that are configured (and "memory" when memory is on)
-    actions: ActionsConfig = field(default_factory=ActionsConfig)
-    public_url: str | None = None
-    entity_label: str = "service"
 
 
 StageTimer = Callable[[str], AbstractContextManager[None]]

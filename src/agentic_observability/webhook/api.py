@@ -8,9 +8,8 @@ from dataclasses import replace
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from agentic_observability.models import Action
+from agentic_observability.outbox.plan import remember_action
 from agentic_observability.pipeline.investigate import query_evidence
-from agentic_observability.pipeline.recall import past_incident
 from agentic_observability.webhook.keys import CONFIG, DISPATCHER, MEMORY, PROMETHEUS, STORE
 from agentic_observability.webhook.receiver import error_response
 
@@ -78,17 +77,9 @@ async def feedback(request: web.Request) -> web.Response:
     updated = replace(incident, feedback=merged)
     actions = []
     if request.app[MEMORY] is not None:
-        report = incident.report or {}
-        past = past_incident(
-            updated,
-            report.get("hypotheses") or [],
-            request.app[CONFIG].file.investigation.entity_label,
-            report.get("summary", ""),
-            merged,
-        )
-        actions.append(
-            Action(incident.id, "memory", f"remember:feedback:{int(merged['at'] * 1000)}", past.to_payload())
-        )
+        entity_label = request.app[CONFIG].file.investigation.entity_label
+        key = f"remember:feedback:{int(merged['at'] * 1000)}"
+        actions.append(remember_action(updated, incident.report or {}, entity_label, key))
     await store.save_feedback(incident.id, merged, actions)
     request.app[DISPATCHER].wake()
     return web.json_response({"id": incident.id, "feedback": merged, "remembered": bool(actions)})

@@ -24,13 +24,15 @@ from agentic_observability.integrations.llm import ChatClient
 from agentic_observability.integrations.prometheus import PrometheusClient
 from agentic_observability.integrations.resilience import Guard
 from agentic_observability.memory import ReconnectingMemory, open_memory
-from agentic_observability.pipeline.ports import ActSettings, PipelineDeps
+from agentic_observability.outbox.dispatcher import Dispatcher
+from agentic_observability.outbox.plan import ActSettings
+from agentic_observability.outbox.sinks import build_sinks, provision_dashboards
+from agentic_observability.pipeline.ports import PipelineDeps
 from agentic_observability.store import open_store
 from agentic_observability.telemetry import Metrics, StageTimer, setup_tracing
 from agentic_observability.watch.poller import WatchPoller
 from agentic_observability.webhook import api, openapi, ops, receiver
 from agentic_observability.webhook.auth import auth_middleware
-from agentic_observability.webhook.dispatcher import Dispatcher
 from agentic_observability.webhook.keys import (
     CHAT,
     CONFIG,
@@ -45,7 +47,6 @@ from agentic_observability.webhook.keys import (
     TOKEN,
     WORKERS,
 )
-from agentic_observability.webhook.sinks import build_sinks, provision_dashboards
 from agentic_observability.webhook.workers import Workers
 
 log = logging.getLogger(__name__)

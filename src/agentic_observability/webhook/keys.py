@@ -11,9 +11,9 @@ from agentic_observability.config import Config
 from agentic_observability.integrations.llm import ChatClient
 from agentic_observability.integrations.prometheus import PrometheusClient
 from agentic_observability.memory import ReconnectingMemory
+from agentic_observability.outbox.dispatcher import Dispatcher
 from agentic_observability.store import Store
 from agentic_observability.telemetry import Metrics
-from agentic_observability.webhook.dispatcher import Dispatcher
 from agentic_observability.webhook.workers import Workers
 
 CONFIG = web.AppKey("config", Config)

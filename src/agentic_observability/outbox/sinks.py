@@ -1,4 +1,4 @@
-"""Builds the sinks the config enables (composition root): Grafana, Slack, PagerDuty, the file sink,
+"""The sink interface, and the sinks the config enables: Grafana, Slack, PagerDuty, the file sink,
 and incident memory (remembering is an outbox action too, so it catches up after a memory outage)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import json
 import logging
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -19,9 +19,17 @@ from agentic_observability.integrations.pagerduty import PagerDutySink
 from agentic_observability.integrations.slack import SlackSink
 from agentic_observability.memory import ReconnectingMemory
 from agentic_observability.models import OutboxItem, PastIncident
-from agentic_observability.pipeline.ports import Sink
 
 log = logging.getLogger(__name__)
+
+
+class Sink(Protocol):
+    """Delivers one outbox action; returns the id the receiver gave the incident (kept for updates).
+    A sink with a rate limit also has ``async wait_turn(item)``, awaited before the delivery."""
+
+    name: str
+
+    async def deliver(self, item: OutboxItem) -> str | None: ...
 
 
 class MemorySink:

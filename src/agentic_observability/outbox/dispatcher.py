@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 
 from agentic_observability.errors import DeliveryError, UpstreamUnavailableError
 from agentic_observability.models import OutboxItem
-from agentic_observability.pipeline.ports import Sink
+from agentic_observability.outbox.sinks import Sink
 from agentic_observability.store import Store
 from agentic_observability.telemetry import Metrics, correlation, log_fields
 

@@ -1,0 +1,195 @@
+"""What each sink is told about an incident: one planning entry per sink in ``PLANNERS``. Pure; the
+dispatcher delivers (exactly once per dedup key) and records what each sink gave back.
+
+analyze -> Grafana annotation, Slack parent (+ thread replies: the full investigation, and "seen
+before" when memory recalled something), PagerDuty trigger, a line in the file sink;
+resolve -> annotation end, Slack parent updated + a resolution reply, PagerDuty resolve, and the
+incident remembered. Nothing here reads the model's answer to decide *whether* to act: routing is
+config over the alert's own labels, so prompt-injected text cannot trigger an action.
+
+A new sink is an adapter in ``integrations/``, one entry in ``PLANNERS`` and one in ``sinks.py``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from agentic_observability.config import ActionsConfig, RouteConfig, parse_matcher
+from agentic_observability.memory.records import past_incident
+from agentic_observability.models import Action, Incident, iso_time
+from agentic_observability.outbox import messages
+
+
+@dataclass(frozen=True)
+class ActSettings:
+    enabled: frozenset[str] = frozenset()  # sinks that are configured (and "memory" when memory is on)
+    actions: ActionsConfig = field(default_factory=ActionsConfig)
+    public_url: str | None = None
+    entity_label: str = "service"
+
+
+@dataclass(frozen=True)
+class Planned:
+    """What a planner sees: the incident, its report and the job kind (``analyze`` or ``resolve``)."""
+
+    incident: Incident
+    view: dict[str, Any]  # id, title, status, service, started_at: what every message shows
+    report: Mapping[str, Any]
+    kind: str
+    settings: ActSettings
+    url: str | None  # the incident in the API, when server.public_url is set
+
+
+def _grafana(p: Planned) -> list[Action]:
+    grafana = p.settings.actions.grafana
+    body = {
+        "dashboardUID": grafana.dashboard_uid,
+        "panelId": grafana.panel_id,
+        "time": int(_onset(p.report, p.incident.started_at) * 1000),
+        "tags": messages.grafana_tags(p.view, p.report),
+        "text": messages.grafana_text(p.view, p.report, p.url),
+    }
+    if p.kind == "resolve":
+        body["timeEnd"] = int((p.incident.resolved_at or p.incident.started_at) * 1000)
+    return [Action(p.incident.id, "grafana", "open" if p.kind == "analyze" else "resolve", body)]
+
+
+def _slack(p: Planned) -> list[Action]:
+    i, report = p.incident.id, p.report
+    parent = messages.slack_parent(p.view, report, p.url)
+    if p.kind == "analyze":
+        heading = f"Investigation ({report.get('reasoner', 'rules')} reasoner)"
+        planned = [
+            Action(i, "slack", "open", parent),
+            Action(
+                i, "slack", "reply:investigation", messages.slack_reply(heading, report.get("summary", ""))
+            ),
+        ]
+        similar = report.get("similar_incidents") or []
+        if similar:
+            body = messages.slack_reply("Seen before", messages.recurrence_text(similar))
+            planned.append(Action(i, "slack", "reply:recurrence", body))
+        return planned
+    resolved = messages.slack_reply(
+        f"Resolved at {iso_time(p.incident.resolved_at)}", report.get("summary", "")
+    )
+    return [Action(i, "slack", "update:resolve", parent), Action(i, "slack", "reply:resolve", resolved)]
+
+
+def _pagerduty(p: Planned) -> list[Action]:
+    action = "trigger" if p.kind == "analyze" else "resolve"
+    return [
+        Action(p.incident.id, "pagerduty", action, messages.pagerduty_event(p.view, p.report, action, p.url))
+    ]
+
+
+def _file(p: Planned) -> list[Action]:
+    summary = {
+        "incident": p.view,
+        "kind": p.kind,
+        "summary": p.report.get("summary", ""),
+        "reasoner": p.report.get("reasoner"),
+    }
+    return [Action(p.incident.id, "file", p.kind, summary)]
+
+
+def _memory(p: Planned) -> list[Action]:
+    if p.kind != "resolve":
+        return []
+    return [remember_action(p.incident, p.report, p.settings.entity_label, "remember")]
+
+
+# One entry per sink, in the order their actions are planned. Memory is not routed by labels:
+# every resolved incident is remembered when memory is on.
+PLANNERS: dict[str, Callable[[Planned], list[Action]]] = {
+    "grafana": _grafana,
+    "slack": _slack,
+    "pagerduty": _pagerduty,
+    "file": _file,
+    "memory": _memory,
+}
+UNROUTED = frozenset({"memory"})
+
+
+def plan_actions(
+    incident: Incident, report: Mapping[str, Any], kind: str, settings: ActSettings
+) -> list[Action]:
+    labels = _labels(incident)
+    view = _view(incident, labels, settings.entity_label)
+    url = f"{settings.public_url.rstrip('/')}/api/v1/incidents/{incident.id}" if settings.public_url else None
+    planned = Planned(incident, view, report, kind, settings, url)
+    actions: list[Action] = []
+    for sink in routed_sinks(labels, settings):
+        actions.extend(PLANNERS[sink](planned))
+    return actions
+
+
+def remember_action(incident: Incident, report: Mapping[str, Any], entity_label: str, key: str) -> Action:
+    """The memory record of an incident as an outbox action (feedback re-remembers under a new key)."""
+    past = past_incident(
+        incident,
+        report.get("hypotheses") or [],
+        entity_label,
+        report.get("summary", ""),
+        incident.feedback,
+    )
+    return Action(incident.id, "memory", key, past.to_payload())
+
+
+def routed_sinks(labels: Mapping[str, str], settings: ActSettings) -> list[str]:
+    chosen = []
+    for sink in PLANNERS:
+        if sink not in settings.enabled:
+            continue
+        routes = [r for r in settings.actions.routes if r.sink == sink]
+        if sink in UNROUTED or not routes or any(_route_matches(r, labels) for r in routes):
+            chosen.append(sink)
+    return chosen
+
+
+def _matches(matcher: str, labels: Mapping[str, str]) -> bool:
+    name, op, value = parse_matcher(matcher)
+    actual = labels.get(name, "")
+    if op == "=":
+        return actual == value
+    if op == "!=":
+        return actual != value
+    found = re.fullmatch(value, actual) is not None
+    return found if op == "=~" else not found
+
+
+def _route_matches(route: RouteConfig, labels: Mapping[str, str]) -> bool:
+    if route.severities and labels.get("severity", "") not in route.severities:
+        return False
+    return all(_matches(m, labels) for m in route.matchers)
+
+
+def _labels(incident: Incident) -> dict[str, str]:
+    merged: dict[str, str] = {}
+    for alert in incident.alerts[:1]:
+        merged.update(alert.labels)
+    merged.update(incident.labels)
+    return merged
+
+
+def _view(incident: Incident, labels: Mapping[str, str], entity_label: str) -> dict[str, Any]:
+    return {
+        "id": incident.id,
+        "title": incident.title,
+        "status": incident.status,
+        "service": labels.get(entity_label, ""),
+        "started_at": iso_time(incident.started_at),
+    }
+
+
+def _onset(report: Mapping[str, Any], default: float) -> float:
+    """The annotation starts where the change started (the top hypothesis' onset), else at the alert."""
+    hypotheses = report.get("hypotheses") or []
+    onset = hypotheses[0].get("onset") if hypotheses else None
+    if not onset:
+        return default
+    return min(datetime.fromisoformat(str(onset).replace("Z", "+00:00")).timestamp(), default)
