@@ -6,12 +6,12 @@ import pytest
 from agentic_observability.demo.stack import ManagedProcess
 from agentic_observability.integrations.prometheus import PrometheusClient
 from agentic_observability.models import Series
-from agentic_observability.pipeline.investigate import (
+from agentic_observability.pipeline.investigate import summarize
+from agentic_observability.pipeline.promql import (
     expression_from_generator_url,
     promql_for_entity,
     promql_string,
     split_threshold,
-    summarize,
 )
 from tests.conftest import fixture_body
 

@@ -1,8 +1,9 @@
-"""Investigation stage: gather PromQL evidence for an incident.
+"""Investigation stage: gather PromQL evidence for an incident and rank its likely root causes.
 
-Today: recover each alert's own expression from its ``generatorURL`` and query its last hour. When
-the rule is a comparison against a constant (``x > 0.5``), the value side is queried instead, so the
-evidence shows the whole curve and the threshold rather than only the moments it was breached.
+Evidence: each alert's own expression (recovered from its ``generatorURL``, see ``promql.py``) over
+its last hour. When the rule is a comparison against a constant (``x > 0.5``), the value side is
+queried instead, so the evidence shows the whole curve and the threshold rather than only the moments
+it was breached. Root cause: the configured signal templates per entity, ranked by ``investigation/``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import logging
 import math
 from collections.abc import Iterable, Sequence
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import urlencode
 
 import numpy as np
 
@@ -22,65 +23,14 @@ from agentic_observability.errors import PrometheusQueryError, UpstreamError
 from agentic_observability.investigation import Candidate, RankConfig, SignalSeries, rank_entities
 from agentic_observability.models import Evidence, Incident, Series, SeriesSummary, iso_time
 from agentic_observability.pipeline.ports import MetricsSource
+from agentic_observability.pipeline.promql import incident_expressions, promql_for_entity, split_threshold
 
 log = logging.getLogger(__name__)
 
-MAX_QUERIES = 5
 MAX_SERIES = 20
 TARGET_POINTS = 240
 SIGNAL_POINTS = 720  # points per signal over baseline + after: enough to place an onset within a few steps
 MAX_HYPOTHESES = 5
-_COMPARISONS = ("==", "!=", ">=", "<=", ">", "<")
-
-
-def expression_from_generator_url(url: str) -> str | None:
-    """The PromQL of ``…/graph?g0.expr=…`` (Prometheus, Thanos, VictoriaMetrics vmalert links)."""
-    if not url:
-        return None
-    query = parse_qs(urlsplit(url).query)
-    for key in ("g0.expr", "expr", "query"):
-        values = query.get(key)
-        if values and values[0].strip():
-            return values[0].strip()
-    return None
-
-
-def split_threshold(expr: str) -> tuple[str, str, float] | None:
-    """``rate(x[5m]) > 0.5`` -> (``rate(x[5m])``, ``>``, 0.5); None unless the top-level
-    operator is a comparison with a numeric literal on its right."""
-    depth, quote, i = 0, "", 0
-    while i < len(expr):
-        char = expr[i]
-        if quote:
-            if char == "\\":
-                i += 2
-                continue
-            if char == quote:
-                quote = ""
-        elif char in "\"'`":
-            quote = char
-        elif char in "([{":
-            depth += 1
-        elif char in ")]}":
-            depth -= 1
-        elif depth == 0:
-            operator = next((op for op in _COMPARISONS if expr.startswith(op, i)), None)
-            if operator is not None:
-                return _threshold_parts(expr, i, operator)
-        i += 1
-    return None
-
-
-def _threshold_parts(expr: str, index: int, operator: str) -> tuple[str, str, float] | None:
-    left = expr[:index].strip()
-    right = expr[index + len(operator) :].strip()
-    if right.startswith("bool "):
-        right = right[5:].strip()
-    try:
-        value = float(right)
-    except ValueError:
-        return None
-    return (left, operator, value) if left else None
 
 
 def summarize(series: Series) -> SeriesSummary | None:
@@ -99,15 +49,6 @@ def summarize(series: Series) -> SeriesSummary | None:
         mean=sum(values) / len(values),
         peak_at=peak_at,
     )
-
-
-def incident_expressions(incident: Incident) -> list[str]:
-    seen: dict[str, None] = {}
-    for alert in incident.alerts:
-        expr = expression_from_generator_url(alert.generator_url)
-        if expr:
-            seen.setdefault(expr, None)
-    return list(seen)[:MAX_QUERIES]
 
 
 async def alert_evidence(
@@ -150,18 +91,6 @@ def _top_series(summaries: Iterable[SeriesSummary]) -> tuple[SeriesSummary, ...]
 
 
 # -- root-cause investigation ------------------------------------------------------------------------
-
-
-def promql_string(value: str) -> str:
-    """A PromQL double-quoted string literal; quotes, backslashes and newlines cannot break out."""
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-    return f'"{escaped}"'
-
-
-def promql_for_entity(query: str, label: str, value: str) -> str:
-    """Restrict an arbitrary signal query to one entity without parsing it: keep only the series whose
-    ``label`` equals ``value``."""
-    return f'({query}) and on({label}) label_replace(vector(1), "{label}", {promql_string(value)}, "", "")'
 
 
 async def gather_signals(

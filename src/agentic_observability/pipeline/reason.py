@@ -27,8 +27,8 @@ from agentic_observability.models import (
     iso_time,
 )
 from agentic_observability.pipeline import prompting
-from agentic_observability.pipeline.investigate import incident_expressions, split_threshold
 from agentic_observability.pipeline.ports import PipelineDeps
+from agentic_observability.pipeline.promql import incident_expressions, split_threshold
 
 
 def alert_facts(incident: Incident) -> dict[str, Any]:
