@@ -11,8 +11,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from agentic_observability.config import Config
-from agentic_observability.webhook import init_app
-from agentic_observability.webhook.keys import STORE
+from agentic_observability.service import init_app
+from agentic_observability.service.keys import STORE
 from tests.conftest import fixture_body, make_config
 from tests.fakes import GRAFANA_TOKEN, PD_ROUTING_KEY, SLACK_TOKEN, FakeGrafana, FakePagerDuty, FakeSlack
 from tests.test_webhook import post, wait_for

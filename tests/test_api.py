@@ -9,8 +9,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from agentic_observability.demo.stack import ManagedProcess
-from agentic_observability.webhook import init_app
-from agentic_observability.webhook.openapi import document
+from agentic_observability.service import init_app
+from agentic_observability.service.routes.openapi import document
 from tests.conftest import auth_headers, fixture_body
 from tests.test_webhook import incidents, post, wait_for
 

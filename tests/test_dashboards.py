@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 
 from agentic_observability.demo.stack import free_port, start_prometheus
-from agentic_observability.webhook import init_app
+from agentic_observability.service import init_app
 from tests.conftest import ROOT_DIR, auth_headers, fixture_body, make_config
 
 sys.path.insert(0, str(ROOT_DIR / "dashboards"))

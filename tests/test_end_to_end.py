@@ -12,7 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from agentic_observability.demo.stack import free_port, start_prometheus
-from agentic_observability.webhook import init_app
+from agentic_observability.service import init_app
 from tests.conftest import auth_headers
 from tests.test_webhook import incidents, wait_for
 

@@ -12,8 +12,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
 
 from agentic_observability.config import Tunables
-from agentic_observability.webhook import init_app
-from agentic_observability.webhook.keys import STORE
+from agentic_observability.service import init_app
+from agentic_observability.service.keys import STORE
 from tests.conftest import auth_headers, fixture_body
 from tests.fakes import MODEL_TOKEN, FakeModel
 from tests.test_actions import Sinks, sinks  # noqa: F401  (the fixture)

@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agentic_observability.demo.stack import free_port
-from agentic_observability.webhook import init_app
-from agentic_observability.webhook.openapi import document
+from agentic_observability.service import init_app
+from agentic_observability.service.routes.openapi import document
 from tests.conftest import TOKEN, make_config
 
 CASES = int(os.environ.get("AGENTIC_OBS_FUZZ_CASES", "60"))

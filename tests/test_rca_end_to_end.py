@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestClient
 
 from agentic_observability.demo.stack import ManagedProcess
 from agentic_observability.offline.metrics_csv import read_metrics_csv
-from agentic_observability.webhook import init_app
+from agentic_observability.service import init_app
 from tests.conftest import SHARED, fixture_body, prometheus_with_history
 from tests.test_webhook import incidents, post, wait_for
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from aiohttp.test_utils import TestClient, TestServer
 
+from agentic_observability.service import init_app
+from agentic_observability.service.keys import STORE
 from agentic_observability.telemetry import JsonFormatter
-from agentic_observability.webhook import init_app
-from agentic_observability.webhook.keys import STORE
 from tests.conftest import TOKEN, auth_headers, fixture_body
 from tests.fakes import GRAFANA_TOKEN, MODEL_TOKEN, PD_ROUTING_KEY, SLACK_TOKEN, FakeModel
 from tests.test_actions import Sinks, sinks  # noqa: F401  (the fixture)

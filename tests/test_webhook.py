@@ -13,9 +13,9 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from agentic_observability.errors import StoreUnavailableError
-from agentic_observability.webhook import init_app
-from agentic_observability.webhook.keys import STORE
-from agentic_observability.webhook.openapi import SCHEMAS
+from agentic_observability.service import init_app
+from agentic_observability.service.keys import STORE
+from agentic_observability.service.routes.openapi import SCHEMAS
 from tests.conftest import FIXTURES, TOKEN, auth_headers, fixture_body
 
 URL = "/api/v1/webhook/alertmanager"

@@ -23,8 +23,8 @@ EXIT_ERROR = 2
 def _cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
+    from agentic_observability.service import init_app
     from agentic_observability.telemetry import setup_logging
-    from agentic_observability.webhook import init_app
 
     config = load_config(args.config)
     setup_logging(config.secrets.values())

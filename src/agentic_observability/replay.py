@@ -12,8 +12,8 @@ from agentic_observability import pipeline
 from agentic_observability.config import Config
 from agentic_observability.errors import BadInputError
 from agentic_observability.integrations.prometheus import PrometheusClient
+from agentic_observability.service.routes.webhook import parse_webhook
 from agentic_observability.store import open_store
-from agentic_observability.webhook.schema import parse_webhook
 
 
 def read_body(path: Path) -> bytes:

@@ -26,7 +26,7 @@ from aiohttp import web
 from agentic_observability.config import Config, FileConfig, Secrets
 from agentic_observability.demo.shop import ShopCollector, shop_app
 from agentic_observability.demo.stack import ManagedProcess, free_port, start_alertmanager, start_prometheus
-from agentic_observability.webhook import init_app
+from agentic_observability.service import init_app
 
 FAULTS = ((30.0, 45.0), (140.0, 40.0))  # (at, for) seconds after start: the same fault, twice
 TIME_LIMIT = 300.0

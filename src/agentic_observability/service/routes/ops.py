@@ -8,7 +8,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from agentic_observability.errors import AgenticObsError
-from agentic_observability.webhook.keys import CHAT, MEMORY, METRICS, PROMETHEUS, SINKS, STORE
+from agentic_observability.service.keys import CHAT, MEMORY, METRICS, PROMETHEUS, SINKS, STORE
 
 routes = web.RouteTableDef()
 

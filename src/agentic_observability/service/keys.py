@@ -12,9 +12,9 @@ from agentic_observability.integrations.llm import ChatClient
 from agentic_observability.integrations.prometheus import PrometheusClient
 from agentic_observability.memory import ReconnectingMemory
 from agentic_observability.outbox.dispatcher import Dispatcher
+from agentic_observability.service.workers import Workers
 from agentic_observability.store import Store
 from agentic_observability.telemetry import Metrics
-from agentic_observability.webhook.workers import Workers
 
 CONFIG = web.AppKey("config", Config)
 STORE = web.AppKey("store", Store)

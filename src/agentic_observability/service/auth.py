@@ -14,7 +14,7 @@ import hmac
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from agentic_observability.webhook.keys import TOKEN
+from agentic_observability.service.keys import TOKEN
 
 OPEN_PATHS = frozenset(
     {"/api/v1/health", "/api/v1/health/ready", "/metrics", "/api/v1/metrics", "/api/v1/openapi.json", "/docs"}

@@ -28,12 +28,8 @@ from agentic_observability.outbox.dispatcher import Dispatcher
 from agentic_observability.outbox.plan import ActSettings
 from agentic_observability.outbox.sinks import build_sinks, provision_dashboards
 from agentic_observability.pipeline.ports import PipelineDeps
-from agentic_observability.store import open_store
-from agentic_observability.telemetry import Metrics, StageTimer, setup_tracing
-from agentic_observability.watch.poller import WatchPoller
-from agentic_observability.webhook import api, openapi, ops, receiver
-from agentic_observability.webhook.auth import auth_middleware
-from agentic_observability.webhook.keys import (
+from agentic_observability.service.auth import auth_middleware
+from agentic_observability.service.keys import (
     CHAT,
     CONFIG,
     DISPATCHER,
@@ -47,7 +43,12 @@ from agentic_observability.webhook.keys import (
     TOKEN,
     WORKERS,
 )
-from agentic_observability.webhook.workers import Workers
+from agentic_observability.service.responses import error_response
+from agentic_observability.service.routes import analyze, incidents, openapi, ops, webhook
+from agentic_observability.service.workers import Workers
+from agentic_observability.store import open_store
+from agentic_observability.telemetry import Metrics, StageTimer, setup_tracing
+from agentic_observability.watch.poller import WatchPoller
 
 log = logging.getLogger(__name__)
 POLLERS = web.AppKey("pollers", list)
@@ -60,15 +61,15 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return await handler(request)
     except web.HTTPRequestEntityTooLarge:
         limit = request.app[CONFIG].file.server.max_body_bytes
-        return receiver.error_response(413, "body too large", f"the limit is {limit} bytes")
+        return error_response(413, "body too large", f"the limit is {limit} bytes")
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return receiver.error_response(exc.status, exc.reason, exc.text or exc.reason)
+        return error_response(exc.status, exc.reason, exc.text or exc.reason)
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         request.app[METRICS].errors.labels("http").inc()
-        return receiver.error_response(500, "internal error", "see the service log")
+        return error_response(500, "internal error", "see the service log")
 
 
 def init_app(config: Config, environ: Mapping[str, str] | None = None) -> web.Application:
@@ -79,7 +80,7 @@ def init_app(config: Config, environ: Mapping[str, str] | None = None) -> web.Ap
     app[METRICS] = Metrics()
     if token is not None:
         app[TOKEN] = token
-    for module in (receiver, api, ops, openapi):
+    for module in (webhook, incidents, analyze, ops, openapi):
         app.add_routes(module.routes)
     app.cleanup_ctx.extend(
         [_store_ctx, _http_ctx, _memory_ctx, _model_ctx, _outbox_ctx, _workers_ctx, _pollers_ctx]
