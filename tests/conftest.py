@@ -21,7 +21,7 @@ from agentic_observability.demo.stack import (
 
 ROOT_DIR = Path(__file__).resolve().parents[1]
 SHARED = ROOT_DIR.parent / "shared"
-FIXTURES = SHARED / "fixtures" / "alertmanager"
+FIXTURES = ROOT_DIR / "tests" / "data" / "alertmanager"  # copied from ../shared/fixtures
 TOKEN = "test-token-not-a-real-secret-1234"
 
 

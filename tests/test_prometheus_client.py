@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 
@@ -31,20 +30,6 @@ async def test_instant_and_range_queries(prometheus: ManagedProcess, session: ai
     [series] = await client.query_range("vector(time())", now - 60, now, 15)
     assert len(series.values) == 5
     assert series.values[-1] == pytest.approx(series.timestamps[-1])
-
-
-async def test_metadata_endpoints(prometheus: ManagedProcess, session: aiohttp.ClientSession) -> None:
-    client = PrometheusClient(prometheus.url, session)
-    deadline = time.time() + 20
-    names: list[str] = []
-    while "up" not in names and time.time() < deadline:  # it scrapes itself every second
-        names = await client.label_values("__name__")
-        await asyncio.sleep(0.2)
-    assert "up" in names
-    assert {"__name__", "instance", "job"} <= set(await client.labels())
-    [series] = await client.series(['up{job="prometheus"}'], time.time() - 60, time.time())
-    assert series["job"] == "prometheus"
-    assert "prometheus" in await client.label_values("job")
 
 
 async def test_invalid_query_carries_prometheus_message_and_is_not_retried(

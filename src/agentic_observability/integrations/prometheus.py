@@ -13,7 +13,7 @@ import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 import aiohttp
 
@@ -54,18 +54,6 @@ class PrometheusClient:
         if data.get("resultType") != "matrix":
             raise PrometheusError(f"range query returned {data.get('resultType')!r}, expected a matrix")
         return [_series(item) for item in data.get("result", [])]
-
-    async def series(self, match: Sequence[str], start: float, end: float) -> list[dict[str, str]]:
-        params = [("match[]", m) for m in match] + [("start", _fmt(start)), ("end", _fmt(end))]
-        result = await self._call("/api/v1/series", params)
-        return [dict(item) for item in result]
-
-    async def labels(self) -> list[str]:
-        return [str(name) for name in await self._call("/api/v1/labels", {})]
-
-    async def label_values(self, name: str) -> list[str]:
-        path = f"/api/v1/label/{quote(name, safe='')}/values"
-        return [str(v) for v in await self._call(path, {}, method="GET")]
 
     async def ping(self) -> None:
         """One quick readiness probe, outside the retry/breaker path so health checks stay cheap."""

@@ -27,7 +27,7 @@ import aiosqlite
 from agentic_observability.errors import StoreError, StoreUnavailableError
 from agentic_observability.models import AcceptedAlert, Action, Alert, Incident, OutboxItem
 from agentic_observability.store.base import AcceptResult, Job
-from agentic_observability.store.sqlite import writes as store_writes
+from agentic_observability.store.sqlite import writes
 from agentic_observability.store.sqlite.schema import DB_FILENAME, PRAGMAS, connect, migrate
 
 T = TypeVar("T")
@@ -105,7 +105,7 @@ class SqliteStore:
             now = time.time()
             rows = [row for alerts in requests for row in _inbox_rows(alerts, now)]
             try:
-                inserted = await self._writer.run(store_writes.insert_inbox, rows)
+                inserted = await self._writer.run(writes.insert_inbox, rows)
             except (sqlite3.Error, OSError) as exc:
                 error = StoreUnavailableError(f"could not commit alerts: {exc}")
                 for _, future in batch:
@@ -122,7 +122,7 @@ class SqliteStore:
         """Apply unprocessed inbox rows to incidents in one transaction; returns the jobs it created
         and whether more rows may be waiting (the batch was full)."""
         try:
-            planned, consumed = await self._writer.run(store_writes.ingest, limit, time.time())
+            planned, consumed = await self._writer.run(writes.ingest, limit, time.time())
         except sqlite3.Error as exc:
             raise StoreError(f"ingest failed: {exc}") from exc
         return [Job(j.id, str(j.incident_id), j.kind, 0, j.source) for j in planned], consumed >= limit
@@ -137,7 +137,7 @@ class SqliteStore:
     async def finish_job(self, job_id: int, error: str | None = None, give_up: bool = True) -> None:
         """Mark a job done; with an error and ``give_up=False`` it stays pending for a retry."""
         done_at = time.time() if (error is None or give_up) else None
-        await self._writer.run(store_writes.finish_job, job_id, done_at, error)
+        await self._writer.run(writes.finish_job, job_id, done_at, error)
 
     async def complete_job(
         self,
@@ -149,7 +149,7 @@ class SqliteStore:
         """Save the report, queue its actions and mark its job done, in one transaction."""
         similar = json.dumps(report.get("similar_incidents", []))
         await self._writer.run(
-            store_writes.complete_job,
+            writes.complete_job,
             job_id,
             int(incident_id),
             json.dumps(report),
@@ -162,7 +162,7 @@ class SqliteStore:
         self, incident_id: str, feedback: dict[str, Any], actions: Sequence[Action] = ()
     ) -> None:
         await self._writer.run(
-            store_writes.save_feedback, int(incident_id), json.dumps(feedback), list(actions), time.time()
+            writes.save_feedback, int(incident_id), json.dumps(feedback), list(actions), time.time()
         )
 
     # -- outbox ----------------------------------------------------------------------------------
@@ -190,11 +190,11 @@ class SqliteStore:
 
     async def action_delivered(self, item: OutboxItem, ref: str | None) -> None:
         await self._writer.run(
-            store_writes.action_delivered, item.id, int(item.incident_id), item.sink, ref, time.time()
+            writes.action_delivered, item.id, int(item.incident_id), item.sink, ref, time.time()
         )
 
     async def action_failed(self, item: OutboxItem, error: str, retry_at: float | None) -> None:
-        await self._writer.run(store_writes.action_failed, item.id, error, retry_at)
+        await self._writer.run(writes.action_failed, item.id, error, retry_at)
 
     async def outbox_rows(self, incident_id: str | None = None) -> list[dict[str, Any]]:
         """The outbox as plain rows (for the API, tests and benchmarks)."""

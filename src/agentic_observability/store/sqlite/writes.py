@@ -47,7 +47,7 @@ def insert_inbox(conn: sqlite3.Connection, rows: Sequence[tuple[str, str, str, f
 
 
 def ingest(conn: sqlite3.Connection, limit: int, now: float) -> tuple[list[PlannedJob], int]:
-    """Apply up to ``limit`` unprocessed inbox rows to incidents (rules in lifecycle.py);
+    """Apply up to ``limit`` unprocessed inbox rows to incidents (rules in ../intake.py);
     returns the jobs created and how many rows were consumed."""
     with transaction(conn):
         rows = conn.execute(
