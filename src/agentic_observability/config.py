@@ -30,6 +30,10 @@ SECRET_ENV: dict[str, str] = {
     "slack_bot_token": "SLACK_BOT_TOKEN",
     "pagerduty_routing_key": "PAGERDUTY_ROUTING_KEY",
     "qdrant_api_key": "QDRANT_API_KEY",
+    "prometheus_bearer_token": "PROMETHEUS_BEARER_TOKEN",
+    "prometheus_username": "PROMETHEUS_USERNAME",
+    "prometheus_password": "PROMETHEUS_PASSWORD",
+    "slack_webhook_url": "SLACK_WEBHOOK_URL",
 }
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)")
@@ -78,6 +82,19 @@ class ServerConfig(Section):
     workers: int = Field(2, ge=1, le=64)
     shutdown_timeout: Duration = 10.0
     public_url: HttpUrl | None = None  # how people reach this service; links in Slack/Grafana/PagerDuty
+    # Intake caps: a body over any of them is refused with a 400 naming the limit. Alertmanager's
+    # receiver `max_alerts` (see alertmanager/receiver.yml) keeps real groups under the first one.
+    max_alerts_per_body: int = Field(1000, ge=1)
+    max_labels_per_alert: int = Field(64, ge=1)
+    max_annotations_per_alert: int = Field(64, ge=1)
+    max_label_value_bytes: int = Field(2048, ge=1)
+    max_annotation_bytes: int = Field(16384, ge=1)
+    # Slow clients: a request whose headers or body take longer than these is dropped.
+    header_timeout: Duration = 10.0
+    body_timeout: Duration = 30.0
+    # Readiness turns 503 when the oldest pending job has waited longer than this.
+    ready_max_job_age: Duration = 600.0
+    analyze_concurrency: int = Field(2, ge=1, le=64)  # ad-hoc /api/v1/analyze queries at once
 
 
 class PrometheusConfig(Section):
@@ -88,6 +105,11 @@ class PrometheusConfig(Section):
 
 class StorageConfig(Section):
     path: str = "./var"
+    # Resolved incidents (with their alerts, jobs, delivered actions and inbox rows) older than this
+    # are pruned, in small batches that never hold the write lock for long.
+    retention: Duration = 30 * 86400.0
+    prune_batch: int = Field(500, ge=1, le=100_000)
+    prune_interval: Duration = 600.0
 
 
 class WatchConfig(Section):
@@ -100,6 +122,10 @@ class WatchConfig(Section):
     above: float | None = None
     below: float | None = None
     resolve_after: int = Field(3, ge=1, description="consecutive clean polls before an episode closes")
+    forget_after: int = Field(10, ge=1, description="polls a series may be absent before it is forgotten")
+    max_series: int = Field(
+        10_000, ge=1, description="series tracked per watch; more are counted, not tracked"
+    )
 
 
 class SignalConfig(Section):
@@ -130,6 +156,7 @@ class MemoryConfig(Section):
     embedder: str = "hashing"  # hashing | hashing:<dimension> | huggingface:<model id>
     timeout: Duration = 5.0
     recall_limit: int = Field(3, ge=1, le=20)
+    max_points: int = Field(100_000, ge=1)  # past it, the oldest unconfirmed incidents are forgotten
 
 
 class ReasoningConfig(Section):
@@ -162,6 +189,8 @@ class FileSinkConfig(Section):
     """The embedded default sink: one JSON line per action in ``<storage.path>/actions.jsonl``."""
 
     enabled: bool = True
+    max_bytes: int = Field(10 * 1_048_576, ge=1024)  # then actions.jsonl rotates to actions.jsonl.1 …
+    backups: int = Field(3, ge=0, le=100)
 
 
 _MATCHER = re.compile(r'^\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"?(.*?)"?\s*$')
@@ -227,6 +256,10 @@ class Secrets(Section):
     slack_bot_token: SecretStr | None = None
     pagerduty_routing_key: SecretStr | None = None
     qdrant_api_key: SecretStr | None = None
+    prometheus_bearer_token: SecretStr | None = None
+    prometheus_username: SecretStr | None = None
+    prometheus_password: SecretStr | None = None
+    slack_webhook_url: SecretStr | None = None
 
     def values(self) -> list[str]:
         """Every secret's plain value, for log scrubbing."""
