@@ -159,6 +159,7 @@ def start_service(
     extra_yaml: str = "",
     extra_env: dict[str, str] | None = None,
     prometheus_url: str | None = None,
+    storage_yaml: str = "",
 ) -> subprocess.Popen[bytes]:
     """``agentic-obs serve`` in its own process; without ``prometheus_url``, Prometheus points at a
     closed port (no evidence, fast failures)."""
@@ -166,7 +167,7 @@ def start_service(
     prometheus = prometheus_url or f"http://127.0.0.1:{free_port()}"
     retries = 1 if prometheus_url else 0
     config.write_text(
-        f"server: {{host: 127.0.0.1, port: {port}}}\nstorage: {{path: {workdir / 'state'}}}\n"
+        f"server: {{host: 127.0.0.1, port: {port}}}\nstorage: {{path: {workdir / 'state'}{storage_yaml}}}\n"
         f"prometheus: {{url: '{prometheus}', timeout: 2s, retries: {retries}}}\n{extra_yaml}"
     )
     env = {

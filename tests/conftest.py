@@ -47,7 +47,14 @@ def prometheus_with_history(workdir: Path, openmetrics: str) -> ManagedProcess:
     source = workdir / "history.om"
     source.write_text(openmetrics)
     blocks = workdir / "tsdb"
-    command = [find_binary("promtool"), "tsdb", "create-blocks-from", "openmetrics", str(source), str(blocks)]
+    command = [
+        find_binary("promtool", install=True),
+        "tsdb",
+        "create-blocks-from",
+        "openmetrics",
+        str(source),
+        str(blocks),
+    ]
     subprocess.run(command, check=True, capture_output=True)
     return start_prometheus(workdir / "prometheus", storage=blocks)
 

@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import json
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,21 +50,46 @@ def _bearer(request: web.Request, token: str) -> bool:
     return request.headers.get("Authorization") == f"Bearer {token}"
 
 
+SLACK_CHANNEL_ID = "C0123456789"
+# Message metadata as Slack documents it (https://docs.slack.dev/messaging/message-metadata, and the
+# "Designing metadata event schema" page, https://api.slack.com/reference/metadata): an object with an
+# alphanumeric, human-readable event_type ("job_created") and a free-form event_payload object. Slack
+# answers a wrong shape with HTTP 200, ok: false, error "invalid_metadata_format".
+_EVENT_TYPE = re.compile(r"^[A-Za-z0-9_]+$")
+
+
 class FakeSlack(Fake):
-    """Slack Web API: chat.postMessage and chat.update (JSON bodies, bot token, ok:false on errors)."""
+    """Slack Web API: chat.postMessage and chat.update (JSON bodies, bot token, ok:false on errors), and
+    the reads that find a message already posted: conversations.history (top-level messages, newest
+    first) and conversations.replies (the parent, then its replies), both GET with ``oldest``/``limit``/
+    ``cursor``, and returning each message's metadata only when ``include_all_metadata`` is true; and
+    conversations.list (to learn a channel's id from its name)."""
 
     def __init__(self, delay: float = 0.0) -> None:
         super().__init__()
         self.messages: dict[str, dict[str, Any]] = {}  # ts -> message
-        self._ts = itertools.count(1)
         self.delay = delay  # seconds before answering: a slow Slack
-        self.arrived = 0  # requests received, answered or not
+        self.arrived = 0  # posts and updates received, answered or not
+        self.lookups: list[tuple[str, dict[str, str]]] = []  # reads: method and query
+        self.channel_name = "incidents"  # what conversations.list calls SLACK_CHANNEL_ID
+        self.missing_scopes: set[str] = set()  # reads needing one of these answer missing_scope
+        self.stall_posts = 0  # this many posts are recorded, then answered only after release()
+        self.stall_after = 0  # ... once this many posts were answered normally
+        self._released = asyncio.Event()
+        self._last_us = 0
 
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/api/chat.postMessage", self.post_message)
         app.router.add_post("/api/chat.update", self.update)
+        app.router.add_get("/api/conversations.history", self.history)
+        app.router.add_get("/api/conversations.replies", self.replies_of)
+        app.router.add_get("/api/conversations.list", self.list_channels)
         return app
+
+    def release(self) -> None:
+        """Answer the stalled posts (their client may be long gone)."""
+        self._released.set()
 
     def _check(self, body: Any) -> str | None:
         if not isinstance(body, dict) or not isinstance(body.get("channel"), str):
@@ -93,7 +119,16 @@ class FakeSlack(Fake):
         problem = self._check(body)
         if problem:
             return None, self.reject(problem)
+        problem = _metadata_problem(body)
+        if problem:
+            self.errors.append(problem)
+            return None, web.json_response({"ok": False, "error": "invalid_metadata_format"})
         return body, None
+
+    def _next_ts(self) -> str:
+        """A ts is the post's time, as in Slack: the sink looks back from when it queued the action."""
+        self._last_us = max(time.time_ns() // 1000, self._last_us + 1)
+        return f"{self._last_us // 1_000_000}.{self._last_us % 1_000_000:06d}"
 
     async def post_message(self, request: web.Request) -> web.Response:
         body, response = await self._parse(request)
@@ -102,27 +137,130 @@ class FakeSlack(Fake):
         assert body is not None
         if body.get("thread_ts") is not None and body["thread_ts"] not in self.messages:
             return self.reject(f"thread_ts {body['thread_ts']} is not a message")
-        ts = f"1700000000.{next(self._ts):06d}"
+        ts = self._next_ts()
         self.messages[ts] = {**body, "ts": ts}
         self.requests.append(("chat.postMessage", body))
-        return web.json_response({"ok": True, "channel": "C0123456789", "ts": ts, "message": body})
+        if self.stall_after > 0:
+            self.stall_after -= 1
+        elif self.stall_posts > 0:  # accepted, but the answer (and with it the ts) is held back
+            self.stall_posts -= 1
+            await self._released.wait()
+        return web.json_response({"ok": True, "channel": SLACK_CHANNEL_ID, "ts": ts, "message": body})
 
     async def update(self, request: web.Request) -> web.Response:
         body, response = await self._parse(request)
         if response is not None:
             return response
         assert body is not None
-        if body["channel"] != "C0123456789" or body.get("ts") not in self.messages:
+        if body["channel"] != SLACK_CHANNEL_ID or body.get("ts") not in self.messages:
             return self.reject("chat.update needs the channel id and the ts of an existing message")
         self.messages[body["ts"]].update(body)
         self.requests.append(("chat.update", body))
         return web.json_response({"ok": True, "channel": body["channel"], "ts": body["ts"]})
+
+    async def _read(
+        self, request: web.Request, method: str, scope: str, by_channel: bool = True
+    ) -> tuple[dict[str, str], web.Response | None]:
+        query = dict(request.query)
+        if not _bearer(request, SLACK_TOKEN):
+            return query, web.json_response({"ok": False, "error": "invalid_auth"})
+        scripted = self.scripted()
+        if scripted is not None:
+            return query, scripted
+        if scope in self.missing_scopes:
+            answer = {"ok": False, "error": "missing_scope", "needed": scope, "provided": "chat:write"}
+            return query, web.json_response(answer)
+        self.lookups.append((method, query))
+        if by_channel and query.get("channel") != SLACK_CHANNEL_ID:  # an id, never a #name
+            return query, web.json_response({"ok": False, "error": "channel_not_found"})
+        return query, None
+
+    async def history(self, request: web.Request) -> web.Response:
+        query, response = await self._read(request, "conversations.history", "channels:history")
+        if response is not None:
+            return response
+        return _page(query, self.parents(), newest_first=True)
+
+    async def replies_of(self, request: web.Request) -> web.Response:
+        query, response = await self._read(request, "conversations.replies", "channels:history")
+        if response is not None:
+            return response
+        parent = self.messages.get(query.get("ts", ""))
+        if parent is None or parent.get("thread_ts"):
+            return web.json_response({"ok": False, "error": "thread_not_found"})
+        return _page(query, self.replies(parent["ts"]), newest_first=False, first=parent)
+
+    async def list_channels(self, request: web.Request) -> web.Response:
+        _, response = await self._read(request, "conversations.list", "channels:read", by_channel=False)
+        if response is not None:
+            return response
+        channels = [
+            {"id": "C0000000001", "name": "general", "is_channel": True, "is_archived": False},
+            {"id": SLACK_CHANNEL_ID, "name": self.channel_name, "is_channel": True, "is_archived": False},
+        ]
+        return web.json_response({"ok": True, "channels": channels, "response_metadata": {"next_cursor": ""}})
 
     def parents(self) -> list[dict[str, Any]]:
         return [m for m in self.messages.values() if not m.get("thread_ts")]
 
     def replies(self, parent_ts: str) -> list[dict[str, Any]]:
         return [m for m in self.messages.values() if m.get("thread_ts") == parent_ts]
+
+
+def _metadata_problem(body: dict[str, Any]) -> str | None:
+    """The documented shape (see the comment on _EVENT_TYPE); metadata itself is optional."""
+    metadata = body.get("metadata")
+    if metadata is None:
+        return None
+    if isinstance(metadata, str):  # form-encoded clients send it as a JSON string
+        try:
+            metadata = json.loads(metadata)
+        except ValueError:
+            return "metadata is not JSON"
+    if not isinstance(metadata, dict):
+        return "metadata must be an object"
+    if not isinstance(metadata.get("event_type"), str) or not _EVENT_TYPE.match(metadata["event_type"]):
+        return f"metadata.event_type must be an alphanumeric string, got {metadata.get('event_type')!r}"
+    if not isinstance(metadata.get("event_payload"), dict):
+        return "metadata.event_payload must be an object"
+    return None
+
+
+def _page(
+    query: dict[str, str],
+    messages: list[dict[str, Any]],
+    newest_first: bool,
+    first: dict[str, Any] | None = None,
+) -> web.Response:
+    """One page of a conversations.history/replies answer: ``oldest`` < ts < ``latest``, ``limit`` a
+    page, the cursor an offset; metadata only when asked for with ``include_all_metadata``."""
+    oldest, latest = float(query.get("oldest") or 0), float(query.get("latest") or "inf")
+    inside = sorted(
+        (m for m in messages if oldest < float(m["ts"]) < latest),
+        key=lambda m: float(m["ts"]),
+        reverse=newest_first,
+    )
+    start, limit = int(query.get("cursor") or 0), int(query.get("limit") or 100)
+    shown = ([first] if first is not None and start == 0 else []) + inside[start : start + limit]
+    more = start + limit < len(inside)
+    with_metadata = query.get("include_all_metadata") in ("1", "true")
+    return web.json_response(
+        {
+            "ok": True,
+            "messages": [_as_read(m, with_metadata) for m in shown],
+            "has_more": more,
+            "response_metadata": {"next_cursor": str(start + limit) if more else ""},
+        }
+    )
+
+
+def _as_read(message: dict[str, Any], with_metadata: bool) -> dict[str, Any]:
+    read = {"type": "message", "ts": message["ts"], "text": message.get("text", ""), "bot_id": "B0123"}
+    if message.get("thread_ts"):
+        read["thread_ts"] = message["thread_ts"]
+    if with_metadata and message.get("metadata") is not None:
+        read["metadata"] = message["metadata"]
+    return read
 
 
 def _block_texts(block: dict[str, Any]) -> list[str]:

@@ -34,7 +34,7 @@ class Sinks:
     def url(self, index: int, path: str = "") -> str:
         return str(self.servers[index].make_url(path))
 
-    def config(self, tmp_path: Path, **extra: Any) -> Config:
+    def config(self, tmp_path: Path, server: dict[str, Any] | None = None, **extra: Any) -> Config:
         return make_config(
             tmp_path,
             secrets={
@@ -42,7 +42,7 @@ class Sinks:
                 "grafana_token": GRAFANA_TOKEN,
                 "pagerduty_routing_key": PD_ROUTING_KEY,
             },
-            server={"public_url": "https://agentic-obs.example"},
+            server={"public_url": "https://agentic-obs.example", **(server or {})},
             actions={
                 "slack": {"api_url": self.url(0, "/api"), "channel": "#incidents"},
                 "grafana": {"url": self.url(1), "dashboard_uid": "ops", "panel_id": 2},

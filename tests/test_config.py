@@ -5,7 +5,13 @@ from pathlib import Path
 import pytest
 
 from agentic_observability.cli import main
-from agentic_observability.config import load_config, parse_duration, require_webhook_token
+from agentic_observability.config import (
+    load_config,
+    parse_duration,
+    redact_url,
+    redact_urls,
+    require_webhook_token,
+)
 from agentic_observability.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -163,7 +169,7 @@ def test_example_signal_templates_are_valid_promql(tmp_path: Path) -> None:
     path = tmp_path / "rules.yml"
     path.write_text(yaml.safe_dump(rules))
     result = subprocess.run(
-        [find_binary("promtool"), "check", "rules", str(path)], capture_output=True, text=True
+        [find_binary("promtool", install=True), "check", "rules", str(path)], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -174,3 +180,104 @@ def test_urls_must_be_http(tmp_path: Path, url: str) -> None:
     path.write_text(f"prometheus: {{url: '{url}'}}\n")
     with pytest.raises(ConfigError, match=r"prometheus\.url.*not an http\(s\) URL"):
         load_config(path, environ={})
+
+
+# -- Prometheus credentials, the Slack webhook secret and URLs shown without userinfo ----------------
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"PROMETHEUS_USERNAME": "agent"}, "PROMETHEUS_USERNAME and PROMETHEUS_PASSWORD go together"),
+        ({"PROMETHEUS_PASSWORD": "pw"}, "PROMETHEUS_USERNAME and PROMETHEUS_PASSWORD go together"),
+        (
+            {"PROMETHEUS_BEARER_TOKEN": "t", "PROMETHEUS_USERNAME": "a", "PROMETHEUS_PASSWORD": "pw"},
+            "either PROMETHEUS_BEARER_TOKEN or PROMETHEUS_USERNAME",
+        ),
+        ({"PROMETHEUS_USERNAME": "a:b", "PROMETHEUS_PASSWORD": "pw"}, "cannot contain ':'"),
+    ],
+)
+def test_prometheus_credentials_are_one_kind_and_complete(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as err:
+        load_config(None, environ=env)
+    assert "pw" not in str(err.value)
+
+
+def test_prometheus_credentials_from_the_environment() -> None:
+    env = {"PROMETHEUS_USERNAME": "agent", "PROMETHEUS_PASSWORD": "pw-1"}
+    secrets = load_config(None, environ=env).secrets
+    assert secrets.prometheus_password is not None and "pw-1" in secrets.values()
+    assert load_config(None, environ={"PROMETHEUS_BEARER_TOKEN": "t-1"}).secrets.prometheus_bearer_token
+
+
+def test_credentials_in_the_url_and_the_environment_compete(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("prometheus: {url: 'http://agent:url-pw@prometheus:9090'}\n")
+    assert load_config(path, environ={}).file.prometheus.url.endswith("@prometheus:9090")  # allowed alone
+    with pytest.raises(ConfigError, match=r"prometheus\.url' carries credentials") as err:
+        load_config(path, environ={"PROMETHEUS_BEARER_TOKEN": "t"})
+    assert "url-pw" not in str(err.value)
+
+
+def test_slack_webhook_url_in_yaml_names_the_environment_variable(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("actions:\n  slack: {webhook_url: 'https://hooks.slack.com/services/T/B/x'}\n")
+    with pytest.raises(
+        ConfigError,
+        match=r"actions\.slack\.webhook_url.*set the environment variable "
+        r"SLACK_WEBHOOK_URL",
+    ) as err:
+        load_config(path, environ={})
+    assert "hooks.slack.com" not in str(err.value)
+
+
+def test_slack_webhook_url_from_the_environment_is_checked_and_masked() -> None:
+    url = "https://hooks.slack.com/services/T000/B000/webhook-secret-part"
+    config = load_config(None, environ={"SLACK_WEBHOOK_URL": url})
+    assert config.masked()["secrets"]["SLACK_WEBHOOK_URL"] == "set (masked)"
+    assert "webhook-secret-part" not in repr(config) + str(config.masked())
+    with pytest.raises(ConfigError, match="SLACK_WEBHOOK_URL: must be an http") as err:
+        load_config(None, environ={"SLACK_WEBHOOK_URL": "hooks.slack.com/services/not-a-url-secret"})
+    assert "not-a-url-secret" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("http://user:pass@prometheus:9090", "http://prometheus:9090"),
+        ("https://user@grafana.example.com/sub/path?x=1", "https://grafana.example.com/sub/path?x=1"),
+        ("http://u:p%40ss@h:1/a@b", "http://h:1/a@b"),
+        ("http://prometheus:9090", "http://prometheus:9090"),
+    ],
+)
+def test_redact_url(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+    assert redact_urls(f"failed: GET {url} (HTTP 500)") == f"failed: GET {shown} (HTTP 500)"
+
+
+def test_check_config_shows_no_url_userinfo(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "prometheus: {url: 'http://agent:prom-url-pw@prometheus:9090'}\n"
+        "actions:\n  grafana: {url: 'https://admin:grafana-url-pw@grafana:3000'}\n"
+        "memory: {backend: qdrant, url: 'http://qdrant-user:qdrant-url-pw@qdrant:6333'}\n"
+    )
+    monkeypatch.delenv("AGENTIC_OBS_CONFIG", raising=False)
+    assert main(["check-config", str(path)]) == 0
+    out = capsys.readouterr()
+    assert "url-pw" not in out.out + out.err
+    assert "url: http://prometheus:9090" in out.out and "https://grafana:3000" in out.out
+
+
+def test_invalid_url_error_hides_credentials(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("prometheus: {url: 'agent:typo-pw@prometheus:9090'}\n")
+    with pytest.raises(ConfigError, match="not an http") as err:
+        load_config(path, environ={})
+    assert "typo-pw" not in str(err.value)
+
+
+def test_prometheus_max_response_bytes() -> None:
+    assert load_config(None, environ={}).file.prometheus.max_response_bytes == 64 * 1_048_576

@@ -19,7 +19,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from agentic_observability.config import Config, load_config
+from agentic_observability.config import SECRET_ENV, Config, load_config
 from agentic_observability.demo.stack import find_binary
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -182,7 +182,7 @@ def test_dashboards_use_a_datasource_variable() -> None:
 def test_alertmanager_examples_pass_amtool() -> None:
     for path in [ROOT / "alertmanager" / "receiver.yml", ROOT / "deploy" / "compose" / "alertmanager.yml"]:
         result = subprocess.run(
-            [find_binary("amtool"), "check-config", str(path)], capture_output=True, text=True
+            [find_binary("amtool", install=True), "check-config", str(path)], capture_output=True, text=True
         )
         assert result.returncode == 0, result.stdout + result.stderr
     receiver = yaml.safe_load((ROOT / "alertmanager" / "receiver.yml").read_text())
@@ -196,13 +196,20 @@ def test_alertmanager_examples_pass_amtool() -> None:
 def test_example_rules_pass_promtool() -> None:
     rules = sorted((ROOT / "alertmanager" / "rules").glob("*.yml"))
     result = subprocess.run(
-        [find_binary("promtool"), "check", "rules", *map(str, rules)], capture_output=True, text=True
+        [find_binary("promtool", install=True), "check", "rules", *map(str, rules)],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     demo_rules = ROOT / "src" / "agentic_observability" / "demo" / "rules.yml"
     assert (ROOT / "alertmanager" / "rules" / "shop.yml").read_bytes() == demo_rules.read_bytes()
     result = subprocess.run(
-        [find_binary("promtool"), "check", "config", str(ROOT / "deploy/compose/prometheus.yml")],
+        [
+            find_binary("promtool", install=True),
+            "check",
+            "config",
+            str(ROOT / "deploy/compose/prometheus.yml"),
+        ],
         capture_output=True,
         text=True,
     )
@@ -255,3 +262,13 @@ def test_compose_file_is_consistent() -> None:
     service = services["agentic-obs"]
     assert service["read_only"] is True and not service["user"].startswith("0")
     load_config(ROOT / "deploy" / "compose" / "agentic-obs.yaml", environ={"AGENTIC_OBS_WEBHOOK_TOKEN": "x"})
+
+
+def test_the_chart_can_set_every_secret_the_service_reads() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert set(SECRET_ENV.values()) <= set(values["secrets"]["values"])
+    made = render({"secrets": {"values": {"SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T/B/x"}}})
+    [secret] = by_kind(made, "Secret")
+    assert set(secret["data"]) == {"SLACK_WEBHOOK_URL"}
+    [configmap] = [d for d in by_kind(made, "ConfigMap") if "config.yaml" in d["data"]]
+    assert "hooks.slack.com" not in configmap["data"]["config.yaml"]  # the webhook URL is no config key

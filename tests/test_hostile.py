@@ -113,7 +113,15 @@ near_valid = st.fixed_dictionaries(
                     "labels": st.dictionaries(st.text(max_size=20), st.text(max_size=60), max_size=5),
                     "annotations": st.dictionaries(st.text(max_size=20), st.text(max_size=200), max_size=3),
                     "startsAt": st.sampled_from(
-                        ["2026-01-01T00:00:00Z", "yesterday", "", "0001-01-01T00:00:00Z"]
+                        [
+                            "2026-01-01T00:00:00Z",
+                            "yesterday",
+                            "",
+                            "0001-01-01T00:00:00Z",
+                            "0001-01-01T00:00:00+14:00",  # year 0 in UTC
+                            "9999-12-31T23:59:59-14:00",  # year 10000 in UTC
+                            "9999-12-31T23:59:59+14:00",  # the latest that can be shown
+                        ]
                     ),
                     "fingerprint": st.text(max_size=20),
                 }
@@ -140,3 +148,8 @@ def test_arbitrary_webhook_bodies_get_202_or_a_clear_400(body: object, live: Liv
     if response.status_code == 400:
         error = response.json()
         assert error["detail"] and "field" in error
+    # What was accepted must still be readable: a stored time past year 9999 once broke the list.
+    listed = requests.get(
+        f"{live.url}/api/v1/incidents", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10
+    )
+    assert listed.status_code == 200, listed.text

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+from typing import Any
+
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -41,6 +45,54 @@ def test_untrusted_text_is_escaped_in_every_block() -> None:
     assert "<!channel>" not in text.replace("[FIRING] Hi <!channel>", "")  # header is plain_text, not mrkdwn
     assert "carts&lt;script&gt;" in text and "carts &amp; co" in text
     assert "<https://svc/api/v1/incidents/4|Incident report>" in text
+
+
+def _report_with(runbook: str, explore: str = "http://p/graph") -> dict[str, Any]:
+    report: dict[str, Any] = copy.deepcopy(REPORT)
+    report["facts"]["runbook_url"] = runbook
+    report["hypotheses"][0]["evidence"][0]["explore_url"] = explore
+    return report
+
+
+def _slack_links(body: dict[str, Any]) -> str:
+    [context] = [b for b in body["blocks"] if b["type"] == "context"]
+    return str(context["elements"][0]["text"])
+
+
+def test_a_runbook_link_cannot_ping_or_relabel() -> None:
+    report = _report_with("https://r/x|Runbook> <!channel>")
+    links = _slack_links(messages.slack_parent(INCIDENT, report, None))
+    assert "<https://r/x%7CRunbook%3E%20%3C!channel%3E|Runbook>" in links
+    assert links.count("<") == links.count(">") == links.count("|") == 2  # two links, nothing else
+    event = messages.pagerduty_event(INCIDENT, report, "trigger", None)
+    assert {"href": "https://r/x%7CRunbook%3E%20%3C!channel%3E", "text": "Runbook"} in event["links"]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "javascript:alert(1)",
+        "slack://channel?id=C1",
+        "data:text/html,x",
+        "//r/x",
+        "https:///x",
+        "http://[::1",
+    ],
+)
+def test_a_link_that_is_not_http_is_dropped(url: str) -> None:
+    report = _report_with(url, explore=url)
+    assert "context" not in [b["type"] for b in messages.slack_parent(INCIDENT, report, None)["blocks"]]
+    assert messages.pagerduty_event(INCIDENT, report, "trigger", None)["links"] == []
+    assert "href" not in messages.grafana_text(INCIDENT, report, url)
+
+
+def test_the_explore_and_incident_links_are_encoded_too() -> None:
+    report = _report_with("https://rb.example/x", explore="https://g/explore?q=a>b|c")
+    links = _slack_links(messages.slack_parent(INCIDENT, report, "https://svc/api/v1/incidents/4?<x>"))
+    assert "<https://g/explore?q=a%3Eb%7Cc|Explore the evidence>" in links
+    assert "<https://svc/api/v1/incidents/4?%3Cx%3E|Incident report>" in links
+    text = messages.grafana_text(INCIDENT, report, 'https://svc/i/4"><script>')
+    assert text.endswith('<a href="https://svc/i/4%22%3E%3Cscript%3E">incident report</a>')
 
 
 @given(st.text(alphabet=st.sampled_from("ab <>&\n"), min_size=0, max_size=9000))

@@ -6,16 +6,19 @@ import asyncio
 import base64
 import copy
 import json
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 
-from agentic_observability.errors import StoreUnavailableError
+from agentic_observability.cli import http_options
+from agentic_observability.errors import BadInputError, StoreUnavailableError
 from agentic_observability.service import init_app
 from agentic_observability.service.keys import STORE
 from agentic_observability.service.routes.openapi import SCHEMAS
+from agentic_observability.service.routes.webhook import parse_webhook
 from tests.conftest import FIXTURES, TOKEN, auth_headers, fixture_body
 
 URL = "/api/v1/webhook/alertmanager"
@@ -240,3 +243,233 @@ async def test_concurrent_deliveries_are_all_committed(client: TestClient) -> No
         return len(await incidents(client, limit="100")) == 50
 
     await wait_for(all_there)
+
+
+# -- intake caps: each a 400 that names the field and the limit ------------------------------------------
+
+CAPS = {
+    "max_alerts_per_body": 2,
+    "max_labels_per_alert": 4,  # the recorded body sits exactly at these: at the limit is accepted
+    "max_annotations_per_alert": 3,
+    "max_label_value_bytes": 32,
+    "max_annotation_bytes": 200,
+}
+
+
+@pytest.fixture
+async def capped(aiohttp_client: Client, config_factory: Callable[..., Any]) -> TestClient:
+    return await aiohttp_client(init_app(config_factory(server=CAPS)))
+
+
+async def test_a_body_at_every_cap_is_accepted(capped: TestClient) -> None:
+    body = fixture_body("am-0.25-firing.json")
+    body["alerts"].append({**body["alerts"][0], "fingerprint": "b5bc72580bdc516d"})
+    assert (await post(capped, body)).status == 202
+
+
+def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    def mutate(body: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        target = body
+        for key in parents:
+            target = target["alerts"][0] if key == "alert" else target[key]
+        target[last] = value
+
+    return mutate
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field", "detail"),
+    [
+        (
+            lambda b: b.update(alerts=b["alerts"] * 3),
+            "alerts",
+            "3 alerts in one body, the limit is 2 (server.max_alerts_per_body)",
+        ),
+        (
+            _set("alert.labels.extra", "x"),
+            "alerts[0].labels",
+            "5 labels, the limit is 4 (server.max_labels_per_alert)",
+        ),
+        (
+            _set("alert.labels.service", "é" * 17),  # 17 characters, 34 bytes: bytes are what is stored
+            "alerts[0].labels.service",
+            "34 bytes, the limit is 32 (server.max_label_value_bytes)",
+        ),
+        (
+            lambda b: (
+                b["alerts"][0]["labels"].update({"n" * 33: "x"}) or b["alerts"][0]["labels"].pop("team")
+            ),
+            "alerts[0].labels",
+            "a label name of 33 bytes, the limit is 32 (server.max_label_value_bytes)",
+        ),
+        (
+            _set("alert.annotations.extra", "x"),
+            "alerts[0].annotations",
+            "4 annotations, the limit is 3 (server.max_annotations_per_alert)",
+        ),
+        (
+            _set("alert.annotations.description", "x" * 201),
+            "alerts[0].annotations.description",
+            "201 bytes, the limit is 200 (server.max_annotation_bytes)",
+        ),
+        (_set("groupLabels.service", "x" * 33), "groupLabels.service", "(server.max_label_value_bytes)"),
+        (_set("commonAnnotations.extra", "x"), "commonAnnotations", "(server.max_annotations_per_alert)"),
+        (
+            _set("groupKey", "k" * 201),
+            "groupKey",
+            "201 bytes, the limit is 200 (server.max_annotation_bytes)",
+        ),
+        (
+            _set("alert.generatorURL", "http://p/" + "x" * 200),
+            "alerts[0].generatorURL",
+            "max_annotation_bytes",
+        ),
+    ],
+)
+async def test_a_body_over_a_cap_gets_400_naming_the_limit(
+    capped: TestClient, mutate: Callable[[dict[str, Any]], None], field: str, detail: str
+) -> None:
+    body = fixture_body("am-0.25-firing.json")
+    mutate(body)
+    response = await post(capped, body)
+    assert response.status == 400, await response.text()
+    error = await response.json()
+    assert error["field"] == field
+    assert error["detail"].startswith(f"{field}: ") and detail in error["detail"]
+    assert await incidents(capped) == []
+
+
+def test_default_caps_apply_when_no_config_is_given() -> None:
+    """replay parses without a config: the config's defaults apply."""
+    body = fixture_body("am-0.25-firing.json")
+    body["alerts"] = body["alerts"] * 1500
+    with pytest.raises(BadInputError) as caught:
+        parse_webhook(json.dumps(body).encode())
+    assert (
+        str(caught.value) == "alerts: 1500 alerts in one body, the limit is 1000 (server.max_alerts_per_body)"
+    )
+    assert caught.value.field == "alerts"
+
+
+# -- times the rest of the service could not show ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("startsAt", "9999-12-31T23:59:59-14:00"),  # 10000-01-01 in UTC
+        ("endsAt", "9999-12-31T23:59:59-14:00"),
+        ("startsAt", "9999-12-31T23:59:59.9999999Z"),  # rounds up to 10000-01-01 as unix seconds
+    ],
+)
+async def test_a_time_past_year_9999_in_utc_gets_400(client: TestClient, key: str, value: str) -> None:
+    body = fixture_body("am-0.25-firing.json")
+    body["alerts"][0][key] = value
+    response = await post(client, body)
+    assert response.status == 400, await response.text()
+    error = await response.json()
+    assert error["field"] == f"alerts[0].{key}" and "9999-12-31" in error["detail"]
+    assert await incidents(client) == []  # and the list still answers
+
+
+async def test_the_latest_representable_time_is_stored_and_listed(client: TestClient) -> None:
+    body = fixture_body("am-0.25-firing.json")
+    body["alerts"][0]["startsAt"] = "9999-12-31T23:59:59+14:00"
+    assert (await post(client, body)).status == 202
+    await wait_for(lambda: _has(client))
+    [incident] = await incidents(client)
+    assert incident["started_at"] == "9999-12-31T09:59:59Z"
+
+
+def test_a_time_without_an_offset_is_utc_not_local(monkeypatch: pytest.MonkeyPatch) -> None:
+    body = fixture_body("am-0.25-firing.json")
+    body["alerts"][0]["startsAt"] = "2026-11-27T20:38:00"
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        [accepted] = parse_webhook(json.dumps(body).encode())
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert accepted.alert.starts_at == 1_795_811_880.0  # 2026-11-27T20:38:00Z
+
+
+# -- raw HTTP: bytes no client library would send, and clients that stall ------------------------------
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+    status_line, *lines = head.strip().split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    return int(status_line.split()[1]), headers, await reader.readexactly(int(headers["content-length"]))
+
+
+async def raw_request(
+    server: TestServer, data: bytes, within: float = 5.0
+) -> tuple[int, dict[str, str], bytes]:
+    """Send ``data`` byte for byte and read one response (no client library to re-encode headers)."""
+    assert server.port is not None
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        async with asyncio.timeout(within):
+            return await _read_response(reader)
+    finally:
+        writer.close()
+
+
+async def test_non_utf8_authorization_gets_401(client: TestClient) -> None:
+    request = (
+        b"GET /api/v1/incidents HTTP/1.1\r\nHost: t\r\n"
+        b"Authorization: Bearer \xff\xfe\xe9t\r\nConnection: close\r\n\r\n"
+    )
+    status, headers, body = await raw_request(client.server, request)
+    assert status == 401, body
+    assert "www-authenticate" in headers and json.loads(body)["error"] == "unauthorized"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [URL, "/api/v1/analyze", "/api/v1/incidents/1/feedback"],  # every route that reads a body
+)
+async def test_a_body_that_stalls_gets_408(
+    aiohttp_client: Client, config_factory: Callable[..., Any], path: str
+) -> None:
+    client = await aiohttp_client(init_app(config_factory(server={"body_timeout": 0.3})))
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {TOKEN}\r\n"
+        "Content-Type: application/json\r\nContent-Length: 500\r\n\r\n"
+    )
+    started = time.perf_counter()
+    status, _, body = await raw_request(client.server, head.encode() + b'{"version": "4", ')  # then nothing
+    assert status == 408, body
+    assert time.perf_counter() - started < 3.0
+    error = json.loads(body)
+    assert "server.body_timeout" in error["detail"] and error["error"]
+
+
+async def _closed_within(server: TestServer, data: bytes, seconds: float) -> bool:
+    assert server.port is not None
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        async with asyncio.timeout(seconds):
+            return await reader.read() == b""  # EOF: the server hung up
+    except TimeoutError:
+        return False
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize(
+    "sent", [b"", b"POST /api/v1/webhook/alertmanager HTTP/1.1\r\nHost: t\r\nContent-Le"]
+)
+async def test_headers_that_never_finish_are_cut_off(
+    aiohttp_server: Callable[..., Awaitable[TestServer]], config_factory: Callable[..., Any], sent: bytes
+) -> None:
+    config = config_factory(server={"header_timeout": 0.3})
+    server = await aiohttp_server(init_app(config), **http_options(config.file.server))  # as `serve` runs it
+    assert await _closed_within(server, sent, seconds=3.0)

@@ -10,11 +10,12 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from agentic_observability import __version__
-from agentic_observability.config import CONFIG_ENV, load_config
+from agentic_observability.config import CONFIG_ENV, ServerConfig, load_config
 from agentic_observability.errors import AgenticObsError
 
 EXIT_ERROR = 2
@@ -42,8 +43,18 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         shutdown_timeout=server.shutdown_timeout,
         access_log=None,
         print=None,
+        **http_options(server),
     )
     return 0
+
+
+def http_options(server: ServerConfig) -> dict[str, Any]:
+    """How the HTTP server treats slow clients. aiohttp has no header-read timeout; its keep-alive
+    timer is the one that works: armed when a connection opens (aiohttp >= 3.14.4) and after each
+    response, it closes a connection still waiting for a complete request line and headers. So a
+    client gets ``server.header_timeout`` for its headers, and an idle keep-alive connection is closed
+    after as long. Bodies have ``server.body_timeout`` in the handlers that read them."""
+    return {"keepalive_timeout": server.header_timeout}
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:

@@ -13,10 +13,19 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from agentic_observability.errors import ConfigError
 
@@ -63,8 +72,32 @@ def check_http_url(value: Any) -> Any:
         return value
     parts = urlsplit(str(value))
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"{value!r} is not an http(s) URL such as http://prometheus:9090")
+        raise ValueError(f"{_shown(str(value))!r} is not an http(s) URL such as http://prometheus:9090")
     return str(value)
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its userinfo (``user:password@``): the form every shown URL takes (logs, reports,
+    readiness, Slack, check-config). Requests still use the credentials (see PrometheusClient)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+# scheme://userinfo@ inside any text; userinfo stops at what cannot be in it (or ends a quoted string)
+_USERINFO_IN_TEXT = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/?#@\s\"'<>]*(?:@[^/?#@\s\"'<>]*)*@")
+
+
+def redact_urls(text: str) -> str:
+    """Every URL inside ``text`` (a log line, an error message) without its userinfo."""
+    return _USERINFO_IN_TEXT.sub(r"\1", text)
+
+
+def _shown(value: str) -> str:
+    """A rejected value as an error message may show it: never with what looks like credentials."""
+    shown = redact_url(value)
+    return "…" + shown.rpartition("@")[2] if "@" in shown.split("/")[0] else shown
 
 
 HttpUrl = Annotated[str, BeforeValidator(check_http_url)]
@@ -98,9 +131,13 @@ class ServerConfig(Section):
 
 
 class PrometheusConfig(Section):
+    # Credentials: PROMETHEUS_BEARER_TOKEN or PROMETHEUS_USERNAME + PROMETHEUS_PASSWORD. A user:password@
+    # in the URL is also used (as basic auth) but never shown; the environment is the better place.
     url: HttpUrl = "http://127.0.0.1:9090"
     timeout: Duration = 10.0
     retries: int = Field(3, ge=0, le=10)
+    # A larger answer is refused (a query over too many series must not exhaust the service's memory).
+    max_response_bytes: int = Field(64 * 1_048_576, ge=1024)
 
 
 class StorageConfig(Section):
@@ -176,9 +213,10 @@ class GrafanaConfig(Section):
 
 
 class SlackConfig(Section):
+    """The incoming-webhook URL is a secret (whoever has it can post): SLACK_WEBHOOK_URL only."""
+
     api_url: HttpUrl = "https://slack.com/api"
     channel: str | None = None
-    webhook_url: HttpUrl | None = None
 
 
 class PagerDutyConfig(Section):
@@ -261,9 +299,35 @@ class Secrets(Section):
     prometheus_password: SecretStr | None = None
     slack_webhook_url: SecretStr | None = None
 
+    @field_validator("slack_webhook_url")
+    @classmethod
+    def _webhook_is_a_url(cls, value: SecretStr | None) -> SecretStr | None:
+        # The message must not echo the value: it is the secret.
+        if value is not None:
+            parts = urlsplit(value.get_secret_value())
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError("must be an http(s) URL such as https://hooks.slack.com/services/...")
+        return value
+
+    @model_validator(mode="after")
+    def _one_prometheus_auth(self) -> Secrets:
+        user, password = self.prometheus_username, self.prometheus_password
+        if (user is None) != (password is None):
+            raise ValueError(
+                "PROMETHEUS_USERNAME and PROMETHEUS_PASSWORD go together (basic auth): set both or neither"
+            )
+        if user is not None and ":" in user.get_secret_value():
+            raise ValueError("PROMETHEUS_USERNAME cannot contain ':' (basic auth separates on it)")
+        if self.prometheus_bearer_token is not None and user is not None:
+            raise ValueError(
+                "set either PROMETHEUS_BEARER_TOKEN or PROMETHEUS_USERNAME + PROMETHEUS_PASSWORD, not both"
+            )
+        return self
+
     def values(self) -> list[str]:
-        """Every secret's plain value, for log scrubbing."""
-        found = (getattr(self, name) for name in SECRET_ENV)
+        """Every secret's plain value, for log scrubbing. Not the Prometheus user name: it is no secret,
+        and a common word ("prometheus", "admin") would be starred out of every log line."""
+        found = (getattr(self, name) for name in SECRET_ENV if name != "prometheus_username")
         return [s.get_secret_value() for s in found if s is not None and s.get_secret_value()]
 
 
@@ -284,14 +348,23 @@ class Config(Section):
     source: str = "<defaults>"
 
     def masked(self) -> dict[str, Any]:
-        """A printable view: the file's settings plus which secrets are set (never their values)."""
-        view = self.file.model_dump(mode="json", by_alias=True)
+        """A printable view: the file's settings (URLs without userinfo) plus which secrets are set
+        (never their values)."""
+        view = _redact_all(self.file.model_dump(mode="json", by_alias=True))
         view["secrets"] = {
             env: ("set (masked)" if getattr(self.secrets, name) is not None else "not set")
             for name, env in SECRET_ENV.items()
         }
         view["tunables"] = self.tunables.model_dump(mode="json")
         return view
+
+
+def _redact_all(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _redact_all(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_redact_all(item) for item in value]
+    return redact_url(value) if isinstance(value, str) and "://" in value else value
 
 
 def _format_location(loc: tuple[Any, ...]) -> str:
@@ -323,12 +396,22 @@ def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     return [f.alias or name for name, f in current.model_fields.items()]
 
 
+# Keys that held secrets in earlier versions: the error says where the value goes now.
+_MOVED_TO_ENV = {"actions.slack.webhook_url": "slack_webhook_url"}
+
+
 def _explain(error: ValidationError, source: str, model: type[BaseModel]) -> str:
     lines = []
     for item in error.errors():
         loc = tuple(item["loc"])
         where = _format_location(loc) or "(top level)"
-        if item["type"] == "extra_forbidden":
+        if item["type"] == "extra_forbidden" and where in _MOVED_TO_ENV:
+            env = SECRET_ENV[_MOVED_TO_ENV[where]]
+            lines.append(
+                f"{source}: '{where}' is a secret and is no longer read from the config file; "
+                f"remove it and set the environment variable {env} instead"
+            )
+        elif item["type"] == "extra_forbidden":
             allowed = _allowed_keys(model, loc)
             close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
@@ -366,9 +449,14 @@ def _from_env(model: type[Section], names: Mapping[str, str], environ: Mapping[s
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        reverse = {field: env for field, env in names.items()}
-        bad = ", ".join(f"{reverse.get(str(e['loc'][0]), e['loc'][0])}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"environment: {bad}") from exc
+        bad = ", ".join(_env_problem(e["loc"], e["msg"], names) for e in exc.errors())
+        raise ConfigError(f"environment: {bad}") from None  # the chained error would show the values
+
+
+def _env_problem(loc: tuple[Any, ...], message: str, names: Mapping[str, str]) -> str:
+    """One problem, named by its variable; a rule across variables (empty ``loc``) names them itself."""
+    message = message.removeprefix("Value error, ")
+    return f"{names.get(str(loc[0]), loc[0])}: {message}" if loc else message
 
 
 def load_config(
@@ -399,6 +487,19 @@ def _check_consistency(config: Config) -> None:
     for index, watch in enumerate(config.file.watches):
         if watch.interval <= 0:
             raise ConfigError(f"{config.source}: 'watches[{index}].interval' must be greater than 0")
+    _check_prometheus_auth(config)
+
+
+def _check_prometheus_auth(config: Config) -> None:
+    """Credentials in prometheus.url and in the environment would compete: one source only."""
+    secrets = config.secrets
+    from_env = secrets.prometheus_bearer_token is not None or secrets.prometheus_username is not None
+    if from_env and "@" in urlsplit(config.file.prometheus.url).netloc:
+        raise ConfigError(
+            f"{config.source}: 'prometheus.url' carries credentials (user:password@) and "
+            "PROMETHEUS_BEARER_TOKEN or PROMETHEUS_USERNAME is set too; keep the environment variables "
+            "and remove the credentials from the URL"
+        )
 
 
 def require_webhook_token(config: Config) -> str | None:

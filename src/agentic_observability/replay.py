@@ -30,7 +30,7 @@ async def replay_body(raw: bytes, config: Config, storage: str) -> list[dict[str
         await store.accept(alerts)
         jobs, _ = await store.ingest_pending()
         async with aiohttp.ClientSession() as session:
-            prometheus = PrometheusClient(config.file.prometheus.url, session, config.file.prometheus.timeout)
+            prometheus = PrometheusClient.from_config(config, session)  # the service's credentials too
             deps = pipeline.PipelineDeps(
                 metrics=prometheus,
                 investigation=config.file.investigation,

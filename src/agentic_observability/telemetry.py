@@ -2,7 +2,8 @@
 
 Metrics live in a registry owned by each app instance (tests build many apps in one process).
 Logs are JSON lines carrying the incident id as correlation id (set with ``correlation()``), and
-every secret value known to the config is scrubbed from them before they are written.
+every secret value known to the config, and the userinfo of every URL, is scrubbed from them
+before they are written.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
+from agentic_observability.config import redact_urls
 from agentic_observability.models import ModelReply
 
 SERVICE_NAME = "agentic-observability"
@@ -55,9 +57,17 @@ class AnomalyGauges(Collector):
         self, watch: str, labels: Mapping[str, str], score: float, band: tuple[float, float] | None
     ) -> None:
         lower, upper = band if band is not None else (math.nan, math.nan)
-        key = (watch, tuple(sorted((k, v) for k, v in labels.items() if k not in ("__name__", "watch"))))
         with self._lock:
-            self._values[key] = (score, lower, upper)
+            self._values[self._key(watch, labels)] = (score, lower, upper)
+
+    def forget(self, watch: str, labels: Mapping[str, str]) -> None:
+        """A series the watch no longer tracks leaves /metrics (pod churn must not grow it forever)."""
+        with self._lock:
+            self._values.pop(self._key(watch, labels), None)
+
+    @staticmethod
+    def _key(watch: str, labels: Mapping[str, str]) -> tuple[str, tuple[tuple[str, str], ...]]:
+        return (watch, tuple(sorted((k, v) for k, v in labels.items() if k not in ("__name__", "watch"))))
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         docs = (
@@ -123,6 +133,15 @@ class Metrics:
         )
         self.anomaly = AnomalyGauges()
         r.register(self.anomaly)
+        self.watch_series = Gauge(
+            "agentic_obs_watch_series", "Series a watch tracks now.", ["watch"], registry=r
+        )
+        self.watch_series_dropped = Counter(
+            "agentic_obs_watch_series_dropped",
+            "New series a watch did not track because it was at watches[].max_series.",
+            ["watch"],
+            registry=r,
+        )
         self.breaker_open = Gauge(
             "agentic_obs_circuit_breaker_open",
             "1 while a dependency's circuit breaker is open.",
@@ -161,6 +180,12 @@ class Metrics:
         self.model_claims_dropped = Counter(
             "agentic_obs_model_claims_dropped",
             "Claims in model answers that named something absent from the evidence.",
+            registry=r,
+        )
+        self.pruned_rows = Counter(
+            "agentic_obs_pruned_rows",
+            "Rows deleted by retention (storage.retention), by table.",
+            ["table"],
             registry=r,
         )
 
@@ -247,7 +272,8 @@ class JsonFormatter(logging.Formatter):
     def _scrub(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, "***")
-        return text
+        # credentials in a URL's userinfo are not among the known secrets, so they go by their shape
+        return redact_urls(text)
 
 
 def setup_logging(secrets: Sequence[str] = (), level: str | None = None) -> None:

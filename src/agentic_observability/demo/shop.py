@@ -1,9 +1,18 @@
-"""A small exporter of synthetic shop metrics with injected faults.
+"""A synthetic shop cluster with injected faults: the one living cluster the demo, the tests and the
+benchmarks share.
 
 Services call each other front-end -> orders -> carts (and catalogue, payment). In each fault window
 (``at`` seconds after start, for ``duration`` seconds) carts suffers a CPU hog: its CPU saturates, its
 latency climbs, and the latency of its callers (orders, front-end) follows a little later.
-Values are computed at scrape time from the elapsed time, so there is no background task.
+
+Each service runs ``Cluster.pods`` pods. With ``churn_every`` set, every pod is replaced after that
+many seconds (a rollout, a node drain): its series stop and a new pod's start, as in a real cluster.
+In the last ``drain`` seconds of its life a pod gets no traffic, so its error ratio
+(``rate(errors) / rate(requests)``) is 0/0. ``kube_pod_info`` is exported in kube-state-metrics' shape.
+
+Values are computed from the time alone (``families(now)``), so the same cluster is scraped live
+(``shop_app``) or rendered as history for ``promtool tsdb create-blocks-from openmetrics``
+(``history_openmetrics``).
 """
 
 from __future__ import annotations
@@ -12,10 +21,11 @@ import math
 import random
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 SERVICES = ("front-end", "orders", "carts", "catalogue", "payment")
@@ -23,12 +33,35 @@ BASE_LATENCY = {"front-end": 0.12, "orders": 0.08, "carts": 0.05, "catalogue": 0
 BASE_CPU = {"front-end": 0.30, "orders": 0.25, "carts": 0.20, "catalogue": 0.15, "payment": 0.10}
 PROPAGATION = {"carts": 0.0, "orders": 4.0, "front-end": 8.0}  # seconds after the fault each one feels it
 FAULT_SERVICE = "carts"
+NAMESPACE = "shop"
+REQUESTS_PER_POD = 10.0  # per second, while a pod serves
+
+
+@dataclass(frozen=True)
+class Cluster:
+    pods: int = 2  # per service
+    churn_every: float = 0.0  # seconds a pod lives before it is replaced; 0: never
+    drain: float = 10.0  # the last seconds of a pod's life without traffic
+
+
+@dataclass(frozen=True)
+class Pod:
+    service: str
+    name: str
+    age: float  # seconds since this pod started
+    draining: bool
 
 
 class ShopCollector(Collector):
-    def __init__(self, faults: Sequence[tuple[float, float]], started: float | None = None) -> None:
+    def __init__(
+        self,
+        faults: Sequence[tuple[float, float]],
+        started: float | None = None,
+        cluster: Cluster | None = None,
+    ) -> None:
         self.started = time.time() if started is None else started
         self.faults = tuple(faults)  # (at, duration) windows, seconds after start
+        self.cluster = cluster or Cluster()
         self._rng = random.Random(7)
 
     def fault_level(self, service: str, now: float) -> float:
@@ -43,19 +76,62 @@ class ShopCollector(Collector):
                 levels.append(min(elapsed / 3.0, 1.0))
         return max(levels)
 
-    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        now = time.time()
+    def pods(self, service: str, now: float) -> list[Pod]:
+        """The pods of ``service`` alive at ``now``; replacements are staggered across pods."""
+        elapsed, life, found = now - self.started, self.cluster.churn_every, []
+        for index in range(self.cluster.pods):
+            if life <= 0:
+                found.append(Pod(service, f"{service}-{index}", elapsed, False))
+                continue
+            shifted = elapsed + life * index / self.cluster.pods
+            generation, age = divmod(shifted, life)
+            draining = age >= life - self.cluster.drain
+            found.append(Pod(service, f"{service}-{int(generation)}-{index}", age, draining))
+        return found
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self.families(time.time())
+
+    def families(self, now: float) -> list[Metric]:
         latency = GaugeMetricFamily("shop_request_latency_seconds", "p90 request latency", labels=["service"])
         cpu = GaugeMetricFamily("shop_cpu_usage_ratio", "CPU used, fraction of the limit", labels=["service"])
         requests = CounterMetricFamily("shop_requests", "Requests served", labels=["service"])
         for service in SERVICES:
             level = self.fault_level(service, now)
-            wobble = 1 + 0.05 * math.sin(now / 7 + len(service)) + self._rng.uniform(-0.03, 0.03)
+            wobble = self._wobble(service, now)
             latency.add_metric([service], BASE_LATENCY[service] * wobble + level * 1.1)
-            hog = 0.7 * level if service == FAULT_SERVICE else 0.0
-            cpu.add_metric([service], min(BASE_CPU[service] * wobble + hog, 1.0))
+            cpu.add_metric([service], self._cpu(service, level, wobble))
             requests.add_metric([service], (now - self.started) * 20.0)
-        yield from (latency, cpu, requests)
+        return [latency, cpu, requests, *self._pod_families(now)]
+
+    def _pod_families(self, now: float) -> list[Metric]:
+        labels = ["namespace", "service", "pod"]
+        cpu = GaugeMetricFamily("shop_pod_cpu_usage_ratio", "CPU used by one pod", labels=labels)
+        served = CounterMetricFamily("shop_pod_requests", "Requests a pod served", labels=labels)
+        errors = CounterMetricFamily("shop_pod_errors", "Requests a pod failed", labels=labels)
+        info = GaugeMetricFamily(
+            "kube_pod_info", "kube-state-metrics pod info", labels=["namespace", "pod", "created_by_name"]
+        )
+        for service in SERVICES:
+            level = self.fault_level(service, now)
+            for pod in self.pods(service, now):
+                key = [NAMESPACE, service, pod.name]
+                cpu.add_metric(key, self._cpu(service, level, self._wobble(pod.name, now)))
+                # a draining pod serves nothing more: its counters stand still, so rate/rate is 0/0
+                serving = max(pod.age - (self.cluster.drain if pod.draining else 0.0), 0.0)
+                total = min(pod.age, serving) * REQUESTS_PER_POD
+                served.add_metric(key, total)
+                errors.add_metric(key, total * (0.01 + 0.2 * level))
+                info.add_metric([NAMESPACE, pod.name, service], 1.0)
+        return [cpu, served, errors, info]
+
+    def _wobble(self, name: str, now: float) -> float:
+        return 1 + 0.05 * math.sin(now / 7 + len(name)) + self._rng.uniform(-0.03, 0.03)
+
+    @staticmethod
+    def _cpu(service: str, level: float, wobble: float) -> float:
+        hog = 0.7 * level if service == FAULT_SERVICE else 0.0
+        return min(BASE_CPU[service] * wobble + hog, 1.0)
 
 
 def shop_app(collector: ShopCollector) -> web.Application:
@@ -68,3 +144,24 @@ def shop_app(collector: ShopCollector) -> web.Application:
     app = web.Application()
     app.router.add_get("/metrics", metrics)
     return app
+
+
+def history_openmetrics(collector: ShopCollector, start: float, end: float, step: float) -> str:
+    """The cluster from ``start`` to ``end`` as OpenMetrics text with timestamps, for ``promtool tsdb
+    create-blocks-from openmetrics`` (history a live scrape could not produce in a test's time)."""
+    by_family: dict[str, tuple[str, dict[str, list[str]]]] = {}
+    moment = start
+    while moment <= end:
+        for family in collector.families(moment):
+            _, series = by_family.setdefault(family.name, (family.type, {}))
+            for sample in family.samples:
+                labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+                key = f"{sample.name}{{{labels}}}"  # one series' samples stay together, in time order
+                series.setdefault(key, []).append(f"{key} {sample.value!r} {moment:.3f}")
+        moment += step
+    out = []
+    for name, (kind, series) in by_family.items():
+        out.append(f"# TYPE {name} {kind}")
+        out.extend(line for lines in series.values() for line in lines)
+    out.append("# EOF")
+    return "\n".join(out) + "\n"

@@ -139,7 +139,7 @@ def start_prometheus(
 
 
 def alertmanager_config(webhook_url: str, token_file: Path | None, group_by: list[str]) -> dict[str, object]:
-    webhook: dict[str, object] = {"url": webhook_url, "send_resolved": True, "max_alerts": 0}
+    webhook: dict[str, object] = {"url": webhook_url, "send_resolved": True, "max_alerts": 200}
     if token_file is not None:
         webhook["http_config"] = {"authorization": {"type": "Bearer", "credentials_file": str(token_file)}}
     return {

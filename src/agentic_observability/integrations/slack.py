@@ -3,17 +3,28 @@ thread, the parent updated in place), or an incoming webhook (no threads) as a f
 
 The reference kept per incident is ``<channel id>|<parent ts>``: chat.update needs the channel's id,
 which only the postMessage answer gives when the config names the channel.
+
+Every message carries Slack message metadata naming the incident and the outbox action. A post that
+may already have gone (a retry after a timeout, or an action queued before a crash) first looks for
+its own message in the channel history (parents) or the thread (replies), since Slack has no
+idempotency key. A failed lookup (no ``channels:history`` scope, rate limit, error) posts anyway:
+at least once. The incoming-webhook fallback cannot read anything back, so it cannot look.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import aiohttp
-from slack_sdk.errors import SlackApiError
+from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from agentic_observability.errors import DeliveryError
@@ -26,10 +37,23 @@ from agentic_observability.integrations.delivery import (
 from agentic_observability.integrations.resilience import Guard
 from agentic_observability.models import OutboxItem
 
+log = logging.getLogger(__name__)
+
 # Slack's answers (HTTP 200, ok: false) that mean "try again later"; any other error will repeat.
 _TRANSIENT = frozenset(
     {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
 )
+# Message metadata (https://docs.slack.dev/messaging/message-metadata): an alphanumeric event_type
+# and a free-form event_payload object.
+EVENT_TYPE = "agentic_obs_action"
+_CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{6,}$")
+# Looking back from when the action was queued, minus this margin for clock skew between us and Slack.
+LOOKUP_MARGIN = 300.0
+_LOOKUP_LIMIT = 100
+_LOOKUP_PAGES = 3  # a bounded look: a busy channel may push an old post out of reach (then: at least once)
+_LIST_PAGES = 5
+
+Lister = Callable[..., Awaitable[AsyncSlackResponse]]
 
 
 class SlackSink:
@@ -41,13 +65,23 @@ class SlackSink:
         client: AsyncWebClient | None = None,
         channel: str | None = None,
         webhook: AsyncWebhookClient | None = None,
+        install: str = "default",
     ) -> None:
         self.guard = guard
         self._client = client
         self._channel = channel
         self._webhook = webhook
+        self._install = install  # tells this installation's messages from another's in a shared channel
         # Slack allows about one message per second per channel, with short bursts.
         self._per_channel = PriorityRateLimiter(rate=1.0, burst=3)
+        # A crash does not count an attempt: an action queued before this process started may have
+        # been mid-post when the previous one died.
+        self._started = time.time()
+        # conversations.history takes only the channel's id; a configured name is resolved once.
+        self._channel_id: str | None = channel if channel and _CHANNEL_ID.match(channel) else None
+        self._channel_unknown = False
+        self._resolving = asyncio.Lock()  # after a restart many lanes look at once: one list call
+        self._warned: set[str] = set()
 
     @classmethod
     def create(
@@ -59,6 +93,7 @@ class SlackSink:
         webhook_url: str | None,
         timeout: float,
         session: aiohttp.ClientSession | None = None,
+        install: str = "default",
     ) -> SlackSink:
         client = None
         if token and channel:
@@ -72,7 +107,7 @@ class SlackSink:
         webhook = (
             AsyncWebhookClient(webhook_url, timeout=int(timeout), session=session) if webhook_url else None
         )
-        return cls(guard, client, channel, webhook)
+        return cls(guard, client, channel, webhook, install)
 
     async def wait_turn(self, item: OutboxItem) -> None:
         """Keep to the channel's rate; a new incident's parent message goes before any follow-up.
@@ -90,34 +125,164 @@ class SlackSink:
         except SlackApiError as exc:
             raise _api_failure(exc) from exc
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise connection_failure(self.name, exc) from exc
+            raise self._hide_webhook_url(connection_failure(self.name, exc)) from exc
+
+    def _hide_webhook_url(self, error: DeliveryError) -> DeliveryError:
+        """The webhook URL is a secret, and some aiohttp errors (redirect loops) quote it; the message is
+        kept with the outbox row and shown by the API, which the log scrubber does not cover."""
+        url = self._webhook.url if self._webhook is not None else ""
+        if not url or url not in str(error):
+            return error
+        message = str(error).replace(url, "<SLACK_WEBHOOK_URL>")
+        return DeliveryError(message, permanent=error.permanent, retry_after=error.retry_after)
 
     async def _via_api(self, client: AsyncWebClient, item: OutboxItem) -> str | None:
         body = dict(item.payload)
-        kind = item.action.split(":", 1)[0]
-        if item.ref is None:
-            if kind != "open":  # the parent never made it: say it as a top-level message instead
-                kind = "open"
-            response = await client.chat_postMessage(channel=str(self._channel), **body)
-            return f"{response['channel']}|{response['ts']}" if kind == "open" else None
+        if item.ref is None:  # the parent, or a follow-up whose parent never made it: top-level then
+            return await self._post_parent(client, item, body)
         channel, _, ts = item.ref.partition("|")
-        if kind == "open":
-            return item.ref  # already posted: never twice
-        if kind == "update":
+        kind = item.action.split(":", 1)[0]
+        if kind == "update":  # idempotent; without a metadata argument Slack keeps the parent's
             await client.chat_update(channel=channel, ts=ts, **body)
-        else:
-            await client.chat_postMessage(channel=channel, thread_ts=ts, **body)
+        elif kind != "open":  # an "open" with a ref was already posted: never twice
+            await self._post_reply(client, item, channel, ts, body)
         return item.ref
+
+    async def _post_parent(self, client: AsyncWebClient, item: OutboxItem, body: dict[str, Any]) -> str:
+        if self._may_have_gone(item):
+            found = await self._find_parent(client, item)
+            if found is not None:
+                return found
+        metadata = self._metadata(item)
+        response = await client.chat_postMessage(channel=str(self._channel), metadata=metadata, **body)
+        self._channel_id = self._channel_id or str(response["channel"])
+        return f"{response['channel']}|{response['ts']}"
+
+    async def _post_reply(
+        self, client: AsyncWebClient, item: OutboxItem, channel: str, ts: str, body: dict[str, Any]
+    ) -> None:
+        if self._may_have_gone(item):
+            found = await self._search(item, client.conversations_replies, channel=channel, ts=ts)
+            if found is not None:
+                return
+        metadata = self._metadata(item)
+        await client.chat_postMessage(channel=channel, thread_ts=ts, metadata=metadata, **body)
+
+    def _may_have_gone(self, item: OutboxItem) -> bool:
+        """Tried before (a timeout may hide a post Slack accepted), or queued before this process."""
+        return item.attempts > 0 or item.created_at < self._started
+
+    def _metadata(self, item: OutboxItem) -> dict[str, Any]:
+        """What a lookup matches on. ``queued_at`` is fixed per outbox row, so a message from a wiped
+        store (its incident ids start at 1 again) or another installation in the channel never matches."""
+        payload = {
+            "incident": item.incident_id,
+            "action": item.action,
+            "install": self._install,
+            "queued_at": f"{item.created_at:.6f}",
+        }
+        return {"event_type": EVENT_TYPE, "event_payload": payload}
+
+    async def _find_parent(self, client: AsyncWebClient, item: OutboxItem) -> str | None:
+        channel = await self._lookup_channel(client)
+        if channel is None:
+            return None
+        ts = await self._search(item, client.conversations_history, channel=channel)
+        return f"{channel}|{ts}" if ts is not None else None
+
+    async def _search(self, item: OutboxItem, lister: Lister, **where: str) -> str | None:
+        """The ts of the message this action already posted, or None, also when the lookup fails."""
+        wanted = self._metadata(item)
+        cursor = None
+        try:
+            for _ in range(_LOOKUP_PAGES):
+                page = await lister(
+                    **where,
+                    include_all_metadata=True,  # without it, messages come without their metadata
+                    oldest=f"{item.created_at - LOOKUP_MARGIN:.6f}",
+                    limit=_LOOKUP_LIMIT,
+                    cursor=cursor,
+                )
+                for message in page.get("messages") or []:
+                    if _same_metadata(message.get("metadata"), wanted):
+                        return str(message["ts"])
+                if not (cursor := _next_cursor(page)):
+                    return None
+        except (SlackClientError, TimeoutError, aiohttp.ClientError) as exc:
+            self._lookup_failed(exc)
+        return None
+
+    async def _lookup_channel(self, client: AsyncWebClient) -> str | None:
+        async with self._resolving:
+            if self._channel_id is not None or self._channel_unknown:
+                return self._channel_id
+            try:
+                self._channel_id = await self._resolve_channel(client)
+            except (SlackClientError, TimeoutError, aiohttp.ClientError) as exc:
+                self._lookup_failed(exc)
+                return None
+            self._channel_unknown = self._channel_id is None
+            if self._channel_unknown:
+                self._warn_once("not-found", f"channel {self._channel} not found by conversations.list")
+            return self._channel_id
+
+    async def _resolve_channel(self, client: AsyncWebClient) -> str | None:
+        """The configured channel's id by its name (needs ``channels:read``, ``groups:read`` if private)."""
+        name = str(self._channel).lstrip("#")
+        cursor = None
+        for _ in range(_LIST_PAGES):
+            page = await client.conversations_list(
+                types="public_channel,private_channel", exclude_archived=True, limit=1000, cursor=cursor
+            )
+            for channel in page.get("channels") or []:
+                if channel.get("name") == name:
+                    return str(channel["id"])
+            if not (cursor := _next_cursor(page)):
+                break
+        return None
+
+    def _lookup_failed(self, exc: Exception) -> None:
+        if isinstance(exc, SlackApiError):
+            error = str(exc.response.get("error", "")) or f"HTTP {exc.response.status_code}"
+            needed = exc.response.get("needed")
+            reason = f"{error} (needs {needed})" if needed else error
+        else:
+            reason = type(exc).__name__
+        self._warn_once(reason, reason)
+
+    def _warn_once(self, key: str, reason: str) -> None:
+        """One line per cause, not per message: a missing scope would otherwise log on every retry."""
+        if key in self._warned:
+            return
+        self._warned.add(key)
+        log.warning(
+            "slack: could not look for a message already posted (%s); posting anyway, so a message "
+            "cut off by a crash may appear twice",
+            reason,
+        )
 
     async def _via_webhook(self, body: Mapping[str, Any]) -> str | None:
         if self._webhook is None:
             raise DeliveryError(
-                "slack: neither a bot token and channel nor a webhook_url is set", permanent=True
+                "slack: neither SLACK_BOT_TOKEN with a channel nor SLACK_WEBHOOK_URL is set", permanent=True
             )
         response = await self._webhook.send(text=body.get("text"), blocks=body.get("blocks"))
         if response.status_code != 200:
             raise http_failure(self.name, response.status_code, response.body, dict(response.headers or {}))
         return None
+
+
+def _same_metadata(found: Any, wanted: Mapping[str, Any]) -> bool:
+    if not isinstance(found, Mapping) or found.get("event_type") != wanted["event_type"]:
+        return False
+    payload = found.get("event_payload")
+    return isinstance(payload, Mapping) and all(
+        payload.get(key) == value for key, value in wanted["event_payload"].items()
+    )
+
+
+def _next_cursor(page: AsyncSlackResponse) -> str | None:
+    return str((page.get("response_metadata") or {}).get("next_cursor") or "") or None
 
 
 def _api_failure(exc: SlackApiError) -> DeliveryError:

@@ -92,6 +92,8 @@ def _finite(ts: np.ndarray, values: np.ndarray, mask: np.ndarray) -> np.ndarray:
 def _first_persistent(times: np.ndarray, deviations: np.ndarray, threshold: float, run: int) -> float | None:
     """Time of the first point that starts ``run`` consecutive deviations above ``threshold``."""
     above = deviations > threshold
+    if above.size < max(run, 1):  # a series that stopped (a deleted pod) leaves too few points
+        return None
     if run <= 1:
         hits = np.flatnonzero(above)
         return float(times[hits[0]]) if hits.size else None
@@ -142,7 +144,7 @@ def score_series(
     if baseline.size < config.min_baseline_points or after.size == 0:
         return None
     median, scale = robust_scale(baseline, config.relative_floor)
-    deviations = np.abs(after - median) / scale
+    deviations = np.minimum(np.abs(after - median) / scale, MAX_DEVIATION)
     peak = int(np.argmax(deviations))
     own_onset = signal_onset(series, max(incident_time, onset), config)
     evidence = SignalEvidence(
@@ -156,12 +158,33 @@ def score_series(
     return _Scored(series, evidence)
 
 
+VALUE_LIMIT = 1e200
+MAX_DEVIATION = 1e9  # caps a flat or ±Inf-polluted baseline: the ranking stays finite and comparable
+
+
+def clean_series(series: SignalSeries) -> SignalSeries | None:
+    """The series as ranking needs it: equal-length, time-ordered, finite timestamps, ±Inf as
+    missing. None when nothing usable is left (an empty, all-NaN or 0/0 ratio series)."""
+    size = min(len(series.timestamps), len(series.values))
+    ts = np.asarray(series.timestamps[:size], dtype=float)
+    values = np.asarray(series.values[:size], dtype=float)
+    keep = np.isfinite(ts)
+    # ±Inf is missing; magnitudes beyond any real metric are clipped so spreads cannot overflow
+    values = np.where(np.isfinite(values[keep]), np.clip(values[keep], -VALUE_LIMIT, VALUE_LIMIT), np.nan)
+    ts = ts[keep]
+    if not np.isfinite(values).any():
+        return None
+    order = np.argsort(ts, kind="stable")
+    return SignalSeries(series.entity, series.signal, series.labels, ts[order], values[order])
+
+
 def rank_entities(
     series: Iterable[SignalSeries], incident_time: float, config: RankConfig | None = None
 ) -> list[Candidate]:
-    """Rank entities by how likely they caused the incident at ``incident_time``; best first."""
+    """Rank entities by how likely they caused the incident at ``incident_time``; best first. Never
+    raises on odd data: unusable series are left out, as if the signal had not been configured."""
     cfg = config or RankConfig()
-    all_series = list(series)
+    all_series = [c for s in series if (c := clean_series(s)) is not None]
     onset = estimate_onset(all_series, incident_time, cfg)
     scored = [s for item in all_series if (s := score_series(item, onset, incident_time, cfg)) is not None]
     by_entity: dict[str, list[SignalEvidence]] = {}

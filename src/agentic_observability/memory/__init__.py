@@ -2,14 +2,16 @@
 similarity with boosts for the same alert and the same service.
 
 One class, ``IncidentMemory``, holds the behaviour; the two backends (``edge.py``, ``server.py``) only
-store and search vectors, so both behave the same and pass the same tests.
+store and search vectors, so both behave the same and pass the same tests. That includes the cap
+(``memory.max_points``): past it, the oldest incidents nobody confirmed are forgotten first.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from agentic_observability.config import Config
@@ -37,15 +39,29 @@ SAME_ALERT_BOOST = 0.1
 SAME_SERVICE_BOOST = 0.1
 MIN_SCORE = 0.4  # below this, a past incident is not "seen before", only vaguely alike
 EMBEDDER_KEY = "_embedder"
+# At the cap, forget this share of max_points more than strictly needed, so the next remembers (that
+# many) need no count; and scan and delete in pages of this many points.
+CAP_SLACK = 0.01
+SCAN_PAGE = 1000
+
+log = logging.getLogger(__name__)
+Point = tuple[int, Sequence[float], Mapping[str, Any]]
 
 
 class IncidentMemory:
-    def __init__(self, backend: VectorBackend, embedder: Embedder) -> None:
+    def __init__(self, backend: VectorBackend, embedder: Embedder, max_points: int | None = None) -> None:
         self.backend = backend
         self.embedder = embedder
+        self.max_points = max_points  # None: unbounded
+        # An upper bound on the points stored (a replaced point counts twice), so remembering counts
+        # the collection only when the bound says it may be past the cap. None until first counted.
+        self._size_bound: int | None = None
+        self._cap_lock = asyncio.Lock()
 
     @classmethod
-    async def open(cls, backend: VectorBackend, embedder: Embedder) -> IncidentMemory:
+    async def open(
+        cls, backend: VectorBackend, embedder: Embedder, max_points: int | None = None
+    ) -> IncidentMemory:
         try:
             await backend.open(embedder.dimension)
             sample = await backend.sample_payload()
@@ -60,13 +76,13 @@ class IncidentMemory:
                 f"but memory.embedder is {embedder.name!r}; mixing them makes recall meaningless. "
                 "Set memory.embedder back, or point storage.path (or the collection) somewhere new"
             )
-        return cls(backend, embedder)
+        return cls(backend, embedder, max_points)
 
     async def remember(self, incident: PastIncident) -> None:
         """Insert or replace what memory keeps of one incident (idempotent: keyed by incident id)."""
         vector = (await self.embedder.embed([incident]))[0]
         payload = {**incident.to_payload(), EMBEDDER_KEY: self.embedder.name}
-        await self.backend.upsert(int(incident.incident_id), vector, payload)
+        await self._store([(int(incident.incident_id), vector, payload)])
 
     async def remember_many(self, incidents: list[PastIncident]) -> None:
         vectors = await self.embedder.embed(incidents)
@@ -74,7 +90,59 @@ class IncidentMemory:
             (int(i.incident_id), v, {**i.to_payload(), EMBEDDER_KEY: self.embedder.name})
             for i, v in zip(incidents, vectors, strict=True)
         ]
-        await self.backend.upsert_many(points)
+        await self._store(points)
+
+    async def _store(self, points: Sequence[Point]) -> None:
+        if self.max_points is None:
+            await self.backend.upsert_many(points)
+            return
+        async with self._cap_lock:  # two remembers must not both evict for the same excess
+            await self.backend.upsert_many(points)
+            self._size_bound = await self._enforce_cap(self.max_points, points)
+
+    async def _enforce_cap(self, cap: int, written: Sequence[Point]) -> int:
+        """Forget the oldest points while past ``cap``; returns the new bound on points stored. Runs
+        after the upsert, so a replaced point does not count as one more."""
+        if self._size_bound is not None and self._size_bound + len(written) <= cap:
+            return self._size_bound + len(written)
+        size = await self.backend.count()
+        if size <= cap:
+            return size
+        fresh = {point_id for point_id, _, _ in written}
+        return size - await self._forget_oldest(size - cap + int(cap * CAP_SLACK), fresh)
+
+    async def _forget_oldest(self, n: int, fresh: set[int]) -> int:
+        """Delete ``n`` points: the oldest unconfirmed first (oldest: lowest incident id, as ids only
+        grow), then the oldest confirmed; the points just written (``fresh``) only when a bulk load
+        alone passes the cap."""
+        buckets = await self._oldest(n, fresh)
+        victims = [point_id for bucket in buckets for point_id in bucket][:n]
+        for start in range(0, len(victims), SCAN_PAGE):
+            await self.backend.delete(victims[start : start + SCAN_PAGE])
+        confirmed = len(set(victims) & {*buckets[1], *buckets[3]})
+        log.info(
+            "incident memory reached memory.max_points (%s): forgot the %d oldest incidents (%d confirmed)",
+            self.max_points,
+            len(victims),
+            confirmed,
+        )
+        return len(victims)
+
+    async def _oldest(self, n: int, fresh: set[int]) -> list[list[int]]:
+        """Up to ``n`` point ids of each kind, oldest first: old unconfirmed, old confirmed, fresh
+        unconfirmed, fresh confirmed; the scan (in id order) stops once there are ``n`` of the first.
+        The split happens here, not in a backend filter: Qdrant Edge turns a boolean match value into
+        the integer 1, which matches no stored ``true``."""
+        buckets: list[list[int]] = [[], [], [], []]
+        offset: int | None = None
+        while True:
+            page, offset = await self.backend.scan(offset, SCAN_PAGE, ("confirmed",))
+            for point_id, payload in page:
+                bucket = buckets[2 * (point_id in fresh) + bool(payload.get("confirmed"))]
+                if len(bucket) < n:
+                    bucket.append(point_id)
+            if len(buckets[0]) >= n or offset is None:
+                return buckets
 
     async def recall(self, query: PastIncident, limit: int = 3) -> list[SimilarIncident]:
         """The most similar past incidents, best first, excluding the query's own incident."""
@@ -192,4 +260,4 @@ async def open_memory(
         backend = QdrantServerBackend.connect(
             settings.url, key.get_secret_value() if key else None, settings.timeout
         )
-    return await IncidentMemory.open(backend, embedder)
+    return await IncidentMemory.open(backend, embedder, settings.max_points)

@@ -48,4 +48,13 @@ class VectorBackend(Protocol):
 
     async def count(self) -> int: ...
 
+    async def scan(
+        self, offset: int | None, limit: int, fields: Sequence[str]
+    ) -> tuple[list[tuple[int, Mapping[str, Any]]], int | None]:
+        """Up to ``limit`` points in ascending id order from ``offset`` (None: the lowest id), each with
+        only ``fields`` of its payload; and the offset of the next page (None after the last)."""
+        ...
+
+    async def delete(self, point_ids: Sequence[int]) -> None: ...
+
     async def close(self) -> None: ...

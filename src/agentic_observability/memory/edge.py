@@ -7,6 +7,7 @@ blocks and the shard is never touched from two threads at once.
 from __future__ import annotations
 
 import asyncio
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,6 +22,10 @@ T = TypeVar("T")
 # Measured on 100k synthetic incidents (top 9): ef 128 finds 96.6% of the exact neighbours (many are
 # ties) against 94.7% at the default beam, for about 0.05 ms more per search.
 _SEARCH = qe.SearchParams(hnsw_ef=128)
+# Qdrant Edge maps its files into memory: on a full disk a write through the mapping faults (SIGBUS)
+# and kills the whole service instead of raising. Below this much free space it is not opened or
+# written to; the service runs without memory until space is freed (the opener retries).
+MIN_FREE_BYTES = 64 * 1_048_576
 
 
 class EdgeBackend:
@@ -54,6 +59,8 @@ class EdgeBackend:
             vectors={VECTOR_NAME: qe.EdgeVectorParams(size=dimension, distance=qe.Distance.Cosine)},
             on_disk_payload=False,
         )
+        self._path.mkdir(parents=True, exist_ok=True)
+        self._check_free_space()
         if (self._path / "edge_config.json").exists() or any(self._path.glob("segments*")):
             try:
                 shard = qe.EdgeShard.load(str(self._path), config)
@@ -63,18 +70,30 @@ class EdgeBackend:
                     f"(this embedder has dimension {dimension}): {exc}"
                 ) from exc
             return shard
-        self._path.mkdir(parents=True, exist_ok=True)
         shard = qe.EdgeShard.create(str(self._path), config)
         for field in INDEXED_FIELDS:
             shard.update(qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Keyword))
         return shard
+
+    def _check_free_space(self) -> None:
+        free = shutil.disk_usage(self._path).free
+        if free < MIN_FREE_BYTES:
+            raise MemoryUnavailableError(
+                f"the disk holding the incident memory at {self._path} has {free} bytes free; Qdrant Edge "
+                f"needs at least {MIN_FREE_BYTES} bytes ({MIN_FREE_BYTES // 1_048_576} MiB), as a full "
+                "disk would crash the process: free some space or move storage.path"
+            )
+
+    def _update(self, operation: qe.UpdateOperation) -> None:
+        self._check_free_space()  # a statvfs call: microseconds, against a crash
+        self.shard.update(operation)
 
     async def upsert(self, point_id: int, vector: Sequence[float], payload: Mapping[str, Any]) -> None:
         await self.upsert_many([(point_id, vector, payload)])
 
     async def upsert_many(self, points: Sequence[tuple[int, Sequence[float], Mapping[str, Any]]]) -> None:
         batch = [qe.Point(id=i, vector={VECTOR_NAME: list(v)}, payload=dict(p)) for i, v, p in points]
-        await self._run(self.shard.update, qe.UpdateOperation.upsert_points(batch))
+        await self._run(self._update, qe.UpdateOperation.upsert_points(batch))
 
     async def search(
         self,
@@ -101,6 +120,17 @@ class EdgeBackend:
 
     async def count(self) -> int:
         return int(await self._run(self.shard.count, qe.CountRequest()))
+
+    async def scan(
+        self, offset: int | None, limit: int, fields: Sequence[str]
+    ) -> tuple[list[tuple[int, Mapping[str, Any]]], int | None]:
+        request = qe.ScrollRequest(offset=offset, limit=limit, with_payload=list(fields), with_vector=False)
+        records, next_offset = await self._run(self.shard.scroll, request)
+        page: list[tuple[int, Mapping[str, Any]]] = [(int(r.id), dict(r.payload or {})) for r in records]
+        return page, None if next_offset is None else int(next_offset)
+
+    async def delete(self, point_ids: Sequence[int]) -> None:
+        await self._run(self._update, qe.UpdateOperation.delete_points(list(point_ids)))
 
     async def optimize(self) -> None:
         await self._run(self.shard.optimize)

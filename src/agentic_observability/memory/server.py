@@ -97,6 +97,21 @@ class QdrantServerBackend:
         result = await self._call(self._client.count(self._collection, exact=True))
         return int(result.count)
 
+    async def scan(
+        self, offset: int | None, limit: int, fields: Sequence[str]
+    ) -> tuple[list[tuple[int, Mapping[str, Any]]], int | None]:
+        records, next_offset = await self._call(
+            self._client.scroll(
+                self._collection, limit=limit, offset=offset, with_payload=list(fields), with_vectors=False
+            )
+        )
+        page: list[tuple[int, Mapping[str, Any]]] = [(int(r.id), dict(r.payload or {})) for r in records]
+        return page, None if next_offset is None else int(next_offset)
+
+    async def delete(self, point_ids: Sequence[int]) -> None:
+        selector = models.PointIdsList(points=list(point_ids))
+        await self._call(self._client.delete(self._collection, points_selector=selector, wait=True))
+
     async def close(self) -> None:
         await self._client.close()
 

@@ -2,7 +2,8 @@
 
 Pure functions over the report dict. Alert text is untrusted: for Slack it is escaped (``&``, ``<``,
 ``>``, so ``<!channel>`` or a crafted link cannot ping or phish), and every text block stays under
-Slack's 3,000-character limit, split at whitespace, never mid-word.
+Slack's 3,000-character limit, split at whitespace, never mid-word. Links (the runbook comes from an
+alert annotation) pass ``safe_link`` first: only http(s), with ``<``, ``>`` and ``|`` percent-encoded.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import html
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 SLACK_TEXT_LIMIT = 3000
 SLACK_HEADER_LIMIT = 150
@@ -34,6 +36,23 @@ _PD_SEVERITY = {
 
 def slack_escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+# Everything a URL may carry unencoded, minus what ends or re-labels a Slack link (``<``, ``>``, ``|``);
+# ``%`` stays so an already-encoded URL is not encoded twice. Spaces and controls get encoded too.
+_URL_SAFE = "!#$%&'()*+,/:;=?@[]~"
+
+
+def safe_link(url: str) -> str | None:
+    """An http(s) URL that cannot break out of ``<url|text>`` (Slack) or an href; None for any other.
+    A ``javascript:`` or ``slack://`` runbook is dropped, not shown as a link."""
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:  # e.g. an unbalanced [ in the host
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return None
+    return quote(parts.geturl(), safe=_URL_SAFE)  # what was checked is what is sent
 
 
 def split_text(text: str, limit: int = SLACK_TEXT_LIMIT) -> list[str]:
@@ -69,15 +88,19 @@ def _cause_line(report: Mapping[str, Any]) -> str:
 
 
 def _links(report: Mapping[str, Any], incident_url: str | None) -> list[tuple[str, str]]:
-    links = []
+    """The links every sink shows, each through ``safe_link`` (the runbook is alert text; the explore
+    link quotes the alert's PromQL)."""
+    candidates = []
     hypotheses = report.get("hypotheses") or []
     if hypotheses and hypotheses[0].get("evidence"):
-        links.append((hypotheses[0]["evidence"][0]["explore_url"], "Explore the evidence"))
-    runbook = (report.get("facts") or {}).get("runbook_url")
-    if runbook:
-        links.append((runbook, "Runbook"))
-    if incident_url:
-        links.append((incident_url, "Incident report"))
+        candidates.append((hypotheses[0]["evidence"][0].get("explore_url"), "Explore the evidence"))
+    candidates.append(((report.get("facts") or {}).get("runbook_url"), "Runbook"))
+    candidates.append((incident_url, "Incident report"))
+    links = []
+    for url, text in candidates:
+        safe = safe_link(url) if isinstance(url, str) else None
+        if safe:
+            links.append((safe, text))
     return links
 
 
@@ -146,7 +169,8 @@ def grafana_text(incident: Mapping[str, Any], report: Mapping[str, Any], inciden
     summary = str(report.get("summary") or f"{incident['title']} ({incident['status']})")
     if len(summary) > GRAFANA_TEXT_LIMIT:
         summary = summary[:GRAFANA_TEXT_LIMIT].rsplit("\n", 1)[0] + "\n…"
-    link = f'\n<a href="{html.escape(incident_url)}">incident report</a>' if incident_url else ""
+    href = safe_link(incident_url) if incident_url else None
+    link = f'\n<a href="{html.escape(href)}">incident report</a>' if href else ""
     return html.escape(summary, quote=False) + link
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from agentic_observability.config import ActionsConfig, RouteConfig, parse_matcher
+from agentic_observability.config import ActionsConfig, RouteConfig, parse_matcher, redact_url
 from agentic_observability.memory.records import past_incident
 from agentic_observability.models import Action, Incident, iso_time
 from agentic_observability.outbox import messages
@@ -120,7 +120,8 @@ def plan_actions(
 ) -> list[Action]:
     labels = _labels(incident)
     view = _view(incident, labels, settings.entity_label)
-    url = f"{settings.public_url.rstrip('/')}/api/v1/incidents/{incident.id}" if settings.public_url else None
+    base = redact_url(settings.public_url).rstrip("/") if settings.public_url else None  # shown: no userinfo
+    url = f"{base}/api/v1/incidents/{incident.id}" if base else None
     planned = Planned(incident, view, report, kind, settings, url)
     actions: list[Action] = []
     for sink in routed_sinks(labels, settings):

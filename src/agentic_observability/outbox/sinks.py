@@ -63,13 +63,14 @@ def build_sinks(
             actions.grafana.url, _secret(config, "grafana_token"), actions.timeout, guard("grafana")
         )
     slack_token = _secret(config, "slack_bot_token")
-    if (slack_token and actions.slack.channel) or actions.slack.webhook_url:
+    webhook_url = _secret(config, "slack_webhook_url")  # a secret: whoever holds it can post
+    if (slack_token and actions.slack.channel) or webhook_url:
         sinks["slack"] = SlackSink.create(
             guard("slack"),
             actions.slack.api_url,
             slack_token,
             actions.slack.channel,
-            actions.slack.webhook_url,
+            webhook_url,
             actions.timeout,
         )
     routing_key = _secret(config, "pagerduty_routing_key")
@@ -78,7 +79,8 @@ def build_sinks(
             session, actions.pagerduty.events_url, routing_key, actions.timeout, guard("pagerduty")
         )
     if actions.file.enabled:
-        sinks["file"] = FileSink(Path(config.file.storage.path) / "actions.jsonl")
+        path = Path(config.file.storage.path) / "actions.jsonl"
+        sinks["file"] = FileSink(path, actions.file.max_bytes, actions.file.backups)
     if memory is not None:
         sinks["memory"] = MemorySink(memory)
     return sinks

@@ -8,7 +8,11 @@ report as fallback). The act stage (act.py) turns the report into outbox actions
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Awaitable
+from dataclasses import replace
+from typing import TypeVar
 
 from agentic_observability.models import Incident, Report
 from agentic_observability.pipeline import investigate, reason, recall
@@ -17,29 +21,58 @@ from agentic_observability.pipeline.ports import MetricsSource, PipelineDeps
 
 __all__ = ["MetricsSource", "PipelineDeps", "actions_for", "run"]
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
 
 async def run(incident: Incident, deps: PipelineDeps, now: float | None = None) -> Report:
-    """Analyse one incident end to end and return its report. Never raises for a dependency outage:
-    the report says what could not be checked instead."""
+    """Analyse one incident end to end and return its report. Never raises: a dependency outage or a
+    failure inside a stage becomes a named problem in the report, and the report still goes out."""
     moment = time.time() if now is None else now
     source = investigate.with_explore_links(deps.metrics, deps.grafana_url)
+    failed: list[str] = []
     with deps.stage_timer("investigate"):
-        evidence = await investigate.alert_evidence(
-            incident, source, moment, deps.investigation.evidence_window
+        evidence = await _degrade(
+            "Alert evidence",
+            investigate.alert_evidence(incident, source, moment, deps.investigation.evidence_window),
+            (),
+            failed,
         )
-        hypotheses, problems = await investigate.root_cause_hypotheses(
-            incident, source, deps.investigation, moment
+        hypotheses, problems = await _degrade(
+            "Root-cause ranking",
+            investigate.root_cause_hypotheses(incident, source, deps.investigation, moment),
+            ((), []),
+            failed,
         )
     with deps.stage_timer("recall"):
-        similar, memory_note = await recall.similar_incidents(incident, hypotheses, deps)
-    rules = reason.rules_report(
-        incident,
-        evidence,
-        hypotheses,
-        problems,
-        moment,
-        similar,
-        unavailable=[memory_note] if memory_note else [],
-    )
+        similar, memory_note = await _degrade(
+            "Recall", recall.similar_incidents(incident, hypotheses, deps), ((), None), failed
+        )
+    unavailable = [*failed, *([memory_note] if memory_note else [])]
+    try:
+        rules = reason.rules_report(
+            incident, evidence, hypotheses, problems, moment, similar, unavailable=unavailable
+        )
+    except Exception as exc:
+        log.exception("the rules report failed; sending the bare facts")
+        return reason.bare_report(incident, moment, f"The report could not be written ({_name(exc)})")
     with deps.stage_timer("reason"):
-        return await reason.reason(rules, incident, deps)
+        try:
+            return await reason.reason(rules, incident, deps)
+        except Exception as exc:
+            log.exception("reasoning failed; the rules report goes out")
+            return replace(rules, reasoner_note=f"rules reasoner (fallback: reasoning failed: {_name(exc)})")
+
+
+async def _degrade(stage: str, work: Awaitable[T], instead: T, failed: list[str]) -> T:
+    """Run one stage; an unexpected failure is logged and named in the report instead of raised."""
+    try:
+        return await work
+    except Exception as exc:
+        log.exception("%s failed; the report goes out without it", stage)
+        failed.append(f"{stage} failed ({_name(exc)}); the report goes out without it.")
+        return instead
+
+
+def _name(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:300]

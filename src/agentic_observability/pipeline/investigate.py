@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 
 import numpy as np
 
-from agentic_observability.config import InvestigationConfig
+from agentic_observability.config import InvestigationConfig, redact_url
 from agentic_observability.errors import PrometheusQueryError, UpstreamError
 from agentic_observability.investigation import Candidate, RankConfig, SignalSeries, rank_entities
 from agentic_observability.models import Evidence, Incident, Series, SeriesSummary, iso_time
@@ -180,7 +180,7 @@ class _GrafanaLinks:
 
     def __init__(self, inner: MetricsSource, grafana_url: str) -> None:
         self._inner = inner
-        self._grafana = grafana_url.rstrip("/")
+        self._grafana = redact_url(grafana_url).rstrip("/")  # the links are shown: never with userinfo
 
     async def query_range(self, expr: str, start: float, end: float, step: float) -> list[Series]:
         return await self._inner.query_range(expr, start, end, step)

@@ -3,13 +3,16 @@
 * The evidence packet is built by priority (alert facts, hypotheses, similar incidents, alert
   evidence) and trimmed whole items at a time, lowest priority first, until prompt plus answer fit
   the context window: never cut mid-structure.
-* Alert text is untrusted: it is fenced and length-capped.
+* Alert text is untrusted: every string that comes from an alert (alertname and severity too, label
+  names as well as values, the titles of similar incidents) is length-capped, HTML-escaped so no tag
+  can be formed inside it, and fenced in ``<untrusted>…</untrusted>``.
 * The answer must parse as JSON against ``ModelAnswer``; then every claim that names a service,
   signal or incident absent from the packet is dropped (and counted): only grounded claims survive.
 """
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -52,16 +55,17 @@ class GroundedAnswer:
 
 
 def fence(text: str) -> str:
-    """Untrusted text as data: capped, and unable to close its own fence."""
-    cleaned = text.replace("<untrusted>", "").replace("</untrusted>", "")[:UNTRUSTED_CHARS]
-    return f"<untrusted>{cleaned}</untrusted>"
+    """Untrusted text as data: capped, and unable to close its own fence. Escaped, not stripped:
+    stripping ``</untrusted>`` from ``</untrus</untrusted>ted>`` leaves a working closing tag."""
+    escaped = html.escape(text[:UNTRUSTED_CHARS], quote=False)  # no ``<`` is left to start a tag
+    return f"<untrusted>{escaped}</untrusted>"
 
 
 def _facts_item(facts: Mapping[str, Any]) -> dict[str, Any]:
     return {
-        "alertname": facts.get("alertname", ""),
-        "severity": facts.get("severity", ""),
-        "labels": {k: fence(str(v)) for k, v in dict(facts.get("labels", {})).items()},
+        "alertname": fence(str(facts.get("alertname", ""))),
+        "severity": fence(str(facts.get("severity", ""))),
+        "labels": {fence(str(k)): fence(str(v)) for k, v in dict(facts.get("labels", {})).items()},
         "summary": fence(str(facts.get("summary", ""))),
         "description": fence(str(facts.get("description", ""))),
         "started_at": facts.get("started_at"),
@@ -81,6 +85,14 @@ def _hypothesis_item(hypothesis: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+# A past incident's title is its alert's text; its cause may be a label value or what a person wrote.
+_SIMILAR_TEXT = ("title", "root_cause", "resolution")
+
+
+def _similar_item(similar: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: fence(str(v)) if k in _SIMILAR_TEXT and v is not None else v for k, v in similar.items()}
+
+
 def build_packet(
     facts: Mapping[str, Any],
     hypotheses: Sequence[Mapping[str, Any]],
@@ -92,7 +104,7 @@ def build_packet(
     packet: dict[str, Any] = {
         "alert": _facts_item(facts),
         "hypotheses": [_hypothesis_item(h) for h in hypotheses[:5]],
-        "similar_incidents": [dict(s) for s in similar[:3]],
+        "similar_incidents": [_similar_item(s) for s in similar[:3]],
         "alert_evidence": [fence(line) for line in evidence_lines[:20]],
     }
     for section in ("alert_evidence", "similar_incidents", "hypotheses"):

@@ -171,6 +171,31 @@ def rules_report(
     )
 
 
+def bare_report(incident: Incident, now: float, why: str) -> Report:
+    """The last resort when the rules report itself failed: the incident's own facts and why, so
+    its actions (the page, the Slack thread) still go out."""
+    state: IncidentStatus = "resolved" if incident.status == "resolved" else "firing"
+    first = incident.alerts[0] if incident.alerts else None
+    facts = {
+        "alertname": incident.labels.get("alertname") or (first.name if first else ""),
+        "labels": dict(incident.labels),
+        "severity": (first.labels.get("severity", "") if first else "")
+        or incident.labels.get("severity", ""),
+        "started_at": iso_time(incident.started_at),
+        "resolved_at": iso_time(incident.resolved_at),
+    }
+    return Report(
+        summary=f"{incident.title} ({state})\n{why}",
+        status=state,
+        facts=facts,
+        evidence=(),
+        hypotheses=(),
+        reasoner="rules",
+        reasoner_note=f"rules reasoner (fallback: {why})",
+        generated_at=now,
+    )
+
+
 async def reason(rules: Report, incident: Incident, deps: PipelineDeps) -> Report:
     """The model's report when one is configured and answers well in time; else ``rules``, saying why."""
     if deps.chat is None:

@@ -18,7 +18,7 @@ from aiohttp.typedefs import Handler
 from huggingface_hub import AsyncInferenceClient
 
 from agentic_observability.config import Config, require_webhook_token
-from agentic_observability.errors import MemoryUnavailableError, PrometheusQueryError
+from agentic_observability.errors import MemoryUnavailableError
 from agentic_observability.integrations.grafana import GrafanaSink
 from agentic_observability.integrations.llm import ChatClient
 from agentic_observability.integrations.prometheus import PrometheusClient
@@ -30,6 +30,8 @@ from agentic_observability.outbox.sinks import build_sinks, provision_dashboards
 from agentic_observability.pipeline.ports import PipelineDeps
 from agentic_observability.service.auth import auth_middleware
 from agentic_observability.service.keys import (
+    ANALYZE_PROMETHEUS,
+    ANALYZE_SLOTS,
     CHAT,
     CONFIG,
     DISPATCHER,
@@ -44,6 +46,7 @@ from agentic_observability.service.keys import (
     WORKERS,
 )
 from agentic_observability.service.responses import error_response
+from agentic_observability.service.retention import Retention
 from agentic_observability.service.routes import analyze, incidents, openapi, ops, webhook
 from agentic_observability.service.workers import Workers
 from agentic_observability.store import open_store
@@ -85,6 +88,7 @@ def init_app(config: Config, environ: Mapping[str, str] | None = None) -> web.Ap
     app.cleanup_ctx.extend(
         [_store_ctx, _http_ctx, _memory_ctx, _model_ctx, _outbox_ctx, _workers_ctx, _pollers_ctx]
     )
+    app.cleanup_ctx.append(_retention_ctx)
     app[ENVIRON] = dict(environ or {})
     return app
 
@@ -98,16 +102,11 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     session = aiohttp.ClientSession(headers={"User-Agent": "agentic-observability"})
-    guard = Guard(
-        "prometheus",
-        retries=config.file.prometheus.retries,
-        fail_max=config.tunables.circuit_breaker_threshold,
-        reset_after=config.tunables.circuit_breaker_reset,
-        excluded=(PrometheusQueryError,),
-    )
-    app[PROMETHEUS] = PrometheusClient(
-        config.file.prometheus.url, session, config.file.prometheus.timeout, guard
-    )
+    app[PROMETHEUS] = PrometheusClient.from_config(config, session)
+    # Ad-hoc queries get a breaker of their own (a burst of bad ones must not stall incident analysis)
+    # and no retries (the caller is waiting, and a retry would hold one of the few slots).
+    app[ANALYZE_PROMETHEUS] = PrometheusClient.from_config(config, session, "prometheus-analyze", retries=0)
+    app[ANALYZE_SLOTS] = asyncio.Semaphore(config.file.server.analyze_concurrency)
     app[HTTP_SESSION] = session
     yield
     await session.close()
@@ -235,3 +234,12 @@ async def _pollers_ctx(app: web.Application) -> AsyncIterator[None]:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _retention_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Prunes state past storage.retention in the background; waits while intake is under pressure."""
+    workers = app[WORKERS]
+    retention = Retention(app[STORE], app[CONFIG].file.storage, app[METRICS], lambda: workers.under_pressure)
+    retention.start()
+    yield
+    await retention.stop()

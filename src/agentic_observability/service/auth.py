@@ -2,7 +2,8 @@
 
 Alertmanager sends either ``Authorization: Bearer <token>`` (http_config.authorization) or basic auth
 (http_config.basic_auth); for basic auth the password must equal the token (any username). Both
-comparisons are constant-time. Health, metrics and the API description stay open for probes.
+comparisons are constant-time. Health, metrics and the API description stay open for probes, as
+does everything outside /api/ (/metrics, the /docs page and its Swagger UI files under /docs/static).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from agentic_observability.service.keys import TOKEN
+from agentic_observability.service.responses import error_response
 
 OPEN_PATHS = frozenset(
     {"/api/v1/health", "/api/v1/health/ready", "/metrics", "/api/v1/metrics", "/api/v1/openapi.json", "/docs"}
@@ -23,13 +25,18 @@ OPEN_PATHS = frozenset(
 
 def credentials_valid(header: str, token: str) -> bool:
     scheme, _, value = header.partition(" ")
-    value = value.strip()
+    try:
+        # aiohttp keeps bytes that are not UTF-8 as surrogates; such a header is simply wrong (a 401),
+        # and encoding it strictly would raise (a 500).
+        presented = value.strip().encode()
+    except UnicodeEncodeError:
+        return False
     expected = token.encode()
     if scheme.lower() == "bearer":
-        return hmac.compare_digest(value.encode(), expected)
+        return hmac.compare_digest(presented, expected)
     if scheme.lower() == "basic":
         try:
-            decoded = base64.b64decode(value, validate=True)
+            decoded = base64.b64decode(presented, validate=True)
         except (binascii.Error, ValueError):
             return False
         _, _, password = decoded.partition(b":")
@@ -43,9 +50,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if token is None or request.path in OPEN_PATHS or not request.path.startswith("/api/"):
         return await handler(request)
     if not credentials_valid(request.headers.get("Authorization", ""), token):
-        return web.json_response(
-            {"error": "unauthorized", "detail": "send 'Authorization: Bearer <token>' or basic auth"},
-            status=401,
-            headers={"WWW-Authenticate": 'Bearer realm="agentic-obs", Basic realm="agentic-obs"'},
-        )
+        response = error_response(401, "unauthorized", "send 'Authorization: Bearer <token>' or basic auth")
+        response.headers["WWW-Authenticate"] = 'Bearer realm="agentic-obs", Basic realm="agentic-obs"'
+        return response
     return await handler(request)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aiohttp
@@ -20,6 +21,10 @@ CONFIG = web.AppKey("config", Config)
 STORE = web.AppKey("store", Store)
 METRICS = web.AppKey("metrics", Metrics)
 PROMETHEUS = web.AppKey("prometheus", PrometheusClient)
+# Ad-hoc /api/v1/analyze queries: their own client and breaker, so they never open PROMETHEUS's, and
+# a bounded number of them at once.
+ANALYZE_PROMETHEUS = web.AppKey("analyze_prometheus", PrometheusClient)
+ANALYZE_SLOTS = web.AppKey("analyze_slots", asyncio.Semaphore)
 WORKERS = web.AppKey("workers", Workers)
 TOKEN = web.AppKey("token", str)
 ENVIRON: web.AppKey[dict[str, str]] = web.AppKey("environ", dict)

@@ -25,6 +25,7 @@ from aiolimiter import AsyncLimiter
 from agentic_observability import pipeline
 from agentic_observability.errors import StoreError
 from agentic_observability.pipeline.ports import PipelineDeps
+from agentic_observability.pipeline.reason import bare_report
 from agentic_observability.store import Job, Store
 from agentic_observability.telemetry import Metrics, correlation, log_fields
 
@@ -55,6 +56,7 @@ class Workers:
         self._last_intake = -1.0
         self._storm_limiter = AsyncLimiter(storm_jobs_per_second, 1.0)
         self.on_actions: Callable[[], None] | None = None  # wakes the outbox dispatcher
+        self._store_delays: dict[int, float] = {}  # job id -> seconds before its next store retry
 
     def wake(self) -> None:
         """Called on every committed delivery: new work, and a sign of intake pressure."""
@@ -121,6 +123,11 @@ class Workers:
                     self._metrics.incidents_opened.labels(job.source).inc()
                 self._enqueue(job)
 
+    @property
+    def alive(self) -> bool:
+        """Every loop still runs (readiness turns 503 otherwise)."""
+        return bool(self._tasks) and not any(t.done() for t in self._tasks)
+
     async def _worker(self, queue: asyncio.Queue[Job]) -> None:
         while True:
             job = await queue.get()
@@ -129,6 +136,17 @@ class Workers:
             self._busy += 1
             try:
                 await self._run_job(job)
+                self._store_delays.pop(job.id, None)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # The store could not read or record the job (a full disk, a locked file). It is
+                # still pending there, so it is retried after a pause instead of being lost, and the
+                # loop goes on with the next job.
+                self._metrics.errors.labels("worker").inc()
+                delay = self._store_delays[job.id] = min(2 * self._store_delays.get(job.id, 0.5), 60.0)
+                log.exception("job %d could not be recorded, retrying in %.0f s", job.id, delay)
+                asyncio.get_running_loop().call_later(delay, self._enqueue, job)
             finally:
                 self._busy -= 1
 
@@ -146,8 +164,8 @@ class Workers:
                 await self._store.complete_job(job.id, incident.id, stored, actions)
                 if actions and self.on_actions is not None:
                     self.on_actions()
-            except asyncio.CancelledError:
-                raise  # shutdown: the job stays pending and resumes after restart
+            except (asyncio.CancelledError, StoreError):
+                raise  # shutdown, or the store is failing: the job stays pending (see _worker)
             except Exception as exc:
                 await self._failed(job, exc)
                 return
@@ -156,12 +174,32 @@ class Workers:
 
     async def _failed(self, job: Job, exc: Exception) -> None:
         self._metrics.errors.labels("pipeline").inc()
-        give_up = job.attempts + 1 >= MAX_ATTEMPTS
+        last = job.attempts + 1 >= MAX_ATTEMPTS
         log.exception("pipeline failed (attempt %d of %d)", job.attempts + 1, MAX_ATTEMPTS)
-        await self._store.finish_job(job.id, error=f"{type(exc).__name__}: {exc}", give_up=give_up)
-        if not give_up:
+        if last and await self._complete_bare(job, exc):
+            return
+        await self._store.finish_job(job.id, error=f"{type(exc).__name__}: {exc}", give_up=last)
+        if not last:
             asyncio.get_running_loop().call_later(
                 min(2.0**job.attempts, 60.0),
                 self._enqueue,
                 Job(job.id, job.incident_id, job.kind, job.attempts + 1),
             )
+
+    async def _complete_bare(self, job: Job, exc: Exception) -> bool:
+        """The last attempt failed: send the incident's bare facts and why, so the on-call still
+        hears of it. False when even that cannot be planned (then the job is given up, logged)."""
+        incident = await self._store.get_incident(job.incident_id)
+        if incident is None:
+            return False
+        why = f"Analysis failed {MAX_ATTEMPTS} times ({type(exc).__name__}: {exc})"[:300]
+        stored = bare_report(incident, time.time(), why).to_dict()
+        try:
+            actions = pipeline.actions_for(incident, stored, job.kind, self._deps)
+        except Exception:
+            log.exception("even the bare report could not be planned; job %d is given up", job.id)
+            return False
+        await self._store.complete_job(job.id, incident.id, stored, actions)
+        if actions and self.on_actions is not None:
+            self.on_actions()
+        return True

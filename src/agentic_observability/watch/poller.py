@@ -70,7 +70,9 @@ class WatchPoller:
         self._store = store
         self._metrics = metrics
         self.tracker = EpisodeTracker(watch.for_, watch.resolve_after)
-        self._labels: dict[str, dict[str, str]] = {}
+        self._labels: dict[str, dict[str, str]] = {}  # every tracked series, by group key
+        self._absent: dict[str, int] = {}  # polls in a row a tracked series has been missing
+        self._warned_full = False
         self._notify = on_commit
 
     async def resume(self) -> None:
@@ -98,7 +100,7 @@ class WatchPoller:
         self._metrics.watch_evaluations.labels(self.watch.name, "ok").inc()
         if self.uses_detector and not self._warmed:
             await self._warm_up(moment)
-        keyed = [(watch_group_key(self.watch, sample.labels), sample) for sample in samples]
+        keyed = self._tracked([(watch_group_key(self.watch, sample.labels), sample) for sample in samples])
         if self.uses_detector:  # CPU work (a day of history per series at first): off the event loop
             hits = await asyncio.to_thread(self._score, keyed)
         else:
@@ -107,15 +109,59 @@ class WatchPoller:
         seen: set[str] = set()
         for (key, sample), hit in zip(keyed, hits, strict=True):
             seen.add(key)
-            self._labels[key] = dict(sample.labels)
             changes.extend(self._transition(key, hit, moment, sample.value))
         for key in [k for k in self.tracker.states if k not in seen]:
             changes.extend(self._transition(key, False, moment, None))  # series vanished: counts as clean
+        self._forget_absent(seen)
         if changes:
             await self._store.accept(changes)
             if self._notify is not None:
                 self._notify()
         return len(changes)
+
+    def _tracked(self, keyed: list[tuple[str, Sample]]) -> list[tuple[str, Sample]]:
+        """The samples of series the watch tracks; a new series past ``max_series`` is counted and
+        left out, so a label explosion cannot take the service's memory with it."""
+        kept = []
+        for key, sample in keyed:
+            if key not in self._labels:
+                if len(self._labels) >= self.watch.max_series:
+                    self._drop(key)
+                    continue
+                self._labels[key] = dict(sample.labels)
+            kept.append((key, sample))
+        self._metrics.watch_series.labels(self.watch.name).set(len(self._labels))
+        return kept
+
+    def _drop(self, key: str) -> None:
+        self._metrics.watch_series_dropped.labels(self.watch.name).inc()
+        if not self._warned_full:
+            self._warned_full = True
+            log.warning(
+                "watch %s: tracking %d series (watches[].max_series); new series are counted in "
+                "agentic_obs_watch_series_dropped_total, not tracked",
+                self.watch.name,
+                self.watch.max_series,
+            )
+
+    def _forget_absent(self, seen: set[str]) -> None:
+        """A series missing for ``forget_after`` polls (a deleted pod) is forgotten: its detector,
+        labels and gauges go, unless an episode of it is still open (it closes first)."""
+        for key in [k for k in self._labels if k not in seen]:
+            self._absent[key] = self._absent.get(key, 0) + 1
+            if self._absent[key] >= self.watch.forget_after and key not in self.tracker.states:
+                self._forget(key)
+        for key in seen:
+            self._absent.pop(key, None)
+        self._metrics.watch_series.labels(self.watch.name).set(len(self._labels))
+
+    def _forget(self, key: str) -> None:
+        labels = self._labels.pop(key)
+        self._absent.pop(key, None)
+        self._detectors.pop(key, None)
+        self._metrics.anomaly.forget(self.watch.name, labels)
+        if len(self._labels) < self.watch.max_series:
+            self._warned_full = False
 
     def _score(self, keyed: list[tuple[str, Sample]]) -> list[bool]:
         """Score each sample with its series' detector (runs in a worker thread)."""
@@ -153,10 +199,12 @@ class WatchPoller:
         )
 
     def _feed_history(self, history: list[Series]) -> None:
-        for series in history:
+        for series in history[: self.watch.max_series]:
             detector = self._new_detector()
             detector.score(np.asarray(series.values, dtype=float))
-            self._detectors[watch_group_key(self.watch, series.labels)] = detector
+            key = watch_group_key(self.watch, series.labels)
+            self._detectors[key] = detector
+            self._labels[key] = dict(series.labels)
 
     def _transition(self, key: str, hit: bool, now: float, value: float | None) -> list[AcceptedAlert]:
         before = self.tracker.states.get(key)

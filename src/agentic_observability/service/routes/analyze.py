@@ -8,8 +8,9 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from agentic_observability.pipeline.investigate import query_evidence
-from agentic_observability.service.keys import PROMETHEUS
-from agentic_observability.service.responses import invalid_body
+from agentic_observability.service.keys import ANALYZE_PROMETHEUS, ANALYZE_SLOTS, CONFIG
+from agentic_observability.service.responses import error_response, invalid_body
+from agentic_observability.service.routes.webhook import read_body
 
 routes = web.RouteTableDef()
 
@@ -37,12 +38,16 @@ class AnalyzeRequest(BaseModel):
 async def analyze(request: web.Request) -> web.Response:
     """Query a PromQL expression over a window (default: the last hour) and summarise each series."""
     try:
-        body = AnalyzeRequest.model_validate_json(await request.read())
+        body = AnalyzeRequest.model_validate_json(await read_body(request))  # 408 if it stalls
     except ValidationError as exc:
         return invalid_body(exc, "analyze request")
     end = body.end if body.end is not None else time.time()
     start = body.start if body.start is not None else end - 3600
-    evidence = await query_evidence(request.app[PROMETHEUS], body.query, max(start, 0.0), end)
+    slots = request.app[ANALYZE_SLOTS]
+    if slots.locked():  # refused at once, not queued: a waiting request would hold its connection
+        return _busy(request)
+    async with slots:  # its own client and breaker: ad-hoc queries never trip the incident path's
+        evidence = await query_evidence(request.app[ANALYZE_PROMETHEUS], body.query, max(start, 0.0), end)
     if not evidence.error_kind:
         return web.json_response({"evidence": evidence.to_dict()})
     # Errors keep the service's one error shape (error, detail, field), with the evidence alongside.
@@ -54,3 +59,14 @@ async def analyze(request: web.Request) -> web.Response:
         "evidence": evidence.to_dict(),
     }
     return web.json_response(error, status=400 if invalid else 502)
+
+
+def _busy(request: web.Request) -> web.Response:
+    limit = request.app[CONFIG].file.server.analyze_concurrency
+    response = error_response(
+        429,
+        "too many analyze requests",
+        f"{limit} ad-hoc queries are already running (server.analyze_concurrency)",
+    )
+    response.headers["Retry-After"] = "1"
+    return response

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from agentic_observability.outbox.plan import remember_action
 from agentic_observability.service.keys import CONFIG, DISPATCHER, MEMORY, STORE
 from agentic_observability.service.responses import error_response, invalid_body
+from agentic_observability.service.routes.webhook import read_body
 
 routes = web.RouteTableDef()
 MAX_LIST = 500
@@ -59,7 +60,7 @@ async def feedback(request: web.Request) -> web.Response:
     later recall shows the confirmed cause and the fix."""
     incident_id = request.match_info["incident_id"]
     try:
-        body = FeedbackRequest.model_validate_json(await request.read())
+        body = FeedbackRequest.model_validate_json(await read_body(request))  # 408 if it stalls
     except ValidationError as exc:
         return invalid_body(exc, "feedback")
     store = request.app[STORE]

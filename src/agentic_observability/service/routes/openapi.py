@@ -1,10 +1,16 @@
-"""The OpenAPI 3.1 document (a test checks it lists exactly the app's routes) and the /docs page."""
+"""The OpenAPI document (a test checks it lists exactly the app's routes) and the /docs page.
+
+/docs is Swagger UI from the ``swagger-ui-bundle`` package, its files served under /docs/static: no
+CDN, so the page works offline and loads no third-party script. That bundle is Swagger UI 4, which
+renders OpenAPI 3.0 only, so the document is 3.0.3 (``nullable`` rather than 3.1's type lists).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from aiohttp import web
+from swagger_ui_bundle import swagger_ui_path
 
 from agentic_observability import __version__
 
@@ -24,9 +30,10 @@ def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
 
 def _errors(*codes: int) -> dict[str, Any]:
     text = {
-        400: "Malformed request; `field` names what was wrong",
+        400: "Malformed request; `field` names what was wrong (or the server.max_* cap it broke)",
         401: "Missing or invalid credentials",
         404: "Not found",
+        408: "The body did not arrive within server.body_timeout",
         413: "Body larger than server.max_body_bytes",
         502: "Prometheus failed",
         503: "Store unavailable; retry",
@@ -55,7 +62,7 @@ PATHS: dict[str, dict[str, Any]] = {
                     },
                     "Alerts durably stored",
                 ),
-                **_errors(400, 401, 413, 503),
+                **_errors(400, 401, 408, 413, 503),
             },
             requestBody=_json_body({"$ref": "#/components/schemas/AlertmanagerWebhook"}),
         )
@@ -95,7 +102,7 @@ PATHS: dict[str, dict[str, Any]] = {
     "/api/v1/incidents/{incident_id}/feedback": {
         "post": _op(
             "What really caused the incident and what fixed it; updates incident memory",
-            {"200": _json({"type": "object"}, "Feedback saved"), **_errors(400, 401, 404)},
+            {"200": _json({"type": "object"}, "Feedback saved"), **_errors(400, 401, 404, 408)},
             parameters=[_INCIDENT_ID],
             requestBody=_json_body(
                 {
@@ -114,7 +121,7 @@ PATHS: dict[str, dict[str, Any]] = {
     "/api/v1/analyze": {
         "post": _op(
             "Ad-hoc analysis of a PromQL query over a time range (default: the last hour)",
-            {"200": _json({"type": "object"}, "Evidence summary"), **_errors(400, 401, 502)},
+            {"200": _json({"type": "object"}, "Evidence summary"), **_errors(400, 401, 408, 502)},
             requestBody=_json_body(
                 {
                     "type": "object",
@@ -218,8 +225,8 @@ SCHEMAS: dict[str, Any] = {
             "labels": _LABELS,
             "source": {"type": "string"},
             "started_at": {"type": "string", "format": "date-time"},
-            "resolved_at": {"type": ["string", "null"], "format": "date-time"},
-            "report": {"type": ["object", "null"]},
+            "resolved_at": {"type": "string", "format": "date-time", "nullable": True},
+            "report": {"type": "object", "nullable": True},
             "similar_incidents": {"type": "array"},
             "alerts": {"type": "array"},
         },
@@ -229,7 +236,7 @@ SCHEMAS: dict[str, Any] = {
 
 def document() -> dict[str, Any]:
     return {
-        "openapi": "3.1.0",
+        "openapi": "3.0.3",
         "info": {
             "title": "agentic-observability",
             "version": __version__,
@@ -251,12 +258,15 @@ async def openapi_json(request: web.Request) -> web.Response:
     return web.json_response(document())
 
 
-_DOCS_HTML = """<!doctype html>
+DOCS_STATIC = "/docs/static"
+routes.static(DOCS_STATIC, swagger_ui_path)  # not an API route: the OpenAPI test leaves it out
+
+_DOCS_HTML = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>agentic-observability API</title>
-<link rel="stylesheet" href="https://unpkg.com/swagger-ui-dist@5/swagger-ui.css"></head>
+<link rel="stylesheet" href="{DOCS_STATIC}/swagger-ui.css"></head>
 <body><div id="ui"><noscript>The machine-readable API is at /api/v1/openapi.json.</noscript></div>
-<script src="https://unpkg.com/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
-<script>SwaggerUIBundle({url: "/api/v1/openapi.json", dom_id: "#ui"});</script></body></html>
+<script src="{DOCS_STATIC}/swagger-ui-bundle.js"></script>
+<script>SwaggerUIBundle({{url: "/api/v1/openapi.json", dom_id: "#ui"}});</script></body></html>
 """
 
 

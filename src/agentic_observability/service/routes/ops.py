@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from agentic_observability.config import redact_urls
 from agentic_observability.errors import AgenticObsError
-from agentic_observability.service.keys import CHAT, MEMORY, METRICS, PROMETHEUS, SINKS, STORE
+from agentic_observability.service.keys import (
+    ANALYZE_PROMETHEUS,
+    CHAT,
+    CONFIG,
+    MEMORY,
+    METRICS,
+    PROMETHEUS,
+    SINKS,
+    STORE,
+    WORKERS,
+)
 
 routes = web.RouteTableDef()
 
@@ -21,18 +33,45 @@ async def health(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/health/ready")
 async def ready(request: web.Request) -> web.Response:
-    """Readiness: 503 only when alerts cannot be stored; a Prometheus outage is reported as degraded,
-    because the service still accepts (and later analyses) alerts while it lasts."""
+    """Readiness: 503 when alerts cannot be stored or analysed (the store is down, a worker loop
+    died, or the oldest pending job waited too long); a Prometheus outage or an open breaker is
+    reported as degraded, because the service still accepts (and later analyses) alerts meanwhile."""
     checks: dict[str, dict[str, Any]] = {}
     checks["store"] = await _check(request.app[STORE].ping())
+    checks["workers"] = await _workers_check(request.app)
     checks["prometheus"] = await _check(request.app[PROMETHEUS].ping())
-    checks["prometheus"]["breaker"] = request.app[PROMETHEUS].guard.state
+    breaker = request.app[PROMETHEUS].guard.state
+    checks["prometheus"]["breaker"] = breaker
+    checks["prometheus"].update(_prometheus_details(request.app))
+    if breaker != "closed" and checks["prometheus"]["status"] == "ok":
+        checks["prometheus"]["status"] = "degraded"
     checks["memory"] = await _memory_check(request.app)
     checks.update(_breaker_checks(request.app))
-    if checks["store"]["status"] != "ok":
+    if checks["store"]["status"] != "ok" or checks["workers"]["status"] != "ok":
         return web.json_response({"status": "unavailable", "checks": checks}, status=503)
     degraded = any(c["status"] not in ("ok", "disabled") for c in checks.values())
     return web.json_response({"status": "degraded" if degraded else "ok", "checks": checks})
+
+
+async def _workers_check(app: web.Application) -> dict[str, Any]:
+    if not app[WORKERS].alive:
+        return {"status": "down", "detail": "a worker loop has stopped; restart the service"}
+    try:
+        oldest = await app[STORE].oldest_pending_job_at()
+    except Exception as exc:  # whatever the backend raises, readiness answers
+        return {"status": "down", "detail": f"pending jobs not readable: {exc}"}
+    limit = app[CONFIG].file.server.ready_max_job_age
+    age = 0.0 if oldest is None else max(time.time() - oldest, 0.0)
+    if age > limit:
+        detail = f"the oldest pending job has waited {age:.0f} s (server.ready_max_job_age: {limit:g} s)"
+        return {"status": "stuck", "detail": detail, "oldest_job_age_seconds": round(age, 1)}
+    return {"status": "ok", "oldest_job_age_seconds": round(age, 1)}
+
+
+def _prometheus_details(app: web.Application) -> dict[str, Any]:
+    """Where the service queries (no userinfo: the client keeps credentials in its auth header) and the
+    ad-hoc analyze breaker, which is shown but never degrades readiness."""
+    return {"url": app[PROMETHEUS].base_url, "analyze_breaker": app[ANALYZE_PROMETHEUS].guard.state}
 
 
 async def _memory_check(app: web.Application) -> dict[str, Any]:
@@ -63,7 +102,7 @@ async def _check(probe: Any) -> dict[str, Any]:
     try:
         await probe
     except AgenticObsError as exc:
-        return {"status": "down", "detail": str(exc)}
+        return {"status": "down", "detail": redact_urls(str(exc))}  # an adapter's error may quote its URL
     return {"status": "ok"}
 
 
@@ -88,6 +127,7 @@ async def refresh_gauges(app: web.Application) -> None:
     metrics.queue_depth.labels("inbox").set(counts["inbox_pending"])
     metrics.queue_depth.labels("jobs").set(counts["jobs_pending"])
     metrics.queue_depth.labels("outbox").set(counts["outbox_pending"])
-    metrics.breaker_open.labels("prometheus").set(1 if app[PROMETHEUS].guard.state == "open" else 0)
+    for client in (app[PROMETHEUS], app[ANALYZE_PROMETHEUS]):
+        metrics.breaker_open.labels(client.guard.name).set(1 if client.guard.state == "open" else 0)
     for name, guard in _guards(app).items():
         metrics.breaker_open.labels(name).set(1 if guard.state == "open" else 0)

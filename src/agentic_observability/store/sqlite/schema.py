@@ -7,7 +7,7 @@ from pathlib import Path
 
 from agentic_observability.errors import StoreError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DB_FILENAME = "agentic-obs.sqlite3"
 
 # WAL + synchronous=NORMAL: a commit survives a process crash (SIGKILL, OOM); only an OS crash or
@@ -92,6 +92,15 @@ MIGRATIONS: dict[int, str] = {
         external_id  TEXT NOT NULL,
         PRIMARY KEY (incident_id, sink)
     );
+    """,
+    # 3: retention. Pruning finds old resolved incidents and processed inbox rows by time, and deletes
+    # an incident's jobs and outbox rows by incident (the older indexes only cover pending rows).
+    # The inbox index is partial: the webhook's commit inserts unprocessed rows and never touches it.
+    3: """
+    CREATE INDEX incidents_by_age ON incidents(status, updated_at);
+    CREATE INDEX inbox_processed ON inbox(processed_at) WHERE processed_at IS NOT NULL;
+    CREATE INDEX jobs_by_incident ON jobs(incident_id);
+    CREATE INDEX outbox_by_incident_all ON outbox(incident_id);
     """,
 }
 

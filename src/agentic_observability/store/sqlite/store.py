@@ -41,7 +41,10 @@ class _Writer:
         self._executor = executor
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, self._conn, *args)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, self._conn, *args)
+        except sqlite3.Error as exc:  # a full disk, a locked or corrupt file: callers retry on StoreError
+            raise StoreError(f"{fn.__name__} failed: {exc}") from exc
 
     def close(self) -> None:
         self._executor.submit(self._conn.close).result()
@@ -106,7 +109,7 @@ class SqliteStore:
             rows = [row for alerts in requests for row in _inbox_rows(alerts, now)]
             try:
                 inserted = await self._writer.run(writes.insert_inbox, rows)
-            except (sqlite3.Error, OSError) as exc:
+            except (StoreError, OSError) as exc:
                 error = StoreUnavailableError(f"could not commit alerts: {exc}")
                 for _, future in batch:
                     if not future.done():
@@ -207,6 +210,21 @@ class SqliteStore:
         keys = ("id", "incident_id", "sink", "action", "state", "attempts", "last_error", "delivered_at")
         return [dict(zip(keys, row, strict=True)) for row in rows]
 
+    # -- retention -------------------------------------------------------------------------------
+
+    async def prune(self, older_than: float, batch: int) -> dict[str, int]:
+        """Forget resolved incidents untouched since ``older_than`` that have no work left (with their
+        alerts, jobs, action refs and outbox rows), and inbox rows processed before it: at most
+        ``batch`` incidents and ``batch`` inbox rows, in one short transaction. Rows deleted per table.
+
+        An inbox row is also the record that a delivery was seen (a retry with its dedup key is
+        ignored while the row exists), so a retention shorter than Alertmanager may retry (minutes)
+        could let a late retry open a pruned incident again; the service warns about such a setting."""
+        try:
+            return await self._writer.run(writes.prune, older_than, batch)
+        except sqlite3.Error as exc:
+            raise StoreError(f"prune failed: {exc}") from exc
+
     # -- reads -----------------------------------------------------------------------------------
 
     async def get_incident(self, incident_id: str) -> Incident | None:
@@ -234,6 +252,12 @@ class SqliteStore:
             "SELECT group_key, id FROM incidents WHERE status = 'firing' AND source = ?", (source,)
         )
         return {str(g): str(i) for g, i in rows}
+
+    async def oldest_pending_job_at(self) -> float | None:
+        """When the oldest job still waiting was created (readiness: is analysis stuck?)."""
+        rows = await self._reader.execute_fetchall("SELECT MIN(created_at) FROM jobs WHERE done_at IS NULL")
+        (oldest,) = next(iter(rows))
+        return None if oldest is None else float(oldest)
 
     async def counts(self) -> dict[str, int]:
         rows = await self._reader.execute_fetchall(

@@ -193,3 +193,38 @@ def action_failed(conn: sqlite3.Connection, item_id: int, error: str, next_attem
             "next_attempt_at = COALESCE(?, next_attempt_at) WHERE id = ?",
             (state, error[:1000], next_attempt_at, item_id),
         )
+
+
+# Resolved, untouched since the cutoff (``updated_at`` also guards a replayed incident whose alerts
+# ended long ago but which was only just analysed), with no work left: no pending job, no pending
+# action. The newest incident always stays: ingest numbers incidents MAX(id) + 1, and an incident id
+# must never be reused (Slack threads, PagerDuty dedup keys and memory points are keyed by it).
+_PRUNABLE_INCIDENTS = """
+SELECT id FROM incidents i
+WHERE status = 'resolved' AND updated_at < :cutoff AND resolved_at < :cutoff
+  AND id < (SELECT MAX(id) FROM incidents)
+  AND NOT EXISTS (SELECT 1 FROM jobs WHERE incident_id = i.id AND done_at IS NULL)
+  AND NOT EXISTS (SELECT 1 FROM outbox WHERE incident_id = i.id AND state = 'pending')
+ORDER BY updated_at LIMIT :batch
+"""
+_INCIDENT_CHILDREN = ("incident_alerts", "jobs", "action_refs", "outbox")  # deleted before the parent
+
+
+def prune(conn: sqlite3.Connection, cutoff: float, batch: int) -> dict[str, int]:
+    """Delete up to ``batch`` prunable incidents with everything that refers to them, and up to
+    ``batch`` inbox rows processed before ``cutoff``, in one short transaction; rows per table."""
+    counts: dict[str, int] = {}
+    with transaction(conn):
+        found = conn.execute(_PRUNABLE_INCIDENTS, {"cutoff": cutoff, "batch": batch}).fetchall()
+        ids = json.dumps([int(row[0]) for row in found])
+        for table in (*_INCIDENT_CHILDREN, "incidents"):
+            column = "id" if table == "incidents" else "incident_id"
+            counts[table] = conn.execute(
+                f"DELETE FROM {table} WHERE {column} IN (SELECT value FROM json_each(?))", (ids,)
+            ).rowcount
+        counts["inbox"] = conn.execute(
+            "DELETE FROM inbox WHERE id IN (SELECT id FROM inbox WHERE processed_at < ? "
+            "ORDER BY processed_at LIMIT ?)",
+            (cutoff, batch),
+        ).rowcount
+    return counts
