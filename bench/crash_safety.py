@@ -184,14 +184,15 @@ def report(
     with sqlite3.connect(workdir / "state" / "agentic-obs.sqlite3") as db:
         stored = {str(r[0]) for r in db.execute("SELECT fingerprint FROM incident_alerts")}
         incidents = [str(r[0]) for r in db.execute("SELECT id FROM incidents")]
+        install = db.execute("SELECT value FROM meta WHERE key = 'install_id'").fetchone()[0]
     accepted = set(result["accepted"])
     lost = accepted - stored
     triggers = Counter(e["dedup_key"] for e in pagerduty.events("trigger"))
     annotations = Counter(
         t for a in grafana.annotations.values() for t in a["tags"] if t.startswith("incident:")
     )
-    expected_pd = {f"agentic-obs-{i}" for i in incidents}
-    expected_grafana = {f"incident:{i}" for i in incidents}
+    expected_pd = {f"agentic-obs-{install}-{i}" for i in incidents}
+    expected_grafana = {f"incident:{install}-{i}" for i in incidents}
     duplicates = sum(n - 1 for n in triggers.values()) + sum(n - 1 for n in annotations.values())
     missing = len(expected_pd - set(triggers)) + len(expected_grafana - set(annotations))
     print(

@@ -16,7 +16,7 @@ import sys
 import numpy as np
 
 from agentic_observability.detectors import DEFAULT_THRESHOLD, create
-from agentic_observability.watch.episodes import EpisodeTracker
+from agentic_observability.detectors.episodes import EpisodeTracker
 
 PER_DAY, STEP = 1440, 60.0
 

@@ -6,12 +6,13 @@ incidents open, get analysed, resolve and are remembered all along), plus three 
 real Prometheus every 5 s (a threshold watch and two detector watches on Prometheus's own metrics).
 RSS growth is judged after warm-up: the first minute fills caches, arenas and the memory index.
 
-``--churn``: the watches poll the shop cluster (``demo/shop.py``) instead, 200 pods whose every pod
-is replaced every ``--churn-every`` seconds (pod churn: series stop, new ones start), with a
-per-pod watch on the default detector every 5 s, and retention set short (2 minutes, pruned every
-30 s). Each minute adds the score gauges on /metrics, the series the watch tracks, the database's
-size and its row counts. The run fails (exit 1) unless the last third of the run stays within
-bounds of the middle third: RSS, gauges, database size and rows must level off, not grow.
+``--churn``: the watches poll the shop cluster (``demo/shop.py``) instead: 200 pods (40 for each
+of 5 services), every pod replaced every ``--churn-every`` seconds (series stop, new ones start),
+a per-pod watch on the default detector every 5 s, retention set short (2 minutes, pruned every
+30 s) and incident memory capped at 3,000 points (incidents resolve at ~700 a minute). Each minute
+adds the score gauges on /metrics, the series the watch tracks, the database's size and its row
+counts. The run fails (exit 1) unless the last third of the run stays within bounds of the middle
+third: RSS, gauges, database size and rows must level off, not grow.
 
     python bench/soak.py [--minutes 10] [--rate 50]
     python bench/soak.py --churn --minutes 30
@@ -51,6 +52,7 @@ WATCHES = """watches:
 """
 CHURN_CONFIG = """watches:
   - {name: pod-cpu, query: 'max by (service, pod) (shop_pod_cpu_usage_ratio)', interval: 5s, lookback: 10m}
+memory: {max_points: 3000}
 """
 CHURN_STORAGE = ", retention: 2m, prune_interval: 30s"
 TABLES = ("inbox", "incidents", "incident_alerts", "jobs", "outbox")

@@ -8,12 +8,14 @@ which the tests assert is empty. ``script`` queues failures to answer with befor
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -58,12 +60,41 @@ SLACK_CHANNEL_ID = "C0123456789"
 _EVENT_TYPE = re.compile(r"^[A-Za-z0-9_]+$")
 
 
+# What Slack refuses, from its documentation; each refusal is HTTP 200, ok: false, and the error code:
+# - auth: the bot token in the Authorization header, or (form-encoded calls only) a ``token`` field
+#   (chat.postMessage, "token": "passed as an HTTP Authorization header or alternatively, as a POST
+#   parameter"; "to make use of sending JSON on write operations, you must provide your token value
+#   using an Authorization HTTP header", docs.slack.dev/changelog/2017-10-keeping-up-with-the-jsons;
+#   no token in a query string, docs.slack.dev/changelog/2020-11-no-more-tokens-in-querystrings-for-
+#   newly-created-apps); none → not_authed, another → invalid_auth (errors every method lists).
+# - bodies: application/x-www-form-urlencoded (blocks and metadata as JSON strings) or
+#   application/json (docs.slack.dev/apis/web-api, "POST bodies"; chat.postMessage's content types).
+# - at most 50 blocks in a message (docs.slack.dev/reference/block-kit/blocks) → invalid_blocks;
+# - a header: a plain_text object of at most 150 characters (.../blocks/header-block) → invalid_blocks;
+# - a section: text at most 3,000 characters; fields at most 10, each at most 2,000
+#   (api.slack.com/reference/block-kit/blocks#section, now .../blocks/section-block) → invalid_blocks;
+#   a text object has 1 to 3,000 characters (api.slack.com/reference/block-kit/composition-objects
+#   #text__fields); a context block at most 10 elements (.../blocks/context-block);
+# - the blocks' text together: about 12,000 characters (the markdown block page's cumulative limit,
+#   .../blocks/markdown-block; "12,000 text characters with a buffer for block containers", Slack on
+#   github.com/slackapi/bolt-js/issues/2509) → msg_blocks_too_long.
+# Deliberately not imported from the service: the fake states what Slack does, the service must meet it.
+SLACK_MAX_BLOCKS = 50
+SLACK_HEADER_LIMIT = 150
+SLACK_SECTION_LIMIT = 3000
+SLACK_FIELD_LIMIT = 2000
+SLACK_MAX_FIELDS = 10
+SLACK_MAX_CONTEXT_ELEMENTS = 10
+SLACK_BLOCKS_TEXT_LIMIT = 12_000
+
+
 class FakeSlack(Fake):
-    """Slack Web API: chat.postMessage and chat.update (JSON bodies, bot token, ok:false on errors), and
-    the reads that find a message already posted: conversations.history (top-level messages, newest
-    first) and conversations.replies (the parent, then its replies), both GET with ``oldest``/``limit``/
-    ``cursor``, and returning each message's metadata only when ``include_all_metadata`` is true; and
-    conversations.list (to learn a channel's id from its name)."""
+    """Slack Web API: chat.postMessage and chat.update (JSON or form-encoded bodies, the bot token,
+    the documented block limits above, ok:false on errors), and the reads that find a message already
+    posted: conversations.history (top-level messages, newest first) and conversations.replies (the
+    parent, then its replies), both GET with ``oldest``/``limit``/``cursor``, and returning each
+    message's metadata only when ``include_all_metadata`` is true; and conversations.list (to learn a
+    channel's id from its name)."""
 
     def __init__(self, delay: float = 0.0) -> None:
         super().__init__()
@@ -92,37 +123,41 @@ class FakeSlack(Fake):
         self._released.set()
 
     def _check(self, body: Any) -> str | None:
+        """Shape problems of our own making (answered 400): Slack would take an unescaped mass
+        mention, and ping the whole channel with it."""
         if not isinstance(body, dict) or not isinstance(body.get("channel"), str):
             return "channel must be a string"
-        if not body.get("text") and not body.get("blocks"):
-            return "text or blocks is required"
-        for block in body.get("blocks") or []:
-            if not isinstance(block, dict) or "type" not in block:
-                return "every block needs a type"
-            for text in _block_texts(block):
-                if len(text) > 3000:
-                    return f"a text block has {len(text)} characters (limit 3000)"
         if re.search(r"<!(channel|here|everyone)>", json.dumps(body.get("blocks") or [])):
             return "unescaped mass mention"
         return None
+
+    def _refuse(self, error: str, problem: str) -> web.Response:
+        """Slack's way of saying no: HTTP 200, ok: false, an error code (kept in ``errors`` too)."""
+        self.errors.append(f"{error}: {problem}")
+        return web.json_response({"ok": False, "error": error})
 
     async def _parse(self, request: web.Request) -> tuple[dict[str, Any] | None, web.Response | None]:
         self.arrived += 1
         if self.delay:
             await asyncio.sleep(self.delay)
-        if not _bearer(request, SLACK_TOKEN):
-            return None, web.json_response({"ok": False, "error": "invalid_auth"})
+        body, token = await _slack_body(request)
+        auth = _slack_auth(request, token)
+        if auth is not None:
+            return None, self._refuse(auth, "the bot token is missing or wrong")
         scripted = self.scripted()
         if scripted is not None:
             return None, scripted
-        body = await request.json()
+        if body is None:
+            return None, self.reject(f"a body neither JSON nor form-encoded ({request.content_type})")
         problem = self._check(body)
         if problem:
             return None, self.reject(problem)
+        refusal = slack_refusal(body)
+        if refusal is not None:
+            return None, self._refuse(*refusal)
         problem = _metadata_problem(body)
         if problem:
-            self.errors.append(problem)
-            return None, web.json_response({"ok": False, "error": "invalid_metadata_format"})
+            return None, self._refuse("invalid_metadata_format", problem)
         return body, None
 
     def _next_ts(self) -> str:
@@ -162,8 +197,9 @@ class FakeSlack(Fake):
         self, request: web.Request, method: str, scope: str, by_channel: bool = True
     ) -> tuple[dict[str, str], web.Response | None]:
         query = dict(request.query)
-        if not _bearer(request, SLACK_TOKEN):
-            return query, web.json_response({"ok": False, "error": "invalid_auth"})
+        auth = _slack_auth(request, None)  # a read takes the token in the header only
+        if auth is not None:
+            return query, self._refuse(auth, "the bot token is missing or wrong")
         scripted = self.scripted()
         if scripted is not None:
             return query, scripted
@@ -267,34 +303,154 @@ def _block_texts(block: dict[str, Any]) -> list[str]:
     texts = []
     if isinstance(block.get("text"), dict):
         texts.append(str(block["text"].get("text", "")))
-    for item in block.get("fields", []) + block.get("elements", []):
+    for item in list(block.get("fields") or []) + list(block.get("elements") or []):
         if isinstance(item, dict) and "text" in item:
             texts.append(str(item["text"]))
     return texts
 
 
-class FakeGrafana(Fake):
-    """Grafana HTTP API: annotations (create, PATCH, find), folders and dashboards."""
+async def _slack_body(request: web.Request) -> tuple[dict[str, Any] | None, str | None]:
+    """The arguments of a JSON or a form-encoded call, and a token given as a form field. A form sends
+    ``blocks`` and ``metadata`` as JSON strings; they are decoded here (a bad one stays a string, and
+    is refused as Slack refuses it)."""
+    if request.content_type == "application/json":
+        body = await request.json()
+        return (body if isinstance(body, dict) else None), None  # a JSON body's token does not count
+    if request.content_type != "application/x-www-form-urlencoded":
+        return None, None
+    form = {key: str(value) for key, value in (await request.post()).items()}
+    token = form.pop("token", None)
+    for key in ("blocks", "metadata"):
+        if key in form:
+            with contextlib.suppress(ValueError):
+                form[key] = json.loads(form[key])
+    return form, token
 
-    def __init__(self) -> None:
+
+def _slack_auth(request: web.Request, form_token: str | None) -> str | None:
+    """None for the bot token (the Authorization header, or a form field); else Slack's error."""
+    header = request.headers.get("Authorization", "")
+    token = header.removeprefix("Bearer ") if header.startswith("Bearer ") else form_token
+    if not token:
+        return "not_authed"
+    return None if token == SLACK_TOKEN else "invalid_auth"
+
+
+def slack_refusal(body: dict[str, Any]) -> tuple[str, str] | None:
+    """What Slack answers a chat.postMessage or chat.update body with (error code, why), or None when
+    it would take it; the limits are those listed above ``FakeSlack``."""
+    blocks = body.get("blocks")
+    if blocks is None:
+        return None if body.get("text") else ("no_text", "neither text nor blocks")
+    if not isinstance(blocks, list) or not all(isinstance(b, dict) for b in blocks):
+        return "invalid_blocks_format", "blocks is not a JSON array of objects"
+    if len(blocks) > SLACK_MAX_BLOCKS:
+        return "invalid_blocks", f"{len(blocks)} blocks (at most {SLACK_MAX_BLOCKS})"
+    for number, block in enumerate(blocks):
+        problem = _block_problem(block)
+        if problem:
+            return "invalid_blocks", f"block {number} ({block.get('type')}): {problem}"
+    total = sum(len(text) for block in blocks for text in _block_texts(block))
+    if total > SLACK_BLOCKS_TEXT_LIMIT:
+        return "msg_blocks_too_long", f"the blocks' text adds up to {total} characters"
+    return None
+
+
+def _block_problem(block: dict[str, Any]) -> str | None:
+    kind = block.get("type")
+    if kind == "header":
+        return _text_problem(block.get("text"), SLACK_HEADER_LIMIT, ("plain_text",))
+    if kind == "section":
+        text, fields = block.get("text"), block.get("fields")
+        if text is None and not fields:
+            return "a section needs text or fields"
+        if text is not None and (problem := _text_problem(text, SLACK_SECTION_LIMIT)):
+            return problem
+        if fields is None:
+            return None
+        if not isinstance(fields, list) or len(fields) > SLACK_MAX_FIELDS:
+            return f"fields must be a list of at most {SLACK_MAX_FIELDS}"
+        return next(filter(None, (_text_problem(f, SLACK_FIELD_LIMIT) for f in fields)), None)
+    if kind == "context":
+        elements = block.get("elements")
+        if not isinstance(elements, list) or not 1 <= len(elements) <= SLACK_MAX_CONTEXT_ELEMENTS:
+            return f"a context block has 1 to {SLACK_MAX_CONTEXT_ELEMENTS} elements"
+        return next(filter(None, (_text_problem(e, SLACK_SECTION_LIMIT) for e in elements)), None)
+    return None if kind == "divider" else f"a block type this fake does not know: {kind!r}"
+
+
+def _text_problem(text: Any, limit: int, types: tuple[str, ...] = ("plain_text", "mrkdwn")) -> str | None:
+    """A text object's problem: its type, or its length (1 to ``limit`` characters)."""
+    if not isinstance(text, dict) or text.get("type") not in types or not isinstance(text.get("text"), str):
+        return f"not a text object of type {' or '.join(types)}"
+    if not 1 <= len(text["text"]) <= limit:
+        return f"a text of {len(text['text'])} characters (1 to {limit})"
+    return None
+
+
+class FakeGrafana(Fake):
+    """Grafana HTTP API: annotations (create, PATCH, find), folders and dashboards, as Grafana answers.
+
+    What it holds requests to, and where each rule comes from:
+    - ``prefix``: a Grafana served under a sub-path (``root_url`` + ``serve_from_sub_path``) has every
+      route under it; a request outside it (``/grafanaapi/…``, what grafana-client makes of a URL
+      without its trailing slash: ``construct_api_url`` in grafana_client/client.py) gets a 404.
+    - auth: every request needs the service-account token as ``Authorization: Bearer`` (Grafana HTTP
+      API docs, "Authentication"); without it, 401.
+    - annotation tags (create and PATCH): together, as Grafana estimates their JSON array, at most
+      ``tags_length`` (500 by default) bytes, else 400 "Tags length exceeds the maximum allowed."
+      (``validateTagsLength`` in pkg/services/annotations/annotationsimpl/xorm_store.go,
+      ``ErrBaseTagLimitExceeded`` in pkg/services/annotations/annotations.go); each tag's key and value
+      (split at the first ``:``) at most 100 characters, the ``tag`` table's columns
+      (pkg/services/sqlstore/migrations/tag_mig.go), which MySQL and PostgreSQL enforce: a 500.
+    - find: ``from``/``to`` (epoch ms) keep annotations with ``time <= to`` and ``timeEnd >= from``
+      (both given, as in the annotations store's query), ``type=annotation`` leaves out alert ones,
+      every ``tags`` must match; ``limit`` defaults to 100 (HTTP API docs, "Find Annotations").
+    - dashboards (POST /api/dashboards/db, HTTP API docs "Create / Update dashboard", and
+      pkg/services/dashboards/errors.go): a uid in ``provisioned`` (file or sidecar provisioning,
+      ``allowUiUpdates: false``) gives 400 "Cannot save provisioned dashboard"; without
+      ``overwrite: true``, an existing uid whose version differs gives 412 "version-mismatch", and the
+      same title under another uid in the folder 412 "name-exists".
+    """
+
+    TAGS_LENGTH = 500
+    TAG_PART_LIMIT = 100
+
+    def __init__(self, prefix: str = "") -> None:
         super().__init__()
+        self.prefix = prefix.rstrip("/")
         self.annotations: dict[int, dict[str, Any]] = {}
         self.folders: dict[str, dict[str, Any]] = {}
         self.dashboards: dict[str, dict[str, Any]] = {}
+        self.provisioned: set[str] = set()  # uids Grafana provisions from files
+        self.searches: list[dict[str, str]] = []  # the query of every find
+        self.stall_adds = 0  # creates stored but answered only after release(): a crash window
+        self._released = asyncio.Event()
         self._ids = itertools.count(1)
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._gate])
-        app.router.add_post("/api/annotations", self.add)
-        app.router.add_patch("/api/annotations/{id}", self.patch)
-        app.router.add_get("/api/annotations", self.find)
-        app.router.add_get("/api/folders/{uid}", self.get_folder)
-        app.router.add_post("/api/folders", self.create_folder)
-        app.router.add_post("/api/dashboards/db", self.save_dashboard)
+        api = f"{self.prefix}/api"
+        app.router.add_post(f"{api}/annotations", self.add)
+        app.router.add_patch(f"{api}/annotations/{{id}}", self.patch)
+        app.router.add_get(f"{api}/annotations", self.find)
+        app.router.add_get(f"{api}/folders/{{uid}}", self.get_folder)
+        app.router.add_post(f"{api}/folders", self.create_folder)
+        app.router.add_post(f"{api}/dashboards/db", self.save_dashboard)
         return app
+
+    def release(self) -> None:
+        self._released.set()
+
+    def provision_from_files(self, dashboard: dict[str, Any]) -> None:
+        """A dashboard as Grafana's file provisioning (or the chart's sidecar) keeps it."""
+        self.dashboards[dashboard["uid"]] = {"dashboard": {**dashboard, "version": 1}, "folderUid": None}
+        self.provisioned.add(dashboard["uid"])
 
     @web.middleware
     async def _gate(self, request: web.Request, handler: Callable[..., Any]) -> web.StreamResponse:
+        if not request.path.startswith(f"{self.prefix}/api/"):
+            return self.reject(f"no route {request.path} under {self.prefix or '/'}", 404)
         if not _bearer(request, GRAFANA_TOKEN):
             return self.reject("missing or wrong bearer token", 401)
         scripted = self.scripted()
@@ -308,14 +464,36 @@ class FakeGrafana(Fake):
                 return f"{key} must be epoch milliseconds, got {value!r}"
         return None
 
+    def _tags_problem(self, tags: list[str]) -> web.Response | None:
+        estimated = 2 + sum(len(str(t).encode()) + 2 for t in tags) + max(len(tags) - 1, 0)
+        if estimated > self.TAGS_LENGTH:
+            self.errors.append(f"tags length ({estimated}) exceeds the maximum allowed ({self.TAGS_LENGTH})")
+            body = {
+                "message": "Tags length exceeds the maximum allowed.",
+                "messageId": "annotations.tag-limit-exceeded",
+                "statusCode": 400,
+            }
+            return web.json_response(body, status=400)
+        for tag in tags:
+            key, _, value = str(tag).partition(":")
+            if max(len(key.strip()), len(value.strip())) > self.TAG_PART_LIMIT:
+                return self.reject(f"tag {tag[:40]!r}…: a key or value over 100 characters", 500)
+        return None
+
     async def add(self, request: web.Request) -> web.Response:
         body = await request.json()
         problem = self._check_times(body)
         if problem or not isinstance(body.get("text"), str) or not body.get("tags"):
             return self.reject(problem or "text and tags are required")
+        too_long = self._tags_problem(body["tags"])
+        if too_long is not None:
+            return too_long
         annotation_id = next(self._ids)
         self.annotations[annotation_id] = {**body, "id": annotation_id}
         self.requests.append(("add", body))
+        if self.stall_adds > 0:
+            self.stall_adds -= 1
+            await self._released.wait()
         return web.json_response({"id": annotation_id, "message": "Annotation added"})
 
     async def patch(self, request: web.Request) -> web.Response:
@@ -326,14 +504,27 @@ class FakeGrafana(Fake):
             return self.reject(f"annotation {annotation_id} not found", 404)
         if problem or not body.get("tags"):
             return self.reject(problem or "a PATCH with empty tags would clear them")
+        too_long = self._tags_problem(body["tags"])
+        if too_long is not None:
+            return too_long
         self.annotations[annotation_id].update({k: v for k, v in body.items() if v is not None})
         self.requests.append(("patch", body))
         return web.json_response({"message": "Annotation patched"})
 
     async def find(self, request: web.Request) -> web.Response:
-        tags = set(request.query.getall("tags", []))
-        found = [a for a in self.annotations.values() if tags <= set(a["tags"])]
-        return web.json_response(found[: int(request.query.get("limit", "100"))])
+        query = request.query
+        self.searches.append(dict(query))
+        tags = set(query.getall("tags", []))
+        start, end = int(query.get("from", "0")), int(query.get("to", "0"))
+        found = []
+        for annotation in self.annotations.values():
+            time_end = annotation.get("timeEnd") or annotation["time"]
+            if start > 0 and end > 0 and not (annotation["time"] <= end and time_end >= start):
+                continue
+            if query.get("type") == "alert" or not tags <= set(annotation["tags"]):
+                continue
+            found.append(annotation)
+        return web.json_response(found[: int(query.get("limit", "100"))])
 
     async def get_folder(self, request: web.Request) -> web.Response:
         folder = self.folders.get(request.match_info["uid"])
@@ -349,18 +540,51 @@ class FakeGrafana(Fake):
     async def save_dashboard(self, request: web.Request) -> web.Response:
         body = await request.json()
         dashboard = body.get("dashboard") or {}
-        if (
-            not dashboard.get("uid")
-            or not dashboard.get("title")
-            or body.get("folderUid") not in self.folders
-        ):
+        uid, folder = dashboard.get("uid"), body.get("folderUid")
+        if not uid or not dashboard.get("title") or folder not in self.folders:
             return self.reject("dashboard uid/title and an existing folderUid are required")
-        self.dashboards[dashboard["uid"]] = body
-        return web.json_response({"status": "success", "uid": dashboard["uid"], "version": 1})
+        if uid in self.provisioned:
+            return web.json_response({"message": "Cannot save provisioned dashboard"}, status=400)
+        existing = self.dashboards.get(uid)
+        if not body.get("overwrite"):
+            if existing and existing["dashboard"].get("version") != dashboard.get("version"):
+                message = "The dashboard has been changed by someone else"
+                return self._precondition(message, "version-mismatch")
+            if any(
+                d["dashboard"]["title"] == dashboard["title"] and d.get("folderUid") == folder and u != uid
+                for u, d in self.dashboards.items()
+            ):
+                message = "A dashboard with the same name in the folder already exists"
+                return self._precondition(message, "name-exists")
+        version = (existing["dashboard"].get("version") or 0) + 1 if existing else 1
+        self.dashboards[uid] = {**body, "dashboard": {**dashboard, "version": version}}
+        return web.json_response({"status": "success", "uid": uid, "version": version})
+
+    def _precondition(self, message: str, status: str) -> web.Response:
+        self.errors.append(f"412 {status}: {message}")
+        return web.json_response({"message": message, "status": status}, status=412)
+
+
+# The Events API v2 as PagerDuty documents it ("Send an Alert Event" and "Events API v2 Overview":
+# developer.pagerduty.com/docs/events-api-v2/, in github.com/PagerDuty/developer-docs
+# docs/events-API-v2/02-Trigger-Events.md and 01-Overview.md): a 32-character routing_key; event_action
+# trigger | acknowledge | resolve; dedup_key at most 255 characters (required to acknowledge or
+# resolve); on a trigger a payload with summary (at most 1024), source and severity (critical | error |
+# warning | info); payload.timestamp ISO 8601; component, group, class strings and custom_details an
+# object; links [{href, text?}], images [{src (https), href?, alt?}]; at most 512 KB. An optional key
+# is left out, never null. A rejection is HTTP 400 with {"status": "invalid event", "message": "Event
+# object is invalid", "errors": [...]} (the shape Alertmanager's notifier reads, notify/pagerduty).
+PD_ACTIONS = ("trigger", "acknowledge", "resolve")
+PD_SEVERITIES = ("critical", "error", "warning", "info")
+PD_MAX_BYTES = 512 * 1024
+_PD_OPTIONAL_STRINGS = ("dedup_key", "client", "client_url")
+_PD_PAYLOAD_STRINGS = ("component", "group", "class")
 
 
 class FakePagerDuty(Fake):
-    """Events API v2 (POST /v2/enqueue)."""
+    """Events API v2 (POST /v2/enqueue). ``received`` counts every request, scripted ones too."""
+
+    received = 0
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -368,11 +592,18 @@ class FakePagerDuty(Fake):
         return app
 
     async def enqueue(self, request: web.Request) -> web.Response:
+        self.received += 1
         scripted = self.scripted()
         if scripted is not None:
             return scripted
-        body = await request.json()
-        problem = _pd_problem(body)
+        raw = await request.read()
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = None
+        problem = "the body must be a JSON object" if not isinstance(body, dict) else _pd_problem(body)
+        if len(raw) > PD_MAX_BYTES:
+            problem = "the event is larger than 512 KB"
         if problem:
             self.errors.append(problem)
             return web.json_response(
@@ -381,35 +612,97 @@ class FakePagerDuty(Fake):
             )
         self.requests.append((body["event_action"], body))
         return web.json_response(
-            {"status": "success", "message": "Event processed", "dedup_key": body["dedup_key"]}, status=202
+            {
+                "status": "success",
+                "message": "Event processed",
+                "dedup_key": body.get("dedup_key", "generated"),
+            },
+            status=202,
         )
 
     def events(self, action: str | None = None) -> list[dict[str, Any]]:
         return [b for a, b in self.requests if action is None or a == action]
 
 
-def _pd_problem(body: Any) -> str | None:
-    if not isinstance(body, dict) or body.get("routing_key") != PD_ROUTING_KEY:
-        return "routing_key is missing or wrong"
-    if body.get("event_action") not in ("trigger", "acknowledge", "resolve"):
-        return "event_action must be trigger, acknowledge or resolve"
-    if not isinstance(body.get("dedup_key"), str) or not 0 < len(body["dedup_key"]) <= 255:
-        return "dedup_key must be a string of 1..255 characters"
-    if body["event_action"] != "trigger":
-        return None
-    payload = body.get("payload") or {}
-    if not isinstance(payload.get("summary"), str) or not 0 < len(payload["summary"]) <= 1024:
-        return "payload.summary must be 1..1024 characters"
-    if not payload.get("source"):
-        return "payload.source is required"
-    if payload.get("severity") not in ("critical", "error", "warning", "info"):
-        return "payload.severity must be critical, error, warning or info"
+def _pd_problem(body: dict[str, Any]) -> str | None:
+    nulls = [k for k, v in body.items() if v is None]
+    if nulls:
+        return f"'{nulls[0]}' is null: leave an optional key out instead"
+    key = body.get("routing_key")
+    if not isinstance(key, str) or len(key) != 32:
+        return "Length of 'routing_key' is incorrect (should be 32 characters)"
+    if key != PD_ROUTING_KEY:
+        return "'routing_key' is not this integration's key"
+    if body.get("event_action") not in PD_ACTIONS:
+        return "'event_action' is invalid (must be one of trigger, acknowledge, resolve)"
+    for name in _PD_OPTIONAL_STRINGS:
+        if name in body and not isinstance(body[name], str):
+            return f"'{name}' must be a string"
+    if "dedup_key" in body and not 0 < len(body["dedup_key"]) <= 255:
+        return "'dedup_key' must be 1 to 255 characters"
+    if body["event_action"] != "trigger" and "dedup_key" not in body:
+        return f"'dedup_key' is required to {body['event_action']}"
+    if body["event_action"] == "trigger" and "payload" not in body:
+        return "'payload' is missing"
+    return (
+        (_pd_payload_problem(body["payload"]) if "payload" in body else None)
+        or _pd_list_problem(body, "links", "href", ("text",))
+        or _pd_list_problem(body, "images", "src", ("href", "alt"))
+    )
+
+
+def _pd_payload_problem(payload: Any) -> str | None:
+    if not isinstance(payload, dict):
+        return "'payload' must be an object"
+    nulls = [k for k, v in payload.items() if v is None]
+    if nulls:
+        return f"'payload.{nulls[0]}' is null: leave an optional key out instead"
+    summary = payload.get("summary")
+    if not isinstance(summary, str) or not 0 < len(summary) <= 1024:
+        return "'payload.summary' must be a string of 1 to 1024 characters"
+    if not isinstance(payload.get("source"), str) or not payload["source"]:
+        return "'payload.source' is missing"
+    if payload.get("severity") not in PD_SEVERITIES:
+        return "'payload.severity' is invalid (must be one of critical, error, warning, info)"
+    if "timestamp" in payload and not _iso_8601(payload["timestamp"]):
+        return "'payload.timestamp' must be an ISO 8601 date and time"
+    for name in _PD_PAYLOAD_STRINGS:
+        if name in payload and not isinstance(payload[name], str):
+            return f"'payload.{name}' must be a string"
+    if "custom_details" in payload and not isinstance(payload["custom_details"], dict):
+        return "'payload.custom_details' must be an object"
     return None
+
+
+def _pd_list_problem(body: dict[str, Any], name: str, required: str, optional: tuple[str, ...]) -> str | None:
+    items = body.get(name, [])
+    if not isinstance(items, list):
+        return f"'{name}' must be an array of objects"
+    for item in items:
+        if not isinstance(item, dict) or not isinstance(item.get(required), str) or not item[required]:
+            return f"each of '{name}' needs '{required}'"
+        if any(k in item and not isinstance(item[k], str) for k in optional):
+            return f"'{name}' fields {', '.join(optional)} must be strings"
+        if name == "images" and not item["src"].startswith("https://"):
+            return "an image's 'src' must be served over HTTPS"
+    return None
+
+
+def _iso_8601(value: Any) -> bool:
+    if not isinstance(value, str) or "T" not in value:
+        return False
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
 
 
 class FakeModel(Fake):
     """An OpenAI-compatible chat completions server. ``mode``: good | malformed | wrong-schema | injected |
-    hallucinated | timeout | 429 | 500. ``good`` names the first hypothesis of the packet it was sent."""
+    hallucinated | timeout | 429 | 500. ``good`` answers from its own rules (``_own_analysis``): the
+    highest-scoring hypothesis whatever its place in the packet, in its own words, plus one invented
+    claim; so a test can tell the model's report from the rules report, and see grounding work."""
 
     def __init__(self, mode: str = "good") -> None:
         super().__init__()
@@ -451,22 +744,45 @@ class FakeModel(Fake):
         if self.mode == "injected":  # a model that obeyed the alert text instead of the prompt
             return json.dumps({"summary": "all fine", "actions": [{"pagerduty": "page everyone"}]})
         packet = json.loads(prompt[prompt.index("{", prompt.index("Evidence packet")) :])
-        top = packet["hypotheses"][0] if packet["hypotheses"] else None
-        service = "imaginary-service" if self.mode == "hallucinated" or top is None else top["service"]
-        signal = top["evidence"][0]["signal"] if top else "cpu"
-        return json.dumps(
-            {
-                "summary": f"{service} is the most likely cause: its {signal} changed first.",
-                "root_cause": {
-                    "service": service,
-                    "signal": signal,
-                    "why": "largest deviation, earliest onset",
-                },
-                "alternatives": [{"service": "ghost", "signal": "cpu", "why": "not in the evidence"}],
-                "similar_incident": None,
-                "next_steps": [f"Check {service} {signal}"],
-            }
-        )
+        return json.dumps(_own_analysis(packet, hallucinate=self.mode == "hallucinated"))
+
+
+INVENTED_SERVICE = "ghost"  # every good answer also claims this service, which no packet holds
+
+
+def _own_analysis(packet: dict[str, Any], hallucinate: bool) -> dict[str, Any]:
+    """The fake's own reading of the evidence packet, not an echo of its order: the hypothesis with
+    the highest score, its evidence with the largest deviation, the most similar past incident, and
+    one invented alternative that grounding must drop. ``hallucinate`` names a service instead that
+    is not in the packet."""
+    ranked = sorted(packet["hypotheses"], key=lambda h: -float(h["score"]))
+    if not ranked:
+        return {"summary": "No hypothesis in the evidence stands out.", "root_cause": None}
+    top, others = ranked[0], ranked[1:]
+    strongest = max(top["evidence"], key=lambda e: float(e.get("deviation") or 0.0), default=None)
+    signal = strongest["signal"] if strongest else None
+    service = "imaginary-service" if hallucinate else top["service"]
+    similar = max(packet["similar_incidents"], key=lambda s: float(s.get("score") or 0.0), default=None)
+    summary = (
+        f"{service} is the most likely cause: score {float(top['score']):.2f}, the highest of "
+        f"{len(ranked)} hypotheses"
+    )
+    if strongest:
+        summary += f"; its {signal} moved {float(strongest['deviation']):.0f}x its usual spread"
+    if similar:
+        summary += f". It looks like incident {similar['id']}"
+    return {
+        "summary": summary + ".",
+        "root_cause": {"service": service, "signal": signal, "why": "highest score, strongest deviation"},
+        "alternatives": [
+            *({"service": h["service"], "signal": None, "why": "lower score"} for h in others),
+            {"service": INVENTED_SERVICE, "signal": "cpu", "why": "not in the evidence"},
+        ],
+        "similar_incident": str(similar["id"]) if similar else None,
+        "next_steps": [
+            f"Check {service} {signal}: {strongest['promql']}" if strongest else f"Check {service}"
+        ],
+    }
 
 
 def _completion(model: str, content: str) -> dict[str, Any]:

@@ -80,7 +80,9 @@ async def test_lifecycle_each_sink_hears_once(aiohttp_client: Client, tmp_path: 
     assert {"agentic-obs", "HighCheckoutLatency", "checkout"} <= set(annotation["tags"])
     assert "timeEnd" not in annotation or annotation["timeEnd"] is None
     (trigger,) = sinks.pagerduty.events("trigger")
-    assert trigger["payload"]["severity"] == "critical" and trigger["dedup_key"] == "agentic-obs-1"
+    install = await client.app[STORE].install_id()
+    assert trigger["payload"]["severity"] == "critical" and trigger["dedup_key"] == f"agentic-obs-{install}-1"
+    assert f"incident:{install}-1" in annotation["tags"]
 
     assert (await post(client, fixture_body("am-0.25-resolved.json"))).status == 202
     await wait_for(lambda: delivered(client, 11))  # + annotation end, update, reply, resolve, file, memory

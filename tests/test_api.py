@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import sqlite3
 from collections.abc import Awaitable, Callable
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -244,3 +247,29 @@ async def test_readiness_shows_the_prometheus_url_without_userinfo(
     check = body["checks"]["prometheus"]
     assert check["status"] == "down" and check["url"] == f"http://127.0.0.1:{port}"
     assert f"http://127.0.0.1:{port}" in check["detail"] and "ready-pw" not in str(body)
+
+
+async def test_every_feedback_queues_its_own_memory_action(
+    client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second feedback on an incident is remembered too, even in the same millisecond as the first
+    (the route's clock is frozen here): its memory action must not collide with the first and vanish."""
+    from agentic_observability.service.keys import STORE
+    from agentic_observability.service.routes import incidents as incidents_route
+
+    await post(client, fixture_body("am-0.25-firing.json"))
+
+    async def reported() -> bool:
+        found = await incidents(client)
+        return bool(found) and found[0]["report"] is not None
+
+    await wait_for(reported)
+    monkeypatch.setattr(incidents_route, "time", SimpleNamespace(time=lambda: 1_800_000_000.0))
+    for body in ({"root_cause": "payments-db"}, {"resolution": "failed over the primary"}):
+        response = await client.post("/api/v1/incidents/1/feedback", json=body, headers=auth_headers())
+        assert response.status == 200 and (await response.json())["remembered"] is True
+    memory = [r for r in await client.app[STORE].outbox_rows() if r["sink"] == "memory"]
+    assert len(memory) == 2, memory
+    with sqlite3.connect(tmp_path / "state" / "agentic-obs.sqlite3") as db:
+        (last,) = db.execute("SELECT payload FROM outbox WHERE id = ?", (memory[-1]["id"],)).fetchone()
+    assert "payments-db" in last and "failed over the primary" in last  # the second carries both

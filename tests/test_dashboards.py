@@ -121,7 +121,11 @@ def test_provisioning_yaml_points_at_the_folder() -> None:
     provider = yaml.safe_load((ROOT_DIR / "dashboards" / "provisioning" / "dashboards.yaml").read_text())[
         "providers"
     ][0]
-    assert provider["folderUid"] == "agentic-obs" and provider["type"] == "file"
+    from agentic_observability.integrations.grafana import FOLDER_UID
+
+    # the folder the service pushes into is the provider's: switching between the two moves nothing
+    assert provider["folderUid"] == FOLDER_UID and provider["type"] == "file"
+    assert provider["allowUiUpdates"] is False  # Grafana then refuses API saves of these uids
     assert (
         json.loads((ROOT_DIR / "dashboards" / "agentic-obs-health.json").read_text())["uid"]
         == "agentic-obs-health"

@@ -272,3 +272,53 @@ def test_the_chart_can_set_every_secret_the_service_reads() -> None:
     assert set(secret["data"]) == {"SLACK_WEBHOOK_URL"}
     [configmap] = [d for d in by_kind(made, "ConfigMap") if "config.yaml" in d["data"]]
     assert "hooks.slack.com" not in configmap["data"]["config.yaml"]  # the webhook URL is no config key
+
+
+def _mounts(service: dict[str, Any]) -> dict[str, Path]:
+    """A compose service's bind mounts: container path -> the file or directory in the repository."""
+    found = {}
+    for volume in service.get("volumes", []):
+        source, target = volume.split(":")[:2]
+        if source.startswith("./"):
+            found[target] = ROOT / source
+    return found
+
+
+def test_compose_grafana_provisions_the_dashboards_and_a_prometheus_datasource() -> None:
+    """Grafana in docker-compose.yml gets a dashboard provider that points at the mounted dashboards,
+    a Prometheus datasource the dashboards pick (their `datasource` variable starts on the default
+    datasource of its type), and the service is told where Grafana is. No Docker runs here: the files
+    are parsed and every path is followed through the mounts."""
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    mounts = _mounts(services["grafana"])
+    for target, source in mounts.items():
+        assert source.exists(), f"grafana: {source} missing (mounted at {target})"
+
+    [providers] = [p for t, p in mounts.items() if t.startswith("/etc/grafana/provisioning/dashboards/")]
+    [provider] = yaml.safe_load(providers.read_text())["providers"]
+    dashboards_dir = mounts[provider["options"]["path"]]  # the provider reads a mounted directory
+    assert provider["type"] == "file" and sorted(dashboards_dir.glob("*.json"))
+
+    [datasources] = [p for t, p in mounts.items() if t.startswith("/etc/grafana/provisioning/datasources/")]
+    [datasource] = yaml.safe_load(datasources.read_text())["datasources"]
+    assert datasource["isDefault"] is True and datasource["uid"]
+    for path in dashboards_dir.glob("*.json"):
+        dashboard = json.loads(path.read_text())
+        [variable] = [v for v in dashboard["templating"]["list"] if v["type"] == "datasource"]
+        assert variable["query"] == datasource["type"] == "prometheus", path.name
+        used = {p["datasource"]["uid"] for p in dashboard["panels"]}
+        assert used <= {"${datasource}", datasource["uid"]}, path.name
+    url = datasource["url"].removeprefix("http://")
+    host, port = url.split(":")
+    assert host == "prometheus" and f"{port}:{port}" in services["prometheus"]["ports"]
+
+    service = services["agentic-obs"]
+    assert "grafana" in service["depends_on"]
+    config = load_config(
+        ROOT / "deploy" / "compose" / "agentic-obs.yaml", environ={"AGENTIC_OBS_WEBHOOK_TOKEN": "x"}
+    )
+    grafana = config.file.actions.grafana
+    assert grafana.url is not None and grafana.url.rstrip("/") == "http://grafana:3000"
+    assert any(p.endswith(":3000") for p in services["grafana"]["ports"])
+    assert grafana.provision_dashboards is False  # Grafana provisions them from the files above
+    assert provider["folderUid"] == "agentic-obs"  # the folder the service would push into

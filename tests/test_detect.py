@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from agentic_observability.watch.episodes import EpisodeTracker, breaches
+from agentic_observability.detectors.episodes import EpisodeTracker, breaches
 
 
 def test_breaches() -> None:

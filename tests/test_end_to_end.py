@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from agentic_observability.demo.stack import free_port, start_prometheus
 from agentic_observability.service import init_app
+from agentic_observability.service.keys import METRICS, STORE
 from tests.conftest import auth_headers
 from tests.test_webhook import incidents, wait_for
 
@@ -119,12 +120,12 @@ async def test_watch_opens_one_incident_per_episode(
         "resolve_after": 2,
     }
     client = await aiohttp_client(init_app(config_factory(prometheus={"url": prom.url}, watches=[watch])))
-    await asyncio.sleep(3)
+    await _watched(client, "CheckoutLatency", polls=4)
     assert await incidents(client) == []  # clean series: nothing opens
 
     gauge.value = 2.0
     await wait_for(lambda: _count(client, "firing", 1), within=30)
-    await asyncio.sleep(3)  # still breaching: the same episode, no second incident
+    await _watched(client, "CheckoutLatency", polls=4)  # still breaching: the same episode
     assert len(await incidents(client)) == 1
 
     gauge.value = 0.1
@@ -132,6 +133,31 @@ async def test_watch_opens_one_incident_per_episode(
     [incident] = await incidents(client)
     assert incident["labels"]["watch"] == "CheckoutLatency"
     assert incident["labels"]["service"] == "checkout"
+
+
+async def _watched(client: TestClient, watch: str, polls: int) -> None:
+    """Until the watch has finished ``polls`` more polls with its series in view (long enough for its
+    ``for`` to pass), and intake has taken in whatever they committed: any incident those polls would
+    open exists by then. The evaluation counter goes up at the start of a poll, so one more is
+    waited for, which the previous poll had to finish first."""
+    metrics = client.app[METRICS]
+    series = f'agentic_obs_watch_series{{watch="{watch}"}}'
+    polled = f'agentic_obs_watch_evaluations_total{{outcome="ok",watch="{watch}"}}'
+
+    async def in_view() -> bool:
+        return bool(metrics.snapshot().get(series, 0) >= 1)
+
+    await wait_for(in_view, within=30)
+    start = metrics.snapshot().get(polled, 0)
+
+    async def polled_enough() -> bool:
+        return bool(metrics.snapshot().get(polled, 0) >= start + polls + 1)
+
+    async def taken_in() -> bool:
+        return (await client.app[STORE].counts())["inbox_pending"] == 0
+
+    await wait_for(polled_enough, within=30)
+    await wait_for(taken_in)
 
 
 async def _count(client: TestClient, status: str, expected: int) -> bool:

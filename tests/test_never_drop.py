@@ -8,8 +8,9 @@ import copy
 import os
 import shutil
 import subprocess
+import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,11 @@ from aiohttp.test_utils import TestClient
 
 from agentic_observability import pipeline
 from agentic_observability.errors import StoreError
+from agentic_observability.models import OutboxItem
+from agentic_observability.outbox.dispatcher import Dispatcher
 from agentic_observability.service import init_app
 from agentic_observability.service.keys import STORE, WORKERS
+from agentic_observability.telemetry import Metrics
 from tests.conftest import fixture_body, make_config
 from tests.test_webhook import incidents, post, wait_for
 
@@ -158,3 +162,55 @@ async def test_disk_full_then_freed_loses_nothing(
     await wait_for(lambda: reported(client, accepted), within=60)
     assert client.app[WORKERS].alive
     assert (await client.get("/api/v1/health/ready")).status == 200
+
+
+# -- the outbox while the store cannot record ----------------------------------------------------------
+
+
+class UnrecordingStore:
+    """One pending action; recording its delivery fails ``failures`` times (a full disk)."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.item = OutboxItem(1, "7", "file", "analyze", {"x": 1}, 0, time.time())
+        self.delivered = False
+
+    async def due_actions(
+        self, now: float, limit: int = 200, exclude: Sequence[int] = ()
+    ) -> list[OutboxItem]:
+        return [] if self.delivered or self.item.id in exclude else [self.item]
+
+    async def action_delivered(self, item: OutboxItem, ref: str | None) -> None:
+        if self.failures > 0:
+            self.failures -= 1
+            raise StoreError("database or disk is full")
+        self.delivered = True
+
+    async def action_failed(self, item: OutboxItem, error: str, retry_at: float | None) -> None:
+        raise AssertionError(f"a delivery that went out was treated as failed: {error}")
+
+
+class CountingSink:
+    name = "file"
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    async def deliver(self, item: OutboxItem) -> str | None:
+        self.sent += 1
+        return None
+
+
+async def test_a_delivery_the_store_could_not_record_is_recorded_not_sent_again() -> None:
+    store, sink = UnrecordingStore(failures=2), CountingSink()
+    dispatcher = Dispatcher(store, {"file": sink}, Metrics(), timeout=1.0)  # type: ignore[arg-type]
+    await dispatcher.start()
+    try:
+
+        async def recorded() -> bool:
+            return store.delivered
+
+        await wait_for(recorded, within=15)
+    finally:
+        await dispatcher.stop(deadline=1.0)
+    assert sink.sent == 1

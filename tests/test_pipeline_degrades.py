@@ -10,6 +10,7 @@ import numpy as np
 from agentic_observability import pipeline
 from agentic_observability.config import InvestigationConfig
 from agentic_observability.models import Alert, Incident, ModelReply, PastIncident, Series, SimilarIncident
+from agentic_observability.outbox.plan import ActSettings
 from agentic_observability.pipeline import reason
 from agentic_observability.pipeline.ports import PipelineDeps
 
@@ -68,7 +69,9 @@ async def test_a_failure_in_each_stage_is_named_and_the_report_goes_out() -> Non
     assert "Recall failed (KeyError" in report.summary
     assert report.reasoner == "rules"
     assert "reasoning failed: AttributeError" in report.reasoner_note
-    assert pipeline.actions_for(incident(), report.to_dict(), "analyze", deps()) is not None
+    with_file = deps(act=ActSettings(enabled=frozenset({"file"})))
+    [action] = pipeline.actions_for(incident(), report.to_dict(), "analyze", with_file)
+    assert action.sink == "file" and "Root-cause ranking failed" in action.payload["summary"]
 
 
 async def test_evidence_failure_keeps_the_ranking() -> None:

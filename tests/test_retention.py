@@ -219,9 +219,19 @@ async def _pruned_any(metrics: Metrics) -> bool:
 async def test_pruning_waits_while_intake_is_under_pressure(store: SqliteStore) -> None:
     await resolved_incidents(store, ["a", "b"])
     storm = True
-    retention = Retention(store, _settings(batch=10), Metrics(), busy=lambda: storm, pause=0.01)
+    asked: list[bool] = []
+
+    def busy() -> bool:
+        asked.append(storm)
+        return storm
+
+    retention = Retention(store, _settings(batch=10), Metrics(), busy=busy, pause=0.01)
     pruning = asyncio.create_task(retention.prune_all(time.time() + FUTURE))
-    await asyncio.sleep(0.1)
+
+    async def waited_twice() -> bool:  # it asked, was told to wait, and asked again
+        return len(asked) >= 2
+
+    await wait_for(waited_twice)
     assert not pruning.done() and table_counts(store)["incidents"] == 2
     storm = False
     assert (await pruning)["incidents"] == 1

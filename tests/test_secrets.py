@@ -1,8 +1,10 @@
 """Secrets never leave: not in logs (also when every downstream call fails), error responses,
-/metrics, the JSON metrics, readiness, the incident API or check-config output."""
+/metrics, the JSON metrics, readiness, the incident API or check-config output. The logs are the
+ones ``setup_logging`` (what ``serve`` calls) sets up; tests/test_teeth.py runs ``serve`` itself."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -25,7 +27,7 @@ from agentic_observability.outbox.sinks import build_sinks
 from agentic_observability.pipeline.investigate import with_explore_links
 from agentic_observability.service import init_app
 from agentic_observability.service.keys import STORE
-from agentic_observability.telemetry import JsonFormatter
+from agentic_observability.telemetry import JsonFormatter, setup_logging
 from tests.conftest import TOKEN, auth_headers, fixture_body, make_config
 from tests.fakes import GRAFANA_TOKEN, MODEL_TOKEN, PD_ROUTING_KEY, SLACK_TOKEN, FakeModel
 from tests.test_actions import Sinks, sinks  # noqa: F401  (the fixture)
@@ -43,7 +45,8 @@ async def test_secrets_stay_out_of_every_output(
     sinks: Sinks,  # noqa: F811
 ) -> None:
     sinks.slack.script = [(500, {}, {"ok": False})] * 3
-    sinks.pagerduty.script = [(400, {}, {"status": "invalid event", "message": "bad"})]
+    quoted = [f"routing_key {PD_ROUTING_KEY} is not enabled"]  # a rejection quoting the event back
+    sinks.pagerduty.script = [(400, {}, {"status": "invalid event", "message": "bad", "errors": quoted})]
     sinks.grafana.down = True
     model = TestServer(FakeModel("500").app(), host="127.0.0.1")
     await model.start_server()
@@ -63,16 +66,18 @@ async def test_secrets_stay_out_of_every_output(
         }
     )
     written = io.StringIO()
-    handler = logging.StreamHandler(written)
-    handler.setFormatter(JsonFormatter(config.secrets.values()))
-    logging.getLogger().addHandler(handler)
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    with contextlib.redirect_stderr(written):  # the handler serve's setup_logging installs writes there
+        setup_logging(config.secrets.values())
     try:
         client = await aiohttp_client(init_app(config))
         await post(client, fixture_body("am-0.25-firing.json"))
 
         async def failures_seen() -> bool:
             rows = await client.app[STORE].outbox_rows()
-            return any(r["last_error"] for r in rows if r["sink"] == "slack")
+            slack = any(r["last_error"] for r in rows if r["sink"] == "slack")
+            return slack and any(r["state"] == "failed" for r in rows if r["sink"] == "pagerduty")
 
         await wait_for(failures_seen, within=15)
         outputs = [written.getvalue()]
@@ -88,10 +93,12 @@ async def test_secrets_stay_out_of_every_output(
         outputs.append(str(await client.app[STORE].outbox_rows()))
         outputs.append(repr(config) + str(config.masked()))
     finally:
-        logging.getLogger().removeHandler(handler)
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
         await model.close()
     everything = "\n".join(outputs)
     assert "fallback" in everything and "slack" in everything  # the failures did happen and were logged
+    assert "routing_key *** is not enabled" in written.getvalue()  # logged, and kept with the row, starred
     for secret in SECRETS:
         assert secret not in everything, f"a secret leaked: {secret[:6]}…"
 

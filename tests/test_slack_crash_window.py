@@ -51,14 +51,14 @@ async def test_a_crash_after_slack_accepted_the_parent_posts_it_once(
     tmp_path: Path,
     sinks: Sinks,  # noqa: F811
 ) -> None:
-    await _crash_after_slack_accepted(aiohttp_client, tmp_path, sinks)
+    second = await _crash_after_slack_accepted(aiohttp_client, tmp_path, sinks)
     (parent,) = sinks.slack.parents()
     assert parent["metadata"]["event_type"] == EVENT_TYPE
     payload = parent["metadata"]["event_payload"]
     assert {k: payload[k] for k in ("incident", "action", "install")} == {
         "incident": "1",
         "action": "open",
-        "install": "default",
+        "install": await second.app[STORE].install_id(),  # the store's, the same after the restart
     }
     (reply,) = sinks.slack.replies(parent["ts"])  # the thread hangs under the one parent
     assert reply["metadata"]["event_payload"]["action"] == "reply:investigation"

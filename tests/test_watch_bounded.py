@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from prometheus_client import generate_latest
 
 from agentic_observability.config import WatchConfig
@@ -88,3 +89,34 @@ async def test_past_max_series_new_series_are_counted_not_tracked() -> None:
     assert len(watch._labels) == 25
     assert score_gauges(metrics) == 25
     assert metrics.watch_series_dropped.labels("pods")._value.get() == 4 * 20 - 25
+
+
+async def test_a_threshold_watch_at_its_cap_keeps_polling() -> None:
+    watch, prometheus, metrics = poller(scored=False, max_series=25, forget_after=100)
+    for poll in range(4):
+        prometheus.generation = poll
+        await watch.poll_once(now=1_700_000_000.0 + 60 * poll)
+    assert len(watch._labels) == 25
+    assert metrics.watch_series_dropped.labels("pods")._value.get() == 4 * 20 - 25
+
+
+class FailingStore(RecordingStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fail = True
+
+    async def accept(self, alerts: list[AcceptedAlert]) -> Any:
+        if self.fail:
+            raise RuntimeError("database or disk is full")
+        await super().accept(alerts)
+
+
+async def test_an_episode_the_store_refused_opens_again_on_the_next_poll() -> None:
+    config = WatchConfig.model_validate({"name": "hot", "query": "pod_cpu", "interval": "60s", "above": 0.1})
+    store, prometheus = FailingStore(), ChurningPrometheus(pods=1)
+    watch = WatchPoller(config, prometheus, store, Metrics())  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError):
+        await watch.poll_once(now=1_700_000_000.0)
+    store.fail = False
+    assert await watch.poll_once(now=1_700_000_060.0) == 1  # the open is committed now, not lost
+    assert [a.alert.status for a in store.accepted] == ["firing"]

@@ -76,6 +76,10 @@ async def _has(client: TestClient, **params: str) -> bool:
     return bool(await incidents(client, **params))
 
 
+async def _count(client: TestClient, expected: int) -> bool:
+    return len(await incidents(client)) == expected
+
+
 async def test_report_is_written_even_when_prometheus_is_down(client: TestClient) -> None:
     await post(client, fixture_body("am-0.25-firing.json"))
 
@@ -103,8 +107,12 @@ async def test_retries_and_repeats_create_nothing_new(client: TestClient) -> Non
     for _ in range(3):  # Alertmanager retry + repeat_interval resend
         again = await (await post(client, body)).json()
         assert again == {"accepted": 0, "duplicates": 3}
-    await asyncio.sleep(0.3)
-    assert len(await incidents(client)) == 1
+    marker = fixture_body("am-0.25-firing.json")  # another group, accepted after the repeats
+    await post(client, marker)
+    await wait_for(lambda: _count(client, 2))  # intake has come past the repeats
+    [repeated] = [i for i in await incidents(client) if i["group_key"] == body["groupKey"]]
+    detail = await (await client.get(f"/api/v1/incidents/{repeated['id']}", headers=auth_headers())).json()
+    assert len(detail["alerts"]) == 3
 
 
 async def test_group_resolves_only_when_every_alert_has(client: TestClient) -> None:
@@ -115,7 +123,13 @@ async def test_group_resolves_only_when_every_alert_has(client: TestClient) -> N
     partly["alerts"][0]["status"] = "resolved"
     partly["alerts"][0]["endsAt"] = "2019-09-27T16:40:00Z"
     await post(client, partly)
-    await asyncio.sleep(0.5)
+
+    async def partly_resolved() -> bool:  # the partial resolve has been taken in
+        [incident] = await incidents(client)
+        detail = await client.get(f"/api/v1/incidents/{incident['id']}", headers=auth_headers())
+        return sum(a["status"] == "resolved" for a in (await detail.json())["alerts"]) == 1
+
+    await wait_for(partly_resolved)
     assert (await incidents(client))[0]["status"] == "firing"
     for alert in body["alerts"]:
         alert["status"], alert["endsAt"] = "resolved", "2019-09-27T16:45:00Z"

@@ -122,6 +122,11 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
 
         backtest_rca(Path(args.dir), shift=args.shift)
         return 0
+    if args.task == "servers":
+        from agentic_observability.offline.servers import backtest_servers
+
+        backtest_servers(Path(args.dir), args.detector, _threshold())
+        return 0
     from agentic_observability.offline.detect import backtest_nab
 
     backtest_nab(Path(args.dir), args.detector, _threshold())
@@ -185,11 +190,14 @@ def build_parser() -> argparse.ArgumentParser:
     backtest = sub.add_parser("backtest", help="score an offline task on labelled data")
     backtest.add_argument(
         "task",
-        choices=["rca", "nab"],
-        help="rca: root-cause ranking (AC@1, AC@3, Avg@5); nab: anomaly detection (NAB scores)",
+        choices=["rca", "nab", "servers"],
+        help="rca: root-cause ranking (AC@1, AC@3, Avg@5); nab: anomaly detection (NAB scores); "
+        "servers: detection on multivariate server metrics (point-wise P/R/F1, event recall)",
     )
     backtest.add_argument(
-        "--detector", default="default", help=f"detector for 'nab': {detector_names} (default: default)"
+        "--detector",
+        default="default",
+        help=f"detector for 'nab' and 'servers': {detector_names} (default: default)",
     )
     backtest.add_argument("dir", help="directory of labelled cases")
     backtest.add_argument(

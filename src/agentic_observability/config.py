@@ -210,6 +210,9 @@ class GrafanaConfig(Section):
     dashboard_uid: str | None = None
     panel_id: int | None = None
     folder: str = "agentic-observability"
+    # Push the bundled dashboards at startup; off when Grafana provisions them from files (or the
+    # Helm chart's sidecar ConfigMap), which owns those uids.
+    provision_dashboards: bool = True
 
 
 class SlackConfig(Section):

@@ -49,27 +49,38 @@ class Alerting:
         self._breach_gap = min(BREACH_GAP, episode_gap)
         self._seen = 0
         self._since_alert = self._since_breach = episode_gap
+        self.last_raw = np.zeros(0)
+
+    def rearm(self) -> None:
+        """Forget when it last alerted (after warming up on history: the live series may page)."""
+        self._since_alert = self._since_breach = self._gap
 
     def band(self) -> tuple[float, float] | None:
         return self._band_source.band() if self._band_source else None
 
     def score(self, values: np.ndarray) -> np.ndarray:
-        return np.array([self._one(float(v)) for v in np.asarray(values, dtype=float)])
+        """Alert scores: at most one at the threshold per ``episode_gap`` samples (one page per
+        episode). ``last_raw`` keeps the same samples' scores before that gating: how anomalous each
+        sample is, which is what keeps an open episode open."""
+        pairs = [self._one(float(v)) for v in np.asarray(values, dtype=float)]
+        self.last_raw = np.array([raw for _, raw in pairs])
+        return np.array([gated for gated, _ in pairs])
 
-    def _one(self, value: float) -> float:
+    def _one(self, value: float) -> tuple[float, float]:
         self._seen += 1
         self._since_alert += 1
         self._since_breach += 1
         if not math.isfinite(value):
-            return 0.0  # a gap in the data is not evidence of anything; it is skipped
+            return 0.0, 0.0  # a gap in the data is not evidence of anything; it is skipped
         breach = self._breach_score(value)
         score = max((c.update(value) for c in self._components), default=0.0)
         if self._seen <= self._warmup:
-            return 0.0
+            return 0.0, 0.0
+        raw = max(breach, score)
         if breach >= self.threshold and self._since_breach >= self._breach_gap:
             self._since_breach = 0
-            return max(breach, score)
-        return self._gated(max(score, min(breach, self.threshold * 0.999)))
+            return raw, raw
+        return self._gated(max(score, min(breach, self.threshold * 0.999))), raw
 
     def _breach_score(self, value: float) -> float:
         if self._breach is None:

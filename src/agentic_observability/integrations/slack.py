@@ -9,6 +9,10 @@ may already have gone (a retry after a timeout, or an action queued before a cra
 its own message in the channel history (parents) or the thread (replies), since Slack has no
 idempotency key. A failed lookup (no ``channels:history`` scope, rate limit, error) posts anyway:
 at least once. The incoming-webhook fallback cannot read anything back, so it cannot look.
+
+Only a parent (or its update) becomes the incident's reference: a reply whose parent was given up is
+posted top-level and returns none. A short ``Retry-After`` is waited inside the delivery; a long one
+goes back to the outbox as the row's retry time (``ShortRateLimitRetry``).
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ from typing import Any
 import aiohttp
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
+from slack_sdk.http_retry.request import HttpRequest
+from slack_sdk.http_retry.response import HttpResponse
+from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from slack_sdk.webhook.async_client import AsyncWebhookClient
@@ -52,6 +59,10 @@ LOOKUP_MARGIN = 300.0
 _LOOKUP_LIMIT = 100
 _LOOKUP_PAGES = 3  # a bounded look: a busy channel may push an old post out of reach (then: at least once)
 _LIST_PAGES = 5
+# A Retry-After up to this is waited inside the delivery (cheaper than a durable retry, which counts
+# an attempt and makes the next try look for a post that cannot have gone); a longer one goes back to
+# the outbox with its retry time. Also never more than one request's timeout.
+INLINE_RETRY_AFTER = 5.0
 
 Lister = Callable[..., Awaitable[AsyncSlackResponse]]
 
@@ -102,7 +113,7 @@ class SlackSink:
                 base_url=api_url.rstrip("/") + "/",
                 timeout=int(timeout),
                 session=session,
-                retry_handlers=[AsyncRateLimitErrorRetryHandler(max_retry_count=1)],
+                retry_handlers=[ShortRateLimitRetry(max_wait=min(INLINE_RETRY_AFTER, timeout))],
             )
         webhook = (
             AsyncWebhookClient(webhook_url, timeout=int(timeout), session=session) if webhook_url else None
@@ -138,10 +149,17 @@ class SlackSink:
 
     async def _via_api(self, client: AsyncWebClient, item: OutboxItem) -> str | None:
         body = dict(item.payload)
-        if item.ref is None:  # the parent, or a follow-up whose parent never made it: top-level then
+        kind = item.action.split(":", 1)[0]
+        if item.ref is None and kind == "reply":
+            # The parent was given up (the outbox hands out a reply only once every older action of
+            # the incident here is settled, and retries the parent first): waiting would be forever.
+            # The reply goes top-level, saying whose it is, and is never the incident's reference: a
+            # later chat.update would overwrite it with the parent.
+            await self._post_parent(client, item, _orphaned(item, body))
+            return None
+        if item.ref is None:  # the parent, or its update when the parent never made it: posted anew
             return await self._post_parent(client, item, body)
         channel, _, ts = item.ref.partition("|")
-        kind = item.action.split(":", 1)[0]
         if kind == "update":  # idempotent; without a metadata argument Slack keeps the parent's
             await client.chat_update(channel=channel, ts=ts, **body)
         elif kind != "open":  # an "open" with a ref was already posted: never twice
@@ -270,6 +288,39 @@ class SlackSink:
         if response.status_code != 200:
             raise http_failure(self.name, response.status_code, response.body, dict(response.headers or {}))
         return None
+
+
+def _orphaned(item: OutboxItem, body: dict[str, Any]) -> dict[str, Any]:
+    """A thread reply posted without its thread: a context line first says which incident it is of."""
+    note = f"Incident {item.incident_id}: its parent message could not be posted."
+    context = {"type": "context", "elements": [{"type": "mrkdwn", "text": note}]}
+    return {**body, "blocks": [context, *(body.get("blocks") or [])]}
+
+
+class ShortRateLimitRetry(AsyncRateLimitErrorRetryHandler):
+    """slack-sdk's 429 handler, for a short ``Retry-After`` only. It sleeps inside the delivery, which
+    the dispatcher bounds with an outer timeout: a long wait would be cut off there and retried at
+    once, too early. A longer (or missing, or unreadable) ``Retry-After`` raises instead, and the
+    outbox schedules the row's retry for when Slack said (``DeliveryError.retry_after``)."""
+
+    def __init__(self, max_wait: float) -> None:
+        super().__init__(max_retry_count=1)
+        self.max_wait = max_wait
+
+    async def _can_retry_async(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
+        if response is None or response.status_code != 429:
+            return False
+        values = [v for k, v in response.headers.items() if k.lower() == "retry-after"]
+        first = values[0][0] if values and values[0] else ""
+        # The base class sleeps int(Retry-After) + up to 1 s: only a whole number is taken here.
+        return first.strip().isdigit() and int(first) + 1 <= self.max_wait
 
 
 def _same_metadata(found: Any, wanted: Mapping[str, Any]) -> bool:

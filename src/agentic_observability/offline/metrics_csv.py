@@ -29,6 +29,7 @@ class MetricsTable:
     timestamps: np.ndarray
     columns: tuple[Column, ...]
     values: np.ndarray  # rows x columns, NaN for gaps
+    timestamp_text: tuple[str, ...] = ()  # each row's timestamp cell as given, to write back unchanged
 
 
 def parse_selector(text: str) -> Column:
@@ -93,4 +94,4 @@ def read_metrics_csv(path: Path) -> MetricsTable:
     timestamps = data[:, 0]
     if np.isnan(timestamps).any() or (np.diff(timestamps) <= 0).any():
         raise BadInputError(f"{path}: timestamps must be present and strictly ascending", field="timestamp")
-    return MetricsTable(timestamps, columns, data[:, 1:])
+    return MetricsTable(timestamps, columns, data[:, 1:], tuple(row[0] for row in rows[1:]))

@@ -60,6 +60,9 @@ class Dispatcher:
         self._in_flight: dict[tuple[str, str], int] = {}
         self.under_pressure: Callable[[], bool] = lambda: False  # set to the workers' storm signal
         self._deliveries: set[asyncio.Task[None]] = set()
+        self._unrecorded: dict[int, str | None] = {}  # delivered, but the store failed to record it
+        self._held: dict[tuple[str, str], float] = {}  # lanes paused after a store failure, until
+        self._store_pause: dict[tuple[str, str], float] = {}
 
     def wake(self) -> None:
         self._wake.set()
@@ -108,9 +111,10 @@ class Dispatcher:
         """Start delivering every action due now whose lane is free; returns how many started."""
         busy = list(self._in_flight.values())
         items = await self._store.due_actions(time.time(), exclude=busy)
+        now = time.monotonic()
         for item in items:
             lane = (item.incident_id, item.sink)
-            if lane in self._in_flight:
+            if lane in self._in_flight or self._held.get(lane, 0.0) > now:
                 continue
             self._in_flight[lane] = item.id
             task = asyncio.create_task(self._deliver_in_lane(item, lane))
@@ -121,12 +125,25 @@ class Dispatcher:
     async def _deliver_in_lane(self, item: OutboxItem, lane: tuple[str, str]) -> None:
         try:
             await self._deliver(item)
+            self._store_pause.pop(lane, None)
+            self._held.pop(lane, None)
+        except Exception as exc:
+            # The store could not record the outcome (a full disk): hold the lane and try again
+            # later; a delivery that went out is remembered, so the retry only records it.
+            pause = self._store_pause[lane] = min(2 * self._store_pause.get(lane, 0.5), 60.0)
+            self._held[lane] = time.monotonic() + pause
+            self._metrics.errors.labels("outbox").inc()
+            log.error("could not record delivery to %s (%s); retrying in %.0f s", item.sink, exc, pause)
+            asyncio.get_running_loop().call_later(pause, self._wake.set)
         finally:
             self._in_flight.pop(lane, None)
             self._wake.set()  # the lane's next action may be due now
 
     async def _deliver(self, item: OutboxItem) -> None:
         sink = self._sinks.get(item.sink)
+        if item.id in self._unrecorded:  # it went out before the store failed: only record it now
+            await self._record(item, self._unrecorded[item.id])
+            return
         with correlation(item.incident_id):
             if sink is None:
                 await self._give_up(item, f"sink {item.sink!r} is no longer configured")
@@ -153,9 +170,14 @@ class Dispatcher:
                     log.exception("delivery to %s raised unexpectedly", item.sink)
                     await self._retry(item, f"{type(exc).__name__}: {exc}", None)
                     return
-            await self._store.action_delivered(item, ref)
-            self._metrics.deliveries.labels(item.sink, "delivered").inc()
-            self._metrics.delivery_latency.labels(item.sink).observe(max(time.time() - item.created_at, 0.0))
+            self._unrecorded[item.id] = ref
+            await self._record(item, ref)
+
+    async def _record(self, item: OutboxItem, ref: str | None) -> None:
+        await self._store.action_delivered(item, ref)
+        self._unrecorded.pop(item.id, None)
+        self._metrics.deliveries.labels(item.sink, "delivered").inc()
+        self._metrics.delivery_latency.labels(item.sink).observe(max(time.time() - item.created_at, 0.0))
 
     async def _retry(self, item: OutboxItem, error: str, retry_after: float | None) -> None:
         if item.attempts + 1 >= MAX_ATTEMPTS:

@@ -30,6 +30,10 @@ class ActSettings:
     actions: ActionsConfig = field(default_factory=ActionsConfig)
     public_url: str | None = None
     entity_label: str = "service"
+    # The store's install id (``Store.install_id``): incident ids restart at 1 in every store, so the
+    # PagerDuty dedup key and the Grafana tag say ``<install>-<id>``. Empty (planning without a
+    # store) keeps the bare id.
+    install_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -50,7 +54,7 @@ def _grafana(p: Planned) -> list[Action]:
         "dashboardUID": grafana.dashboard_uid,
         "panelId": grafana.panel_id,
         "time": int(_onset(p.report, p.incident.started_at) * 1000),
-        "tags": messages.grafana_tags(p.view, p.report),
+        "tags": messages.grafana_tags(p.view, p.report, p.settings.install_id),
         "text": messages.grafana_text(p.view, p.report, p.url),
     }
     if p.kind == "resolve":
@@ -61,29 +65,39 @@ def _grafana(p: Planned) -> list[Action]:
 def _slack(p: Planned) -> list[Action]:
     i, report = p.incident.id, p.report
     parent = messages.slack_parent(p.view, report, p.url)
+    summary = str(report.get("summary") or "")
     if p.kind == "analyze":
         heading = f"Investigation ({report.get('reasoner', 'rules')} reasoner)"
-        planned = [
-            Action(i, "slack", "open", parent),
-            Action(
-                i, "slack", "reply:investigation", messages.slack_reply(heading, report.get("summary", ""))
-            ),
-        ]
+        planned = [Action(i, "slack", "open", parent), *_slack_replies(i, "investigation", heading, summary)]
         similar = report.get("similar_incidents") or []
         if similar:
-            body = messages.slack_reply("Seen before", messages.recurrence_text(similar))
-            planned.append(Action(i, "slack", "reply:recurrence", body))
+            planned += _slack_replies(i, "recurrence", "Seen before", messages.recurrence_text(similar))
         return planned
-    resolved = messages.slack_reply(
-        f"Resolved at {iso_time(p.incident.resolved_at)}", report.get("summary", "")
-    )
-    return [Action(i, "slack", "update:resolve", parent), Action(i, "slack", "reply:resolve", resolved)]
+    heading = f"Resolved at {iso_time(p.incident.resolved_at)}"
+    return [Action(i, "slack", "update:resolve", parent), *_slack_replies(i, "resolve", heading, summary)]
+
+
+def _slack_replies(incident_id: str, what: str, heading: str, body: str) -> list[Action]:
+    """One outbox action per message of a long reply (``reply:<what>``, then ``reply:<what>:2`` …),
+    queued in order and so delivered in order: each message is recorded, retried and looked for after
+    a crash on its own, so a failure part-way never posts the parts that went a second time, and each
+    waits its turn at the channel's rate inside its own delivery timeout."""
+    parts = messages.slack_replies(heading, body)
+    return [
+        Action(incident_id, "slack", f"reply:{what}" + (f":{n}" if n > 1 else ""), part)
+        for n, part in enumerate(parts, 1)
+    ]
 
 
 def _pagerduty(p: Planned) -> list[Action]:
     action = "trigger" if p.kind == "analyze" else "resolve"
     return [
-        Action(p.incident.id, "pagerduty", action, messages.pagerduty_event(p.view, p.report, action, p.url))
+        Action(
+            p.incident.id,
+            "pagerduty",
+            action,
+            messages.pagerduty_event(p.view, p.report, action, p.url, install_id=p.settings.install_id),
+        )
     ]
 
 

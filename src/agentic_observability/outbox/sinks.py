@@ -49,8 +49,13 @@ def _secret(config: Config, name: str) -> str | None:
 
 
 def build_sinks(
-    config: Config, session: aiohttp.ClientSession, memory: ReconnectingMemory | None
+    config: Config,
+    session: aiohttp.ClientSession,
+    memory: ReconnectingMemory | None,
+    install: str = "default",
 ) -> dict[str, Sink]:
+    """``install``: the store's install id, which Slack message metadata carries (the other sinks get
+    it in the planned actions)."""
     actions = config.file.actions
     tunables = config.tunables
 
@@ -72,6 +77,7 @@ def build_sinks(
             actions.slack.channel,
             webhook_url,
             actions.timeout,
+            install=install,
         )
     routing_key = _secret(config, "pagerduty_routing_key")
     if routing_key:
@@ -93,10 +99,13 @@ def bundled_dashboards() -> list[dict[str, Any]]:
 
 
 async def provision_dashboards(sink: GrafanaSink, folder: str) -> None:
-    """At startup; a Grafana outage must not stop the service, so failure is logged, not raised."""
+    """At startup (unless ``actions.grafana.provision_dashboards`` is off); a Grafana outage must not
+    stop the service, so failure is logged, not raised. Dashboards Grafana already provisions from
+    files are left alone (the sink logs them once)."""
     try:
         saved = await sink.provision(folder, bundled_dashboards())
     except Exception as exc:
         log.error("could not provision Grafana dashboards: %s", exc)
         return
-    log.info("provisioned Grafana dashboards: %s", ", ".join(saved))
+    if saved:
+        log.info("provisioned Grafana dashboards: %s", ", ".join(saved))

@@ -39,6 +39,7 @@ from agentic_observability.service.keys import (
     HTTP_SESSION,
     MEMORY,
     METRICS,
+    POLLERS,
     PROMETHEUS,
     SINKS,
     STORE,
@@ -54,7 +55,7 @@ from agentic_observability.telemetry import Metrics, StageTimer, setup_tracing
 from agentic_observability.watch.poller import WatchPoller
 
 log = logging.getLogger(__name__)
-POLLERS = web.AppKey("pollers", list)
+INSTALL_ID = web.AppKey("install_id", str)  # the store's; in every key a receiver sees (Store.install_id)
 
 
 @web.middleware
@@ -95,6 +96,7 @@ def init_app(config: Config, environ: Mapping[str, str] | None = None) -> web.Ap
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     app[STORE] = await open_store(app[CONFIG].file.storage.path)
+    app[INSTALL_ID] = await app[STORE].install_id()
     yield
     await app[STORE].close()
 
@@ -167,7 +169,7 @@ async def _model_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _outbox_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    sinks = build_sinks(config, app[HTTP_SESSION], app[MEMORY])
+    sinks = build_sinks(config, app[HTTP_SESSION], app[MEMORY], app[INSTALL_ID])
     app[SINKS] = sinks
     actions = config.file.actions
     dispatcher = Dispatcher(app[STORE], sinks, app[METRICS], actions.timeout, actions.first_retry)
@@ -175,7 +177,7 @@ async def _outbox_ctx(app: web.Application) -> AsyncIterator[None]:
     await dispatcher.start()
     grafana = sinks.get("grafana")
     provisioning = None
-    if isinstance(grafana, GrafanaSink):
+    if isinstance(grafana, GrafanaSink) and config.file.actions.grafana.provision_dashboards:
         provisioning = asyncio.create_task(provision_dashboards(grafana, config.file.actions.grafana.folder))
     yield
     if provisioning is not None:
@@ -203,6 +205,7 @@ async def _workers_ctx(app: web.Application) -> AsyncIterator[None]:
             actions=config.file.actions,
             public_url=config.file.server.public_url,
             entity_label=config.file.investigation.entity_label,
+            install_id=app[INSTALL_ID],
         ),
     )
     workers = Workers(app[STORE], deps, metrics, config.file.server.workers)
@@ -229,6 +232,8 @@ async def _pollers_ctx(app: web.Application) -> AsyncIterator[None]:
     for poller in pollers:
         await poller.resume()
     tasks = [asyncio.create_task(p.run_forever(), name=f"watch-{p.watch.name}") for p in pollers]
+    for poller, task in zip(pollers, tasks, strict=True):
+        poller.task = task  # readiness and liveness check that every watch still polls
     app[POLLERS] = pollers
     yield
     for task in tasks:

@@ -34,3 +34,4 @@ MEMORY: web.AppKey[ReconnectingMemory | None] = web.AppKey("memory", object)  # 
 CHAT: web.AppKey[ChatClient | None] = web.AppKey("chat", object)  # type: ignore[arg-type]
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 SINKS: web.AppKey[dict[str, Any]] = web.AppKey("sinks", dict)
+POLLERS: web.AppKey[list[Any]] = web.AppKey("pollers", list)  # the WatchPollers

@@ -56,7 +56,6 @@ class Workers:
         self._last_intake = -1.0
         self._storm_limiter = AsyncLimiter(storm_jobs_per_second, 1.0)
         self.on_actions: Callable[[], None] | None = None  # wakes the outbox dispatcher
-        self._store_delays: dict[int, float] = {}  # job id -> seconds before its next store retry
 
     def wake(self) -> None:
         """Called on every committed delivery: new work, and a sign of intake pressure."""
@@ -135,20 +134,26 @@ class Workers:
                 await self._storm_limiter.acquire()
             self._busy += 1
             try:
+                await self._run_until_recorded(job)
+            finally:
+                self._busy -= 1
+
+    async def _run_until_recorded(self, job: Job) -> None:
+        """Run a job; while the store cannot read or record it (a full disk, a locked file), wait and
+        run it again here. Retrying in place keeps this shard's order: an incident's resolve never
+        overtakes its analyze. The job stays pending in the store all along."""
+        delay = 0.5
+        while True:
+            try:
                 await self._run_job(job)
-                self._store_delays.pop(job.id, None)
+                return
             except asyncio.CancelledError:
                 raise
             except Exception:
-                # The store could not read or record the job (a full disk, a locked file). It is
-                # still pending there, so it is retried after a pause instead of being lost, and the
-                # loop goes on with the next job.
                 self._metrics.errors.labels("worker").inc()
-                delay = self._store_delays[job.id] = min(2 * self._store_delays.get(job.id, 0.5), 60.0)
+                delay = min(2 * delay, 60.0)
                 log.exception("job %d could not be recorded, retrying in %.0f s", job.id, delay)
-                asyncio.get_running_loop().call_later(delay, self._enqueue, job)
-            finally:
-                self._busy -= 1
+                await asyncio.sleep(delay)
 
     async def _run_job(self, job: Job) -> None:
         with correlation(job.incident_id):

@@ -37,6 +37,12 @@ class Store(Protocol):
 
     async def ping(self) -> None: ...
 
+    async def install_id(self) -> str:
+        """This installation's id: made once per store (12 hex digits of a uuid4), then always the
+        same. Incident ids restart at 1 in every store, so whatever a receiver outside it keys by
+        (PagerDuty dedup key, Grafana tag, Slack metadata) carries this id too."""
+        ...
+
     # inbox, incidents and jobs
     async def accept(self, alerts: Sequence[AcceptedAlert]) -> AcceptResult: ...
 

@@ -1,5 +1,6 @@
-"""PromQL watches: the poller that queries and scores each series (``poller.py``) and the episode
-tracker that turns scores into incident episodes (``episodes.py``)."""
+"""PromQL watches: the poller that queries and scores each series (``poller.py``); the episode rules
+it applies live in ``detectors/episodes.py``, shared with ``agentic-obs detect`` so that detect is a
+faithful replay of a watch."""
 
 from agentic_observability.watch.poller import WatchPoller
 

@@ -12,6 +12,7 @@ alerts share one path (dedup, incidents, jobs, restart safety).
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import random
 import time
@@ -22,12 +23,12 @@ import numpy as np
 
 from agentic_observability.config import WatchConfig
 from agentic_observability.detectors import DEFAULT_THRESHOLD, Detector, create
+from agentic_observability.detectors.episodes import EpisodeTracker, breaches
 from agentic_observability.errors import AgenticObsError, ConfigError
 from agentic_observability.integrations.prometheus import PrometheusClient
 from agentic_observability.models import AcceptedAlert, Alert, Sample, Series, label_fingerprint
 from agentic_observability.store import Store
 from agentic_observability.telemetry import Metrics
-from agentic_observability.watch.episodes import EpisodeTracker, breaches
 
 log = logging.getLogger(__name__)
 JITTER = 0.1
@@ -74,19 +75,40 @@ class WatchPoller:
         self._absent: dict[str, int] = {}  # polls in a row a tracked series has been missing
         self._warned_full = False
         self._notify = on_commit
+        self.task: asyncio.Task[None] | None = None  # set by the service that runs it
+
+    @property
+    def alive(self) -> bool:
+        return self.task is None or not self.task.done()
 
     async def resume(self) -> None:
-        """Reopen tracking for episodes that were still open when the service stopped."""
-        for group_key in await self._store.open_incidents_by_group("watch"):
-            prefix = f"watch:{self.watch.name}:"
+        """Reopen tracking for episodes that were still open when the service stopped, with their
+        series' labels, so that closing one resolves the very alert that opened it."""
+        prefix = f"watch:{self.watch.name}:"
+        for group_key, incident_id in (await self._store.open_incidents_by_group("watch")).items():
             if group_key.startswith(prefix):
                 self.tracker.mark_active(group_key, time.time())
+                incident = await self._store.get_incident(incident_id)
+                if incident is not None:
+                    labels = {k: v for k, v in incident.labels.items() if k not in ("alertname", "watch")}
+                    self._labels[group_key] = labels
 
     async def run_forever(self) -> None:
         await asyncio.sleep(random.uniform(0, self.watch.interval * JITTER))
+        failures = 0
         while True:
-            await self.poll_once()
-            await asyncio.sleep(self.watch.interval * random.uniform(1 - JITTER, 1 + JITTER))
+            try:
+                await self.poll_once()
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A failing store or a bug must not end the watch: log, back off, poll again.
+                failures += 1
+                self._metrics.errors.labels("watch").inc()
+                log.exception("watch %s: poll failed (%d in a row)", self.watch.name, failures)
+            pause = self.watch.interval * (min(2**failures, 16) if failures else 1)
+            await asyncio.sleep(pause * random.uniform(1 - JITTER, 1 + JITTER))
 
     async def poll_once(self, now: float | None = None) -> int:
         """One evaluation; returns how many alerts (opens + closes) it committed."""
@@ -98,13 +120,15 @@ class WatchPoller:
             log.warning("watch %s: query failed: %s", self.watch.name, exc)
             return 0
         self._metrics.watch_evaluations.labels(self.watch.name, "ok").inc()
+        current = [(watch_group_key(self.watch, sample.labels), sample) for sample in samples]
         if self.uses_detector and not self._warmed:
-            await self._warm_up(moment)
-        keyed = self._tracked([(watch_group_key(self.watch, sample.labels), sample) for sample in samples])
+            await self._warm_up(moment, {key for key, _ in current})
+        keyed = self._tracked(current)
         if self.uses_detector:  # CPU work (a day of history per series at first): off the event loop
             hits = await asyncio.to_thread(self._score, keyed)
         else:
-            hits = [breaches(sample.value, self.watch.above, self.watch.below) for sample in samples]
+            hits = [breaches(sample.value, self.watch.above, self.watch.below) for _, sample in keyed]
+        before = copy.deepcopy(self.tracker.states)
         changes: list[AcceptedAlert] = []
         seen: set[str] = set()
         for (key, sample), hit in zip(keyed, hits, strict=True):
@@ -112,11 +136,16 @@ class WatchPoller:
             changes.extend(self._transition(key, hit, moment, sample.value))
         for key in [k for k in self.tracker.states if k not in seen]:
             changes.extend(self._transition(key, False, moment, None))  # series vanished: counts as clean
-        self._forget_absent(seen)
         if changes:
-            await self._store.accept(changes)
+            try:
+                await self._store.accept(changes)
+            except Exception:
+                # Not committed: undo the transitions, so the next poll opens or closes them again.
+                self.tracker.states = before
+                raise
             if self._notify is not None:
                 self._notify()
+        self._forget_absent(seen)
         return len(changes)
 
     def _tracked(self, keyed: list[tuple[str, Sample]]) -> list[tuple[str, Sample]]:
@@ -135,7 +164,7 @@ class WatchPoller:
 
     def _drop(self, key: str) -> None:
         self._metrics.watch_series_dropped.labels(self.watch.name).inc()
-        if not self._warned_full:
+        if not self._warned_full:  # once, until the watch falls well below its cap
             self._warned_full = True
             log.warning(
                 "watch %s: tracking %d series (watches[].max_series); new series are counted in "
@@ -160,26 +189,31 @@ class WatchPoller:
         self._absent.pop(key, None)
         self._detectors.pop(key, None)
         self._metrics.anomaly.forget(self.watch.name, labels)
-        if len(self._labels) < self.watch.max_series:
+        if len(self._labels) < 0.9 * self.watch.max_series:
             self._warned_full = False
 
     def _score(self, keyed: list[tuple[str, Sample]]) -> list[bool]:
-        """Score each sample with its series' detector (runs in a worker thread)."""
+        """Score each sample with its series' detector (runs in a worker thread). A closed series
+        breaches on a detector's alert (at most one per episode gap: no re-paging a flapping
+        series); a started one (pending its ``for``, or open) goes on while its ungated score is at the
+        threshold. The same rule
+        as ``detectors.episodes.episode_rows``, which ``detect`` replays."""
         hits = []
         for key, sample in keyed:
             detector = self._detectors.get(key)
             if detector is None:  # a series that appeared after the warm-up starts cold
                 detector = self._detectors[key] = self._new_detector()
-            score = float(detector.score(np.array([sample.value]))[0])
-            self._metrics.anomaly.set(self.watch.name, sample.labels, score, detector.band())
-            hits.append(score >= self.threshold)
+            alert = float(detector.score(np.array([sample.value]))[0])
+            raw = float(getattr(detector, "last_raw", [alert])[0])
+            self._metrics.anomaly.set(self.watch.name, sample.labels, raw, detector.band())
+            started = key in self.tracker.states  # pending its `for`, or open
+            hits.append((raw if started else alert) >= self.threshold)
         return hits
 
     def _new_detector(self) -> Detector:
-        # no episode gap: the episode tracker turns persistent high scores into one incident
-        return create(self.watch.detector, self.threshold, episode_gap=0, interval=self.watch.interval)
+        return create(self.watch.detector, self.threshold, interval=self.watch.interval)
 
-    async def _warm_up(self, moment: float) -> None:
+    async def _warm_up(self, moment: float, live: set[str]) -> None:
         """Feed ``lookback`` of history to a detector per series, so scoring starts informed."""
         self._warmed = True
         start, end = moment - self.watch.lookback, moment - self.watch.interval
@@ -189,7 +223,8 @@ class WatchPoller:
             log.warning("watch %s: no history to warm up from (%s); starting cold", self.watch.name, exc)
             return
         started = time.perf_counter()
-        await asyncio.to_thread(self._feed_history, history)
+        # only series alive now: a day of history holds many pods that are long gone
+        await asyncio.to_thread(self._feed_history, [s for s in history if self._key(s) in live])
         log.info(
             "watch %s: warmed %d series on %.0f s of history in %.1f s",
             self.watch.name,
@@ -198,11 +233,17 @@ class WatchPoller:
             time.perf_counter() - started,
         )
 
+    def _key(self, series: Series) -> str:
+        return watch_group_key(self.watch, series.labels)
+
     def _feed_history(self, history: list[Series]) -> None:
         for series in history[: self.watch.max_series]:
             detector = self._new_detector()
             detector.score(np.asarray(series.values, dtype=float))
-            key = watch_group_key(self.watch, series.labels)
+            rearm = getattr(detector, "rearm", None)
+            if rearm is not None:
+                rearm()  # an alert inside the history must not keep the live series from paging
+            key = self._key(series)
             self._detectors[key] = detector
             self._labels[key] = dict(series.labels)
 

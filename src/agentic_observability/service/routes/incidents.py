@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import replace
 
 from aiohttp import web
@@ -72,7 +73,8 @@ async def feedback(request: web.Request) -> web.Response:
     actions = []
     if request.app[MEMORY] is not None:
         entity_label = request.app[CONFIG].file.investigation.entity_label
-        key = f"remember:feedback:{int(merged['at'] * 1000)}"
+        # one memory action per feedback: a key from the clock alone let two in one millisecond collide
+        key = f"remember:feedback:{int(merged['at'] * 1000)}:{uuid.uuid4().hex[:12]}"
         actions.append(remember_action(updated, incident.report or {}, entity_label, key))
     await store.save_feedback(incident.id, merged, actions)
     request.app[DISPATCHER].wake()

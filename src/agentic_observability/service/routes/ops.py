@@ -16,6 +16,7 @@ from agentic_observability.service.keys import (
     CONFIG,
     MEMORY,
     METRICS,
+    POLLERS,
     PROMETHEUS,
     SINKS,
     STORE,
@@ -27,8 +28,18 @@ routes = web.RouteTableDef()
 
 @routes.get("/api/v1/health")
 async def health(request: web.Request) -> web.Response:
-    """Liveness: the event loop answers. Never depends on a downstream system."""
+    """Liveness: the event loop answers and every background loop still runs (a dead loop only a
+    restart revives). Never depends on a downstream system."""
+    stopped = _stopped_loops(request.app)
+    if stopped:
+        return web.json_response({"status": "down", "detail": f"stopped: {', '.join(stopped)}"}, status=503)
     return web.json_response({"status": "ok"})
+
+
+def _stopped_loops(app: web.Application) -> list[str]:
+    stopped = [] if WORKERS not in app or app[WORKERS].alive else ["a pipeline worker"]
+    pollers = app.get(POLLERS, [])
+    return stopped + [f"watch {p.watch.name}" for p in pollers if not p.alive]
 
 
 @routes.get("/api/v1/health/ready")
@@ -54,8 +65,9 @@ async def ready(request: web.Request) -> web.Response:
 
 
 async def _workers_check(app: web.Application) -> dict[str, Any]:
-    if not app[WORKERS].alive:
-        return {"status": "down", "detail": "a worker loop has stopped; restart the service"}
+    stopped = _stopped_loops(app)
+    if stopped:
+        return {"status": "down", "detail": f"stopped: {', '.join(stopped)}; restart the service"}
     try:
         oldest = await app[STORE].oldest_pending_job_at()
     except Exception as exc:  # whatever the backend raises, readiness answers

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from agentic_observability.errors import StoreError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 DB_FILENAME = "agentic-obs.sqlite3"
 
 # WAL + synchronous=NORMAL: a commit survives a process crash (SIGKILL, OOM); only an OS crash or
@@ -101,6 +101,15 @@ MIGRATIONS: dict[int, str] = {
     CREATE INDEX inbox_processed ON inbox(processed_at) WHERE processed_at IS NOT NULL;
     CREATE INDEX jobs_by_incident ON jobs(incident_id);
     CREATE INDEX outbox_by_incident_all ON outbox(incident_id);
+    """,
+    # 4: facts about the store itself. ``install_id`` (written once, on first use): incident ids
+    # restart at 1 in every store, so what receivers see (PagerDuty dedup keys, Grafana tags, Slack
+    # metadata) carries it, and two installations, or one on a wiped volume, never share a key.
+    4: """
+    CREATE TABLE meta (
+        key          TEXT PRIMARY KEY,
+        value        TEXT NOT NULL
+    );
     """,
 }
 

@@ -17,6 +17,7 @@ import json
 import re
 import sqlite3
 import time
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,6 +32,7 @@ from agentic_observability.store.sqlite import writes
 from agentic_observability.store.sqlite.schema import DB_FILENAME, PRAGMAS, connect, migrate
 
 T = TypeVar("T")
+INSTALL_ID_LENGTH = 12  # 48 random bits: no two installations meet by chance
 
 
 class _Writer:
@@ -90,6 +92,10 @@ class SqliteStore:
             await self._reader.execute_fetchall("SELECT 1")
         except sqlite3.Error as exc:
             raise StoreUnavailableError(f"store not readable: {exc}") from exc
+
+    async def install_id(self) -> str:
+        """Made on first use and committed before it is returned; the same for the life of the file."""
+        return await self._writer.run(writes.install_id, uuid.uuid4().hex[:INSTALL_ID_LENGTH])
 
     # -- inbox ---------------------------------------------------------------------------------
 

@@ -46,6 +46,14 @@ def insert_inbox(conn: sqlite3.Connection, rows: Sequence[tuple[str, str, str, f
     return inserted
 
 
+def install_id(conn: sqlite3.Connection, candidate: str) -> str:
+    """The store's install id: ``candidate`` when none was stored yet (then kept), else the stored one."""
+    with transaction(conn):
+        conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('install_id', ?)", (candidate,))
+        (value,) = conn.execute("SELECT value FROM meta WHERE key = 'install_id'").fetchone()
+    return str(value)
+
+
 def ingest(conn: sqlite3.Connection, limit: int, now: float) -> tuple[list[PlannedJob], int]:
     """Apply up to ``limit`` unprocessed inbox rows to incidents (rules in ../intake.py);
     returns the jobs created and how many rows were consumed."""

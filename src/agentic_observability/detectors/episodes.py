@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
+
 Transition = Literal["open", "close"] | None
 
 
@@ -57,3 +59,23 @@ class EpisodeTracker:
             self.states.pop(key, None)
             return "close"
         return None
+
+
+def episode_rows(
+    opens: np.ndarray, continues: np.ndarray | None = None, resolve_after: int = 3
+) -> np.ndarray:
+    """1 on every row an incident would be open under a watch's rules, 0 elsewhere: what ``detect``
+    writes as its ``anomaly`` column. An episode opens on an ``opens`` row (a detector's alert) and
+    stays open while ``continues`` (its ungated score at the threshold) holds, closing after
+    ``resolve_after`` rows without it."""
+    held = opens if continues is None else continues
+    tracker = EpisodeTracker(0.0, resolve_after)
+    flags = np.zeros(len(opens), dtype=np.int8)
+    for row, (alert, anomalous) in enumerate(
+        zip(np.asarray(opens, bool), np.asarray(held, bool), strict=True)
+    ):
+        hit = bool(anomalous) if "" in tracker.states else bool(alert)  # started: its raw score holds it
+        change = tracker.observe("", hit, float(row))
+        active = "" in tracker.states and tracker.states[""].active
+        flags[row] = 1 if change == "open" or (active and change != "close") else 0
+    return flags
