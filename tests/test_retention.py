@@ -166,6 +166,14 @@ async def test_a_replayed_incident_is_kept_until_untouched_for_the_retention(sto
     assert (await store.prune(time.time() + FUTURE, batch=100))["incidents"] == 1
 
 
+async def test_an_alert_that_ends_in_the_future_is_pruned_on_this_services_clock(store: SqliteStore) -> None:
+    """A sender with a skewed clock (or the soak's synthetic times) can resolve with an endsAt years
+    ahead: retention counts from when the incident last changed here, so it still goes."""
+    await resolved_incidents(store, ["skewed", "other"], starts_at=time.time() + 5 * 365 * 86400)
+    pruned = await store.prune(time.time() + 1, batch=100)
+    assert pruned["incidents"] == 1  # the newest one stays (ids are never reused)
+
+
 async def test_each_call_deletes_at_most_a_batch(store: SqliteStore) -> None:
     await resolved_incidents(store, [f"g{n}" for n in range(6)])
     first = await store.prune(time.time() + FUTURE, batch=2)

@@ -207,9 +207,11 @@ def action_failed(conn: sqlite3.Connection, item_id: int, error: str, next_attem
 # ended long ago but which was only just analysed), with no work left: no pending job, no pending
 # action. The newest incident always stays: ingest numbers incidents MAX(id) + 1, and an incident id
 # must never be reused (Slack threads, PagerDuty dedup keys and memory points are keyed by it).
+# Retention runs on this service's clock (updated_at: when the incident last changed here), not on
+# the alerts' own endsAt, which a skewed or replaying sender can put anywhere, even years ahead.
 _PRUNABLE_INCIDENTS = """
 SELECT id FROM incidents i
-WHERE status = 'resolved' AND updated_at < :cutoff AND resolved_at < :cutoff
+WHERE status = 'resolved' AND updated_at < :cutoff
   AND id < (SELECT MAX(id) FROM incidents)
   AND NOT EXISTS (SELECT 1 FROM jobs WHERE incident_id = i.id AND done_at IS NULL)
   AND NOT EXISTS (SELECT 1 FROM outbox WHERE incident_id = i.id AND state = 'pending')
