@@ -2,6 +2,10 @@
 points and restarted; then every alert that got a 202 must be in an incident, and every incident's
 actions must have gone out exactly once.
 
+Checks (exit 1, with a ``FAILED:`` line, when one is missed): no alert 202'd and lost; no incident
+without its PagerDuty trigger and Grafana annotation, none of them twice; all work drained within
+300 s of the load stopping; no request the fakes reject as the real APIs would.
+
 The service runs as ``agentic-obs serve`` with PagerDuty and Grafana pointed at local fakes that
 count what they receive (Slack is left out: its one-message-per-second-per-channel limit would make
 the run last as many seconds as there are incidents). Each body holds 10 alerts of one group; groups
@@ -162,14 +166,16 @@ async def run(args: argparse.Namespace) -> int:
     result = await asyncio.to_thread(queue.get, True, args.seconds + 120)
     loader.join()
     drain_started = time.perf_counter()
-    while await pending_work(base) and time.perf_counter() - drain_started < 300:  # noqa: ASYNC110
+    still_pending = await pending_work(base)
+    while still_pending and time.perf_counter() - drain_started < 300:
         await asyncio.sleep(0.5)
+        still_pending = await pending_work(base)
     drained = time.perf_counter() - drain_started
     service.send_signal(signal.SIGTERM)
     service.wait(timeout=60)
     await pd_runner.cleanup()
     await grafana_runner.cleanup()
-    return report(args, result, workdir, pagerduty, grafana, downtime, drained)
+    return report(args, result, workdir, pagerduty, grafana, downtime, drained, still_pending)
 
 
 def report(
@@ -180,6 +186,7 @@ def report(
     grafana: FakeGrafana,
     downtime: float,
     drained: float,
+    still_pending: int,
 ) -> int:
     with sqlite3.connect(workdir / "state" / "agentic-obs.sqlite3") as db:
         stored = {str(r[0]) for r in db.execute("SELECT fingerprint FROM incident_alerts")}
@@ -211,11 +218,27 @@ def report(
         f"{sum(annotations.values())}; missing actions: {missing}"
     )
     print(f"duplicate actions: {duplicates}")
-    print(
-        f"all work drained {drained:.1f}s after the load stopped; fake receivers' shape errors: "
-        f"{len(pagerduty.errors) + len(grafana.errors)}"
+    shape_errors = pagerduty.errors + grafana.errors
+    drain = (
+        f"NOT all work drained: {still_pending} left {drained:.0f} s after the load stopped"
+        if still_pending
+        else f"all work drained {drained:.1f}s after the load stopped"
     )
-    return 1 if lost or duplicates or missing else 0
+    print(f"{drain}; fake receivers' shape errors: {len(shape_errors)}")
+    failed = []
+    if lost:
+        failed.append(f"{len(lost)} alerts 202'd but in no incident")
+    if missing:
+        failed.append(f"{missing} actions missing (an incident without its PagerDuty trigger or annotation)")
+    if duplicates:
+        failed.append(f"{duplicates} duplicate actions (a PagerDuty trigger or annotation sent twice)")
+    if still_pending:
+        failed.append(f"work still queued {drained:.0f} s after the load stopped: {still_pending}")
+    if shape_errors:
+        failed.append(f"{len(shape_errors)} requests the fakes rejected (first: {shape_errors[0]})")
+    for check in failed:
+        print(f"FAILED: {check}")
+    return 1 if failed else 0
 
 
 def main() -> int:

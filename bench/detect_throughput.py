@@ -8,6 +8,11 @@
 - Memory: what one warmed ``default`` detector holds
   (a watch keeps one per series), and the process's max RSS.
 
+The check (exit 1, with a ``FAILED:`` line, when missed): the README says the Helm chart's 1 GiB
+memory limit fits a few thousand watched series, so 2,000 warmed ``default`` detectors must fit in
+half of it: at most ``--max-state-kib`` (256) KiB a series. The speeds are printed, not checked: they
+depend on the machine.
+
     python bench/detect_throughput.py [--series 10000] [--points 1440] [--repeat 3]
 """
 
@@ -71,6 +76,12 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--ensemble-series", type=int, default=20)
     parser.add_argument("--forecast-series", type=int, default=3)
+    parser.add_argument(
+        "--max-state-kib",
+        type=float,
+        default=256.0,
+        help="the check: KiB of state a warmed default detector may hold per series",
+    )
     args = parser.parse_args()
     values = synthetic(args.series, args.points)
     print(f"{args.series:,} series x {args.points:,} points ({values.nbytes / 2**20:.0f} MiB float64)")
@@ -80,8 +91,9 @@ def main() -> int:
 
     ensemble = per_sample_rate("default", values[: args.ensemble_series])
     print(f"default ensemble, per sample {ensemble:8.2f} series/s ({ensemble * args.points:,.0f} samples/s)")
+    state_kib = state_per_series(values[: args.ensemble_series]) / 1024
     print(
-        f"default ensemble state       {state_per_series(values[: args.ensemble_series]) / 1024:8.0f} KiB "
+        f"default ensemble state       {state_kib:8.0f} KiB "
         "per series (after these points; a watch holds one per series)"
     )
 
@@ -93,6 +105,12 @@ def main() -> int:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"max RSS {rss:.0f} MiB")
     print("reproduce: python bench/detect_throughput.py " + " ".join(sys.argv[1:]))
+    if state_kib > args.max_state_kib:
+        print(
+            f"FAILED: a warmed default detector holds {state_kib:.0f} KiB per series "
+            f"(at most {args.max_state_kib:g} KiB: 2,000 series in half of the chart's 1 GiB)"
+        )
+        return 1
     return 0
 
 

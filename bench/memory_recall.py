@@ -10,6 +10,9 @@ would record it); the held-out one is the query, described only by what the prod
 time (its top hypothesis and evidence signature). A hit is a recalled incident with the same root-cause
 service *and* the same fault (cpu or mem). Printed next to a control that recalls from alert facts only.
 
+Checks (exit 1, with a ``FAILED:`` line, when one is missed): each backend holds every incident it
+was given, and the evidence-signature query beats the control on both recall@1 and recall@3.
+
     python bench/memory_recall.py [--sizes 10000 100000] [--queries 300] [--cases ../shared/datasets/sockshop]
 """
 
@@ -23,6 +26,7 @@ import random
 import statistics
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from agentic_observability.memory import EdgeBackend, HashingEmbedder, IncidentMemory, QdrantServerBackend
@@ -77,7 +81,8 @@ async def timed_recalls(memory: IncidentMemory, queries: list[PastIncident]) -> 
 
 async def latency_row(
     name: str, memory: IncidentMemory, incidents: list[PastIncident], queries: list[PastIncident]
-) -> str:
+) -> tuple[str, int]:
+    """The table row, and how many incidents the backend holds after loading."""
     started = time.perf_counter()
     for start in range(0, len(incidents), BATCH):
         await memory.remember_many(incidents[start : start + BATCH])
@@ -90,13 +95,16 @@ async def latency_row(
     gc.collect()
     latencies = await timed_recalls(memory, queries)
     count = await memory.count()
-    return (
+    row = (
         f"| {name} | {count} | {statistics.median(latencies):.2f} | {percentile(latencies, 0.99):.2f} | "
         f"{load:.1f} |"
     )
+    return row, count
 
 
-async def latency(sizes: list[int], queries: int, local_queries: int) -> None:
+async def latency(sizes: list[int], queries: int, local_queries: int) -> list[str]:
+    """Prints the latency table; returns the failed checks (a backend holding fewer than it was given)."""
+    failed = []
     print("| backend | stored | recall p50 ms | recall p99 ms | load s |")
     print("|---|---|---|---|---|")
     for size in sizes:
@@ -111,8 +119,12 @@ async def latency(sizes: list[int], queries: int, local_queries: int) -> None:
             ):
                 memory = await IncidentMemory.open(backend, HashingEmbedder())
                 asked = probes if isinstance(backend, EdgeBackend) else probes[:local_queries]
-                print(await latency_row(name, memory, synthetic(size, seed=size), asked), flush=True)
+                row, count = await latency_row(name, memory, synthetic(size, seed=size), asked)
+                print(row, flush=True)
                 await memory.close()
+                if count != size:
+                    failed.append(f"{name} holds {count} incidents after loading {size}")
+    return failed
 
 
 def case_incident(case: Path, number: int, with_evidence: bool) -> tuple[PastIncident, PastIncident, str]:
@@ -125,20 +137,26 @@ def case_incident(case: Path, number: int, with_evidence: bool) -> tuple[PastInc
         {"signal": e.signal, "labels": dict(e.labels), "deviation": e.deviation} for e in top.evidence
     ]
     signals = evidence_signature(top.entity, evidence, "service") if with_evidence else ()
-    base = {
-        "incident_id": str(number),
-        "title": "SockShopSLO on front-end",
-        "alertname": "SockShopSLO",
-        "service": "front-end",
-        "labels": {"service": "front-end", "severity": "page"},
-        "started_at": float(meta["fault_time"]),
-    }
-    query = PastIncident(**base, cause=top.entity if with_evidence else "", signals=signals)
-    stored = PastIncident(**base, cause=meta["root_cause"]["service"], signals=signals, confirmed=True)
+    base = PastIncident(
+        incident_id=str(number),
+        title="SockShopSLO on front-end",
+        alertname="SockShopSLO",
+        service="front-end",
+        labels={"service": "front-end", "severity": "page"},
+        started_at=float(meta["fault_time"]),
+        signals=signals,
+    )
+    query = replace(base, cause=top.entity if with_evidence else "")
+    stored = replace(base, cause=meta["root_cause"]["service"], confirmed=True)
     return stored, query, truth
 
 
-async def quality(cases: list[Path]) -> None:
+async def quality(cases: list[Path]) -> list[str]:
+    """Prints the quality table; returns the failed checks (the evidence signature not beating the
+    control)."""
+    if not cases:
+        return ["no sock-shop cases (directories with a case.json) found"]
+    scores: dict[bool, tuple[float, float]] = {}
     print(f"\nleave-one-out over {len(cases)} sock-shop cases")
     print("| query describes | recall@1 | recall@3 |")
     print("|---|---|---|")
@@ -158,9 +176,17 @@ async def quality(cases: list[Path]) -> None:
             hits1 += bool(labels[:1] == [truth])
             hits3 += truth in labels
         print(f"| {label} | {hits1 / len(rows):.3f} | {hits3 / len(rows):.3f} |", flush=True)
+        scores[with_evidence] = (hits1 / len(rows), hits3 / len(rows))
+    (ours1, ours3), (control1, control3) = scores[True], scores[False]
+    if ours1 <= control1 or ours3 <= control3:
+        return [
+            f"the evidence signature does not beat the alert-facts control (recall@1 {ours1:.3f} vs "
+            f"{control1:.3f}, recall@3 {ours3:.3f} vs {control3:.3f})"
+        ]
+    return []
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -175,9 +201,13 @@ def main() -> None:
     flags = f"--sizes {sizes} --queries {args.queries} --local-queries {args.local_queries}"
     print(f"python bench/memory_recall.py {flags}")
     print("(qdrant-client local mode answers only the first --local-queries queries: it is slow)\n")
-    asyncio.run(latency(args.sizes, args.queries, args.local_queries))
-    asyncio.run(quality(sorted(p for p in args.cases.iterdir() if (p / "case.json").exists())))
+    failed = asyncio.run(latency(args.sizes, args.queries, args.local_queries))
+    cases = sorted(p for p in args.cases.iterdir() if (p / "case.json").exists())
+    failed += asyncio.run(quality(cases))
+    for check in failed:
+        print(f"FAILED: {check}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -4,6 +4,9 @@ The large incident is 500 entities x 20 signals x 1 hour at a 15 s step (240 poi
 series). It is timed next to a plain numpy baseline on the same array in the same run (BARO's core:
 median and IQR of the baseline, max robust deviation after), so machine noise cancels out.
 
+Checks (exit 1, with a ``FAILED:`` line, when one is missed): the cases directory holds cases, and
+the large incident's planted cause (``svc-7``) is ranked first.
+
     python bench/rca_speed.py [--cases ../shared/datasets/sockshop] [--repeat 3]
 """
 
@@ -64,6 +67,9 @@ def main() -> int:
     args = parser.parse_args()
 
     cases = sorted(p for p in Path(args.cases).iterdir() if (p / "case.json").is_file())
+    if not cases:
+        print(f"FAILED: no cases (directories with a case.json) in {args.cases}")
+        return 1
     started = time.perf_counter()
     for case in cases:
         rank_case(case)
@@ -84,7 +90,10 @@ def main() -> int:
         f"(median of {args.repeat})"
     )
     print(f"reproduce: python bench/rca_speed.py --repeat {args.repeat}")
-    return 0 if top == "svc-7" else 1
+    if top != "svc-7":
+        print(f"FAILED: the planted cause svc-7 is not ranked first (top: {top})")
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ adds the score gauges on /metrics, the series the watch tracks, the database's s
 counts. The run fails (exit 1) unless the last third of the run stays within bounds of the middle
 third: RSS, gauges, database size and rows must level off, not grow.
 
+Either way the run fails (exit 1, with a ``FAILED:`` line) if any webhook post is answered other than 202.
+
     python bench/soak.py [--minutes 10] [--rate 50]
     python bench/soak.py --churn --minutes 30
 """
@@ -283,6 +285,8 @@ def main() -> int:
     grew = levels_off(rows) if churn else []
     if churn:
         print("levelled off: " + ("yes" if not grew else "NO, still growing: " + "; ".join(grew)))
+    if non_202:
+        print(f"FAILED: {non_202} webhook posts not answered 202")
     return 1 if grew or non_202 else 0
 
 

@@ -2,10 +2,13 @@
 
 Both servers run in their own process; the load comes from a third process (concurrent aiohttp
 posters on loopback), the same client for both, so the ratio compares the servers, not the client.
-Every posted body is a new alert group (no dedup shortcuts). At the end the SQLite inbox is counted:
-alerts 202'd must equal alerts stored.
+Every posted body is a new alert group (no dedup shortcuts). After the load it waits for the
+analysis backlog to drain (at most ``--drain-limit`` seconds), then counts the SQLite inbox.
 
-    python bench/webhook_load.py [--seconds 10] [--concurrency 32] [--alerts-per-body 1]
+Checks (exit 1, with a ``FAILED:`` line, when one is missed): every alert 202'd is in the inbox, and
+everything queued was analysed within ``--drain-limit``.
+
+    python bench/webhook_load.py [--seconds 10] [--concurrency 32] [--alerts-per-body 1] [--drain-limit 300]
 """
 
 from __future__ import annotations
@@ -184,8 +187,10 @@ def start_service(
     )
 
 
-def drain_time(base: str, limit: float = 300) -> tuple[int, float]:
-    """Intake has priority during a storm; measure how long analysis takes to catch up afterwards."""
+def drain_time(base: str, limit: float = 300) -> tuple[int, int, float]:
+    """Intake has priority during a storm; measure how long analysis takes to catch up afterwards.
+    Returns the backlog when the load stopped, what was still queued when the wait ended (0 unless
+    ``limit`` seconds ran out first) and the seconds waited."""
     import urllib.request
 
     def pending() -> int:
@@ -194,10 +199,11 @@ def drain_time(base: str, limit: float = 300) -> tuple[int, float]:
         return int(sum(v for k, v in metrics.items() if k.startswith("agentic_obs_queue_depth")))
 
     started = time.perf_counter()
-    first = pending()
-    while pending() and time.perf_counter() - started < limit:
+    first = left = pending()
+    while left and time.perf_counter() - started < limit:
         time.sleep(0.5)
-    return first, time.perf_counter() - started
+        left = pending()
+    return first, left, time.perf_counter() - started
 
 
 def stored_alerts(workdir: Path) -> int:
@@ -224,6 +230,12 @@ def main() -> int:
         default="",
         help="YAML appended to the service's config, e.g. 'memory: {enabled: false}'",
     )
+    parser.add_argument(
+        "--drain-limit",
+        type=float,
+        default=300.0,
+        help="seconds to wait for analysis to catch up after the load; still queued then: exit 1",
+    )
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="bench-webhook-"))
     bare_port, service_port = free_port(), free_port()
@@ -244,8 +256,14 @@ def main() -> int:
             results[name] = measure(url, args.seconds, args.concurrency, args.alerts_per_body, 0)
             print(line(name, results[name]), flush=True)
         base, svc = results["bare aiohttp 202"], results["agentic-obs (durable)"]
-        backlog, drain = drain_time(f"http://127.0.0.1:{service_port}")
-        print(f"analysis backlog when the load stopped: {backlog} jobs; all analysed {drain:.1f}s later")
+        backlog, left, drain = drain_time(f"http://127.0.0.1:{service_port}", args.drain_limit)
+        if left:
+            print(
+                f"analysis backlog when the load stopped: {backlog} jobs; "
+                f"NOT all analysed: {left} left after {drain:.0f} s"
+            )
+        else:
+            print(f"analysis backlog when the load stopped: {backlog} jobs; all analysed {drain:.1f}s later")
     finally:
         service.terminate()
         service.wait(30)
@@ -259,8 +277,16 @@ def main() -> int:
         f"--seconds {args.seconds:g} --concurrency {args.concurrency} "
         f"--alerts-per-body {args.alerts_per_body}"
         + (f" --config-extra '{args.config_extra}'" if args.config_extra else "")
+        + (f" --drain-limit {args.drain_limit:g}" if args.drain_limit != 300 else "")
     )
-    return 0 if stored >= acked else 1
+    failed = []
+    if acked > stored:
+        failed.append(f"{acked - stored} alerts acknowledged (202) but not in the SQLite inbox")
+    if left:
+        failed.append(f"analysis did not catch up: {left} jobs left after {drain:.0f} s (--drain-limit)")
+    for check in failed:
+        print(f"FAILED: {check}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

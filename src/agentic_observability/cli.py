@@ -16,7 +16,7 @@ import yaml
 
 from agentic_observability import __version__
 from agentic_observability.config import CONFIG_ENV, ServerConfig, load_config
-from agentic_observability.errors import AgenticObsError
+from agentic_observability.errors import AgenticObsError, BadInputError
 
 EXIT_ERROR = 2
 
@@ -120,8 +120,10 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     if args.task == "rca":
         from agentic_observability.offline.rca import backtest_rca
 
-        backtest_rca(Path(args.dir), shift=args.shift)
+        backtest_rca([Path(args.dir), *map(Path, args.more_dirs)], shift=args.shift)
         return 0
+    if args.more_dirs:
+        raise BadInputError(f"backtest {args.task} takes one directory", field="DIR")
     if args.task == "servers":
         from agentic_observability.offline.servers import backtest_servers
 
@@ -200,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"detector for 'nab' and 'servers': {detector_names} (default: default)",
     )
     backtest.add_argument("dir", help="directory of labelled cases")
+    backtest.add_argument("more_dirs", nargs="*", metavar="DIR", help="rca: further dataset directories")
     backtest.add_argument(
         "--shift", type=float, default=0.0, help="give the method a fault time this late (s)"
     )

@@ -1,20 +1,25 @@
 """Root-cause ranking over multivariate evidence (pure numpy, no I/O).
 
 The method starts from BARO (FSE'24): score each signal by how far its values after the incident
-move from its baseline, in robust units (median / interquartile range), and rank entities by their
-strongest signal. It then adds what BARO lacks:
+move from its baseline, in robust units, and rank entities by their strongest signal. It then adds
+what BARO lacks:
 
 * a **scale floor** relative to the signal's own level, so a series that was flat in the baseline
-  (IQR 0, e.g. memory in bytes between two garbage collections) cannot win with a tiny wiggle;
+  (e.g. memory in bytes between two garbage collections) cannot win with a tiny wiggle;
+* **per-signal calibration**: signals differ in how much they move in any incident (a latency
+  percentile over a few requests jumps everywhere; memory hardly moves), so each entity's change on
+  a signal is divided by the typical change of that signal across all entities;
 * an **onset estimate**: the given incident time is usually late (an alert fires after its ``for:``
-  duration), so the start of the strongest change is searched for in the window before it, and the
-  baseline is cut there rather than at the late time;
+  duration), so the start of the strongest change is searched for in the last part of the window
+  before it, and the baseline is cut there rather than at the late time;
 * **earliest change first**: an entity whose change started after the others' is likely a victim,
-  and its score is discounted with the delay;
+  and its score is discounted with the delay, counted in the data's steps;
+* **pods that came or went** are evidence (see ``series.fill_churn``);
 * a **dependency graph** when one is configured: when a caller and one of its callees both changed,
   the callee that changed no later is the better explanation, so the caller is discounted.
 
-Each candidate carries its strongest signals as evidence: baseline and incident values, robust
+Every time constant is in steps of the data or a share of the window, never in seconds. Each
+candidate carries its strongest signals as evidence: baseline and incident values, robust
 deviation, onset.
 """
 
@@ -22,20 +27,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from agentic_observability.investigation.series import (
+    SignalSeries,
+    clean_series,
+    fill_churn,
+    infer_step,
+    quantile,
+)
 
-@dataclass(frozen=True)
-class SignalSeries:
-    """One time series of one signal of one entity (e.g. cpu of service carts, db container)."""
-
-    entity: str
-    signal: str
-    labels: Mapping[str, str]
-    timestamps: np.ndarray
-    values: np.ndarray
+__all__ = ["Candidate", "RankConfig", "SignalEvidence", "SignalSeries", "rank_entities"]
 
 
 @dataclass(frozen=True)
@@ -44,8 +48,9 @@ class SignalEvidence:
     labels: Mapping[str, str]
     baseline: float
     incident: float
-    deviation: float
+    deviation: float  # the peak change, in robust units of the series' own baseline
     onset: float | None
+    weight: float = 0.0  # the change as ranked: sustained, and relative to this signal's typical change
 
 
 @dataclass(frozen=True)
@@ -58,13 +63,17 @@ class Candidate:
 
 @dataclass(frozen=True)
 class RankConfig:
-    relative_floor: float = 0.01  # scale >= 1% of the baseline level
-    min_baseline_points: int = 5
-    onset_lookback: float = 600.0  # how far before the given time the real onset may lie
+    relative_floor: float = 0.05  # scale >= 5% of the series' level
+    min_baseline_points: int = 2
+    onset_window: float = 1 / 3  # share of the history before the given time searched for the onset
     onset_threshold: float = 6.0  # robust deviations that count as "changed"
-    onset_persistence: int = 3  # consecutive points above the threshold
-    # an entity whose change began this much after the first strong change keeps half its score
-    delay_half_life: float = 60.0
+    onset_persistence: int = 3  # steps above the threshold (or until the data ends)
+    # an entity whose change began this many steps after the first strong change keeps half its
+    # score; a lag within ``delay_tolerance`` steps is below what the data can resolve
+    delay_half_life: float = 3.0
+    delay_tolerance: float = 1.0
+    sustained: float = 0.75  # quantile of the deviations after the onset: a change held a quarter of it
+    typical_floor: float = 0.01  # robust units: the least a signal's typical change is taken to be
     callee_discount: float = 0.5  # a caller whose callee changed as much (and no later) keeps this share
     evidence_per_candidate: int = 3
     calls: tuple[tuple[str, str], ...] = field(default_factory=tuple)  # (caller, callee) edges
@@ -74,14 +83,19 @@ class RankConfig:
 class _Scored:
     series: SignalSeries
     evidence: SignalEvidence
+    strength: float
+
+
+MAX_DEVIATION = 1e9  # caps a flat or ±Inf-polluted baseline: the ranking stays finite and comparable
 
 
 def robust_scale(baseline: np.ndarray, relative_floor: float) -> tuple[float, float]:
-    """(median, scale): scale is the IQR, floored relative to the level and absolutely above zero."""
-    median = float(np.median(baseline))
-    q1, q3 = np.percentile(baseline, [25, 75])
-    floor = max(relative_floor * abs(median), 1e-9)
-    return median, max(float(q3 - q1), floor)
+    """(median, scale): scale is the MAD (as a standard deviation), floored relative to the level
+    and absolutely above zero. MAD (50% breakdown) rather than IQR (25%): a late incident time can
+    leave a third of the baseline already anomalous, which would inflate the IQR."""
+    median = quantile(baseline, 0.5)
+    spread = 1.4826 * quantile(np.abs(baseline - median), 0.5)
+    return median, max(spread, relative_floor * abs(median), 1e-9)
 
 
 def _finite(ts: np.ndarray, values: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -89,55 +103,60 @@ def _finite(ts: np.ndarray, values: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return chosen[np.isfinite(chosen)]
 
 
-def _first_persistent(times: np.ndarray, deviations: np.ndarray, threshold: float, run: int) -> float | None:
-    """Time of the first point that starts ``run`` consecutive deviations above ``threshold``."""
-    above = deviations > threshold
-    if above.size < max(run, 1):  # a series that stopped (a deleted pod) leaves too few points
+def _first_persistent(times: np.ndarray, above: np.ndarray, span: float, ongoing_at: float) -> float | None:
+    """Start of the first run of ``above`` points that is still on at ``ongoing_at`` or begins later,
+    and lasts ``span`` seconds or until the data ends."""
+    if not above.any():
         return None
-    if run <= 1:
-        hits = np.flatnonzero(above)
-        return float(times[hits[0]]) if hits.size else None
-    window = np.convolve(above.astype(np.int32), np.ones(run, dtype=np.int32), mode="valid")
-    hits = np.flatnonzero(window == run)
-    return float(times[hits[0]]) if hits.size else None
+    edges = np.diff(np.concatenate(([0], above.astype(np.int8), [0])))
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1
+    for start, end in zip(starts, ends, strict=True):
+        if end < above.size - 1 and times[end + 1] <= ongoing_at:
+            continue  # came and went before the given time: an earlier episode, not this one
+        if times[end] - times[start] >= span - 1e-9 or end == above.size - 1:
+            return float(times[start])
+    return None
 
 
-def signal_onset(series: SignalSeries, incident_time: float, config: RankConfig) -> float | None:
-    """When this signal started to deviate, searched from ``onset_lookback`` before the incident time.
-    The reference is the data before that search window when there is enough, else all data before the
-    incident time (median and IQR tolerate the contamination of a late incident time)."""
+def signal_onset(
+    series: SignalSeries, incident_time: float, earliest: float, step: float, config: RankConfig
+) -> float | None:
+    """When this signal started to deviate, searched from ``earliest`` on. The reference is the data
+    before ``earliest`` when there is enough, else all data before the incident time (median and
+    MAD tolerate the contamination of a late incident time)."""
     ts, values = series.timestamps, series.values
-    earliest = incident_time - config.onset_lookback
     reference = _finite(ts, values, ts < earliest)
     if reference.size < config.min_baseline_points:
         reference = _finite(ts, values, ts < incident_time)
     if reference.size < config.min_baseline_points:
         return None
-    # MAD (50% breakdown) rather than IQR (25%): a late incident time can leave a third of the
-    # reference already anomalous, which would inflate the IQR and hide the change being looked for
-    median = float(np.median(reference))
-    mad = 1.4826 * float(np.median(np.abs(reference - median)))
-    scale = max(mad, config.relative_floor * abs(median), 1e-9)
+    median, scale = robust_scale(reference, config.relative_floor)
     search = (ts >= earliest) & np.isfinite(values)
-    deviations = np.abs(values[search] - median) / scale
-    return _first_persistent(ts[search], deviations, config.onset_threshold, config.onset_persistence)
+    above = np.abs(values[search] - median) / scale > config.onset_threshold
+    span = (config.onset_persistence - 1) * step
+    return _first_persistent(ts[search], above, span, incident_time)
 
 
-def estimate_onset(series: Sequence[SignalSeries], incident_time: float, config: RankConfig) -> float:
-    """The incident's onset: the earliest persistent change among the signals that changed, never
-    after the given time. Falls back to the given time when nothing changed before it."""
-    onsets = [o for s in series if (o := signal_onset(s, incident_time, config)) is not None]
-    onsets = [o for o in onsets if o <= incident_time]
-    if not onsets:
+def onset_search_start(series: Sequence[SignalSeries], incident_time: float, config: RankConfig) -> float:
+    """The onset is searched for in the last ``onset_window`` of the history before the given time."""
+    first = min((float(s.timestamps[0]) for s in series if s.timestamps.size), default=incident_time)
+    return incident_time - config.onset_window * max(incident_time - first, 0.0)
+
+
+def estimate_onset(onsets: Sequence[float | None], incident_time: float) -> float:
+    """The incident's onset from its signals' onsets: the earliest persistent change among the
+    signals that changed, never after the given time; the given time when nothing changed before."""
+    before = sorted(o for o in onsets if o is not None and o <= incident_time)
+    if not before:
         return incident_time
     # the median of the earliest few resists one noisy series that crossed the threshold early
-    earliest = sorted(onsets)[: max(3, len(onsets) // 10)]
-    return float(np.median(earliest))
+    return float(np.median(before[: max(3, len(before) // 10)]))
 
 
 def score_series(
-    series: SignalSeries, onset: float, incident_time: float, config: RankConfig
+    series: SignalSeries, own_onset: float | None, onset: float, config: RankConfig
 ) -> _Scored | None:
+    """The series' change after the incident's onset, against its baseline before it."""
     ts, values = series.timestamps, series.values
     baseline = _finite(ts, values, ts < onset)
     after = _finite(ts, values, ts >= onset)
@@ -146,7 +165,6 @@ def score_series(
     median, scale = robust_scale(baseline, config.relative_floor)
     deviations = np.minimum(np.abs(after - median) / scale, MAX_DEVIATION)
     peak = int(np.argmax(deviations))
-    own_onset = signal_onset(series, max(incident_time, onset), config)
     evidence = SignalEvidence(
         signal=series.signal,
         labels=series.labels,
@@ -155,27 +173,7 @@ def score_series(
         deviation=float(deviations[peak]),
         onset=own_onset,
     )
-    return _Scored(series, evidence)
-
-
-VALUE_LIMIT = 1e200
-MAX_DEVIATION = 1e9  # caps a flat or ±Inf-polluted baseline: the ranking stays finite and comparable
-
-
-def clean_series(series: SignalSeries) -> SignalSeries | None:
-    """The series as ranking needs it: equal-length, time-ordered, finite timestamps, ±Inf as
-    missing. None when nothing usable is left (an empty, all-NaN or 0/0 ratio series)."""
-    size = min(len(series.timestamps), len(series.values))
-    ts = np.asarray(series.timestamps[:size], dtype=float)
-    values = np.asarray(series.values[:size], dtype=float)
-    keep = np.isfinite(ts)
-    # ±Inf is missing; magnitudes beyond any real metric are clipped so spreads cannot overflow
-    values = np.where(np.isfinite(values[keep]), np.clip(values[keep], -VALUE_LIMIT, VALUE_LIMIT), np.nan)
-    ts = ts[keep]
-    if not np.isfinite(values).any():
-        return None
-    order = np.argsort(ts, kind="stable")
-    return SignalSeries(series.entity, series.signal, series.labels, ts[order], values[order])
+    return _Scored(series, evidence, quantile(deviations, config.sustained))
 
 
 def rank_entities(
@@ -184,43 +182,73 @@ def rank_entities(
     """Rank entities by how likely they caused the incident at ``incident_time``; best first. Never
     raises on odd data: unusable series are left out, as if the signal had not been configured."""
     cfg = config or RankConfig()
-    all_series = [c for s in series if (c := clean_series(s)) is not None]
-    onset = estimate_onset(all_series, incident_time, cfg)
-    scored = [s for item in all_series if (s := score_series(item, onset, incident_time, cfg)) is not None]
+    cleaned = [c for s in series if (c := clean_series(s)) is not None]
+    step = infer_step(cleaned)
+    earliest = onset_search_start(cleaned, incident_time, cfg)
+    cleaned = fill_churn(cleaned, step, earliest)
+    onsets = [signal_onset(item, incident_time, earliest, step, cfg) for item in cleaned]
+    onset = estimate_onset(onsets, incident_time)
+    scored = [
+        s
+        for item, own in zip(cleaned, onsets, strict=True)
+        if (s := score_series(item, own, onset, cfg)) is not None
+    ]
     by_entity: dict[str, list[SignalEvidence]] = {}
-    for item in scored:
-        by_entity.setdefault(item.series.entity, []).append(item.evidence)
+    for entity, evidence in _calibrated(scored, cfg):
+        by_entity.setdefault(entity, []).append(evidence)
     candidates = [_candidate(entity, evidence, cfg) for entity, evidence in by_entity.items()]
-    candidates = _discount_late(candidates, cfg)
+    candidates = _discount_late(candidates, step, cfg)
     candidates = _discount_callers(candidates, cfg)
     return sorted(candidates, key=lambda c: (-c.score, c.entity))
 
 
+def _calibrated(scored: Sequence[_Scored], cfg: RankConfig) -> list[tuple[str, SignalEvidence]]:
+    """Each change divided by its signal's typical change: the median, over the entities that have
+    the signal, of each entity's strongest change on it."""
+    strongest: dict[str, dict[str, float]] = {}
+    for item in scored:
+        per_entity = strongest.setdefault(item.series.signal, {})
+        per_entity[item.series.entity] = max(per_entity.get(item.series.entity, 0.0), item.strength)
+    typical = {
+        signal: max(float(np.median(list(per_entity.values()))), cfg.typical_floor)
+        for signal, per_entity in strongest.items()
+    }
+    return [
+        (
+            item.series.entity,
+            replace(item.evidence, weight=min(item.strength / typical[item.series.signal], MAX_DEVIATION)),
+        )
+        for item in scored
+    ]
+
+
 def _candidate(entity: str, evidence: list[SignalEvidence], cfg: RankConfig) -> Candidate:
-    strongest = sorted(evidence, key=lambda e: -e.deviation)
+    strongest = sorted(evidence, key=lambda e: -e.weight)
     # the entity changed when its strongest signal did (the others may be noise or later effects)
     onset = next((e.onset for e in strongest[: cfg.evidence_per_candidate] if e.onset is not None), None)
     # log1p compresses runaway ratios (a flat baseline) so that discounts act on comparable numbers
-    score = math.log1p(strongest[0].deviation)
+    score = math.log1p(strongest[0].weight)
     return Candidate(entity, score, onset, tuple(strongest[: cfg.evidence_per_candidate]))
 
 
-def _discount_late(candidates: list[Candidate], cfg: RankConfig) -> list[Candidate]:
-    """Halve an entity's score for every ``delay_half_life`` its change started after the earliest
-    strong candidate's change."""
+def _discount_late(candidates: list[Candidate], step: float, cfg: RankConfig) -> list[Candidate]:
+    """Halve an entity's score for every ``delay_half_life`` steps its change started after the
+    earliest strong candidate's change (beyond ``delay_tolerance`` steps)."""
     timed = [c.onset for c in candidates if c.onset is not None and c.score >= _strong(candidates)]
-    if not timed:
+    if not timed or not cfg.delay_half_life > 0:
         return candidates
-    first = min(timed)
+    first = min(timed) + cfg.delay_tolerance * step
+    half_life = cfg.delay_half_life * step
     return [
-        c if c.onset is None else _rescore(c, 0.5 ** (max(c.onset - first, 0.0) / cfg.delay_half_life))
+        c if c.onset is None else _rescore(c, 0.5 ** (max(c.onset - first, 0.0) / half_life))
         for c in candidates
     ]
 
 
 def _strong(candidates: Sequence[Candidate]) -> float:
-    """Half the best score: only changes of comparable strength define 'first'."""
-    return 0.5 * max((c.score for c in candidates), default=0.0)
+    """Only changes of comparable strength define 'first': about half the best one's weight or more
+    (scores are log1p of weights, so half the weight is log 2 less, give or take the 1)."""
+    return max((c.score for c in candidates), default=0.0) - math.log(2.0)
 
 
 def _discount_callers(candidates: list[Candidate], cfg: RankConfig) -> list[Candidate]:

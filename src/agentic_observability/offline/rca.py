@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -79,6 +79,7 @@ def candidate_json(candidate: Candidate) -> dict[str, Any]:
                 "baseline": e.baseline,
                 "incident": e.incident,
                 "deviation": round(e.deviation, 3),
+                "weight": round(e.weight, 3),
                 "onset": e.onset,
             }
             for e in candidate.evidence
@@ -102,12 +103,8 @@ def accuracy(positions: list[int]) -> dict[str, float]:
     return {"AC@1": ac[0], "AC@3": ac[2], "Avg@5": float(np.mean(ac)), "cases": float(len(positions))}
 
 
-def backtest_rca(
-    directory: Path,
-    shift: float = 0.0,
-    out: TextIO | None = None,
-    progress: Callable[[int, int, float, TextIO], None] = show_progress,
-) -> dict[str, dict[str, float]]:
+def case_dirs(directory: Path) -> list[Path]:
+    """The labelled cases of one dataset directory (each with case.json and metrics.csv)."""
     if not directory.is_dir():
         raise BadInputError(f"{directory}: not a directory of cases", field="DIR")
     cases = sorted(
@@ -117,24 +114,56 @@ def backtest_rca(
         raise BadInputError(
             f"{directory}: no case directories (with case.json and metrics.csv) found", field="DIR"
         )
-    by_fault: dict[str, list[int]] = {}
+    return cases
+
+
+def backtest_rca(
+    directories: Sequence[Path],
+    shift: float = 0.0,
+    out: TextIO | None = None,
+    progress: Callable[[int, int, float, TextIO], None] = show_progress,
+) -> dict[str, dict[str, dict[str, float]]]:
+    """AC@1, AC@3, Avg@5 per dataset directory and per fault type, with the fault time given
+    ``shift`` seconds late. Every directory is checked before the first case is ranked."""
+    datasets = {str(d): case_dirs(d) for d in directories}
+    total = sum(len(cases) for cases in datasets.values())
     started = time.perf_counter()
-    for done, case in enumerate(cases, start=1):
-        ranking = [c.entity for c in rank_case(case, shift)]
-        truth = _read_json(case / "case.json")  # labels are read only now, after ranking
-        cause = str(truth.get("root_cause", {}).get("service", ""))
-        position = ranking.index(cause) + 1 if cause in ranking else 0
-        by_fault.setdefault(str(truth.get("fault", "unknown")), []).append(position)
-        progress(done, len(cases), started, sys.stderr)
-    results = {fault: accuracy(p) for fault, p in sorted(by_fault.items())}
-    results["all"] = accuracy([p for ps in by_fault.values() for p in ps])
-    _print_table(results, shift, len(cases) / (time.perf_counter() - started), out or sys.stdout)
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    done = 0
+    for name, cases in datasets.items():
+        by_fault: dict[str, list[int]] = {}
+        for case in cases:
+            fault, position = _score_case(case, shift)
+            by_fault.setdefault(fault, []).append(position)
+            done += 1
+            progress(done, total, started, sys.stderr)
+        results[name] = {fault: accuracy(p) for fault, p in sorted(by_fault.items())}
+        results[name]["all"] = accuracy([p for ps in by_fault.values() for p in ps])
+    _print_tables(results, shift, total / max(time.perf_counter() - started, 1e-9), out or sys.stdout)
     return results
 
 
-def _print_table(results: dict[str, dict[str, float]], shift: float, rate: float, out: TextIO) -> None:
+def _score_case(case: Path, shift: float) -> tuple[str, int]:
+    """(fault type, 1-based rank of the true cause or 0): labels are read only after ranking."""
+    ranking = [c.entity for c in rank_case(case, shift)]
+    truth = _read_json(case / "case.json")
+    cause = truth.get("root_cause")
+    service = str(cause.get("service", "")) if isinstance(cause, dict) else ""
+    position = ranking.index(service) + 1 if service in ranking else 0
+    return str(truth.get("fault", "unknown")), position
+
+
+def _print_tables(
+    results: dict[str, dict[str, dict[str, float]]], shift: float, rate: float, out: TextIO
+) -> None:
     out.write(f"root-cause ranking, service level, fault time shifted by {shift:g}s\n")
-    out.write(f"{'fault':<10}{'cases':>6}{'AC@1':>8}{'AC@3':>8}{'Avg@5':>8}\n")
-    for fault, r in results.items():
-        out.write(f"{fault:<10}{int(r['cases']):>6}{r['AC@1']:>8.3f}{r['AC@3']:>8.3f}{r['Avg@5']:>8.3f}\n")
-    out.write(f"{rate:.1f} cases/s\n")
+    width = max((len(fault) for table in results.values() for fault in table), default=3) + 2
+    for name, table in results.items():
+        out.write(f"\n{name} ({int(table['all']['cases'])} cases)\n")
+        out.write(f"{'fault':<{width}}{'cases':>6}{'AC@1':>8}{'AC@3':>8}{'Avg@5':>8}\n")
+        for fault, r in table.items():
+            out.write(
+                f"{fault:<{width}}{int(r['cases']):>6}{r['AC@1']:>8.3f}{r['AC@3']:>8.3f}{r['Avg@5']:>8.3f}\n"
+            )
+    cases = sum(int(table["all"]["cases"]) for table in results.values())
+    out.write(f"\n{len(results)} dataset(s), {cases} cases, {rate:.1f} cases/s\n")
