@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import os
+import platform
 import shutil
 import subprocess
 import time
@@ -22,6 +23,7 @@ from agentic_observability.errors import StoreError
 from agentic_observability.models import OutboxItem
 from agentic_observability.outbox.dispatcher import Dispatcher
 from agentic_observability.service import init_app
+from agentic_observability.service.heap import limit_fragmentation
 from agentic_observability.service.keys import STORE, WORKERS
 from agentic_observability.telemetry import Metrics
 from tests.conftest import fixture_body, make_config
@@ -214,3 +216,10 @@ async def test_a_delivery_the_store_could_not_record_is_recorded_not_sent_again(
     finally:
         await dispatcher.stop(deadline=1.0)
     assert sink.sent == 1
+
+
+def test_the_heap_settings_take_on_glibc() -> None:
+    """serve pins glibc's mmap threshold so churned detector buffers go back to the system."""
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallopt is glibc's")
+    assert limit_fragmentation()

@@ -25,10 +25,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from agentic_observability.service import init_app
+    from agentic_observability.service.heap import limit_fragmentation
     from agentic_observability.telemetry import setup_logging
 
     config = load_config(args.config)
     setup_logging(config.secrets.values())
+    limit_fragmentation()
     server = config.file.server
     app = init_app(config, os.environ)
     print(
