@@ -40,6 +40,20 @@ class EpisodeTracker:
         """Seed an episode that was open before a restart, so it can still close."""
         self.states[key] = EpisodeState(breaching_since=opened_at, active=True, opened_at=opened_at)
 
+    def started(self, key: str) -> bool:
+        """An episode of ``key`` is pending its ``hold_for`` or open."""
+        return key in self.states
+
+    def is_open(self, key: str) -> bool:
+        state = self.states.get(key)
+        return state is not None and state.active
+
+    def breaching(self, key: str, alert: bool, held: bool) -> bool:
+        """The one rule watches and ``detect`` share: a series not started breaches on a detector's
+        alert (at most one per episode gap, so a flapping series is not paged again); a started one
+        goes on while its ungated score is at the threshold (``held``)."""
+        return held if self.started(key) else alert
+
     def observe(self, key: str, breaching: bool, now: float) -> Transition:
         state = self.states.setdefault(key, EpisodeState())
         if breaching:
@@ -74,8 +88,6 @@ def episode_rows(
     for row, (alert, anomalous) in enumerate(
         zip(np.asarray(opens, bool), np.asarray(held, bool), strict=True)
     ):
-        hit = bool(anomalous) if "" in tracker.states else bool(alert)  # started: its raw score holds it
-        change = tracker.observe("", hit, float(row))
-        active = "" in tracker.states and tracker.states[""].active
-        flags[row] = 1 if change == "open" or (active and change != "close") else 0
+        tracker.observe("", tracker.breaching("", bool(alert), bool(anomalous)), float(row))
+        flags[row] = tracker.is_open("")  # open after this row: opened now or still held
     return flags

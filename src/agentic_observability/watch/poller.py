@@ -178,7 +178,7 @@ class WatchPoller:
         labels and gauges go, unless an episode of it is still open (it closes first)."""
         for key in [k for k in self._labels if k not in seen]:
             self._absent[key] = self._absent.get(key, 0) + 1
-            if self._absent[key] >= self.watch.forget_after and key not in self.tracker.states:
+            if self._absent[key] >= self.watch.forget_after and not self.tracker.started(key):
                 self._forget(key)
         for key in seen:
             self._absent.pop(key, None)
@@ -193,11 +193,8 @@ class WatchPoller:
             self._warned_full = False
 
     def _score(self, keyed: list[tuple[str, Sample]]) -> list[bool]:
-        """Score each sample with its series' detector (runs in a worker thread). A closed series
-        breaches on a detector's alert (at most one per episode gap: no re-paging a flapping
-        series); a started one (pending its ``for``, or open) goes on while its ungated score is at the
-        threshold. The same rule
-        as ``detectors.episodes.episode_rows``, which ``detect`` replays."""
+        """Score each sample with its series' detector (runs in a worker thread); whether it breaches
+        is ``EpisodeTracker.breaching``, the rule ``detect`` replays too."""
         hits = []
         for key, sample in keyed:
             detector = self._detectors.get(key)
@@ -206,8 +203,7 @@ class WatchPoller:
             alert = float(detector.score(np.array([sample.value]))[0])
             raw = float(getattr(detector, "last_raw", [alert])[0])
             self._metrics.anomaly.set(self.watch.name, sample.labels, raw, detector.band())
-            started = key in self.tracker.states  # pending its `for`, or open
-            hits.append((raw if started else alert) >= self.threshold)
+            hits.append(self.tracker.breaching(key, alert >= self.threshold, raw >= self.threshold))
         return hits
 
     def _new_detector(self) -> Detector:
