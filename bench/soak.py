@@ -10,9 +10,11 @@ RSS growth is judged after warm-up: the first minute fills caches, arenas and th
 of 5 services), every pod replaced every ``--churn-every`` seconds (series stop, new ones start),
 a per-pod watch on the default detector every 5 s, retention set short (2 minutes, pruned every
 30 s) and incident memory capped at 3,000 points (incidents resolve at ~700 a minute). Each minute
-adds the score gauges on /metrics, the series the watch tracks, the database's size and its row
-counts. The run fails (exit 1) unless the last third of the run stays within bounds of the middle
-third: RSS, gauges, database size and rows must level off, not grow.
+adds the anonymous RSS (the heap, without mapped files), the incident memory's size on disk, the
+score gauges on /metrics, the series the watch tracks, the database's size and its row counts, and
+the run ends with each one's growth per minute over its last third. The run fails (exit 1) unless
+the last third of the run stays within bounds of the middle third: RSS (in all and anonymous), the
+memory's files, gauges, database size and rows must level off, not grow.
 
 Either way the run fails (exit 1, with a ``FAILED:`` line) if any webhook post is answered other than 202.
 
@@ -98,11 +100,17 @@ def body(n: int) -> bytes:
     ).encode()
 
 
-def rss_mib(pid: int) -> float:
+def rss_mib(pid: int, field: str = "VmRSS") -> float:
+    """Resident memory from /proc: ``VmRSS`` in all, or ``RssAnon``, the process's own heap (without
+    the mapped files, e.g. Qdrant Edge's segments, whose pages the kernel can drop and re-read)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def folder_mib(folder: Path) -> float:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20 if folder.exists() else 0.0
 
 
 async def metrics(http: aiohttp.ClientSession, base: str) -> dict[str, float]:
@@ -169,6 +177,8 @@ async def run(minutes: float, rate: float, base: str, pid: int, churn: Churn | N
                     "incidents": total(snapshot, "agentic_obs_incidents_opened_total"),
                 }
                 if churn:
+                    row["anon"] = rss_mib(pid, "RssAnon")
+                    row["memory_mib"] = folder_mib(churn.state / "memory")
                     row["gauges"] = await score_gauges(http, base)
                     row["tracked"] = total(snapshot, "agentic_obs_watch_series{")
                     row.update(database(churn.state))
@@ -196,7 +206,7 @@ class Churn:
 
 
 COLUMNS = ["minute", "posts", "p50 ms", "p99 ms", "non-202", "RSS MiB", "max queue", "errors", "watch polls"]
-CHURN_COLUMNS = ["score gauges", "series tracked", "DB MiB", *TABLES]
+CHURN_COLUMNS = ["anon MiB", "memory MiB", "score gauges", "series tracked", "DB MiB", *TABLES]
 
 
 def print_header(churn: bool) -> None:
@@ -219,9 +229,30 @@ def print_row(row: dict[str, Any], churn: bool) -> None:
         f"{row['incidents']:.0f}",
     ]
     if churn:
-        cells += [f"{row['gauges']}", f"{row['tracked']:.0f}", f"{row['db_mib']:.1f}"]
+        cells += [
+            f"{row['anon']:.0f}",
+            f"{row['memory_mib']:.0f}",
+            f"{row['gauges']}",
+            f"{row['tracked']:.0f}",
+            f"{row['db_mib']:.1f}",
+        ]
         cells += [f"{row[t]}" for t in TABLES]
     print("| " + " | ".join(cells) + " |", flush=True)
+
+
+def last_third_slopes(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, float]:
+    """Least-squares growth per minute of each quantity over the last third of the run."""
+    last = rows[2 * (len(rows) // 3) :]
+    minutes = [float(r["minute"]) for r in last]
+    return {key: _slope(minutes, [float(r[key]) for r in last]) for key in keys}
+
+
+def _slope(xs: list[float], ys: list[float]) -> float:
+    if len(xs) < 2:
+        return 0.0
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    spread = sum((x - mx) ** 2 for x in xs)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / spread if spread else 0.0
 
 
 def levels_off(rows: list[dict[str, Any]]) -> list[str]:
@@ -232,6 +263,8 @@ def levels_off(rows: list[dict[str, Any]]) -> list[str]:
         return ["too short to judge: run at least 3 minutes"]
     middle, last = rows[third : 2 * third], rows[2 * third :]
     margins = {"rss": 64.0, "gauges": 50, "db_mib": 2.0, **{t: 200 for t in TABLES}}
+    if "anon" in rows[0]:
+        margins |= {"anon": 32.0, "memory_mib": 40.0}
     grew = []
     for key, margin in margins.items():
         before, after = max(r[key] for r in middle), max(r[key] for r in last)
@@ -282,6 +315,14 @@ def main() -> int:
         f"(growth after warm-up {end - after_warmup:+.0f} MiB); "
         f"non-202 in all: {non_202}"
     )
+    if churn and len(rows) >= 3:
+        print(
+            "per minute over the last third: "
+            + ", ".join(
+                f"{key} {slope:+.2f}"
+                for key, slope in last_third_slopes(rows, ("rss", "anon", "memory_mib", "db_mib")).items()
+            )
+        )
     grew = levels_off(rows) if churn else []
     if churn:
         print("levelled off: " + ("yes" if not grew else "NO, still growing: " + "; ".join(grew)))

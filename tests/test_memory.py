@@ -187,6 +187,24 @@ async def test_the_cap_counts_the_memory_rarely(tmp_path: Path, kind: str) -> No
     await memory.close()
 
 
+async def test_edge_vacuums_what_the_cap_deleted(tmp_path: Path) -> None:
+    """Qdrant Edge keeps deleted points in its segment until optimized: a capped memory under a steady
+    stream of incidents must rebuild it now and then, and recall the same incidents afterwards."""
+    backend = EdgeBackend(tmp_path / "edge")
+    memory = await IncidentMemory.open(backend, HashingEmbedder(), max_points=300)
+    for n in range(1, 1001):
+        await memory.remember(past(n, "carts", "cpu"))
+    assert backend.vacuums == 0  # 700 deleted: under the floor of VACUUM_MIN_DELETED
+    for n in range(1001, 1601):
+        await memory.remember(past(n, "orders" if n == 1600 else "carts", "cpu"))
+    assert backend.vacuums == 1
+    ids = await stored_ids(memory)
+    assert len(ids) <= 300 and ids[-1] == 1600 and min(ids) > 1000
+    hits = await memory.recall(past(1601, "orders", "cpu"))
+    assert hits[0].id == "1600"
+    await memory.close()
+
+
 async def test_open_memory_applies_the_configured_cap(tmp_path: Path) -> None:
     config = make_config(tmp_path, memory={"max_points": 7})
     memory = await open_memory(config, str(tmp_path / "memory"))

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
+from uuid import UUID
 
 import qdrant_edge as qe
 
@@ -26,6 +27,11 @@ _SEARCH = qe.SearchParams(hnsw_ef=128)
 # and kills the whole service instead of raising. Below this much free space it is not opened or
 # written to; the service runs without memory until space is freed (the opener retries).
 MIN_FREE_BYTES = 64 * 1_048_576
+# Qdrant Edge runs no background optimizer: a deleted point stays in its segment, in RAM and on disk,
+# until the shard is optimized. At memory.max_points every new incident deletes an old one, so the
+# segment (and RSS, which counts its mapped pages) grew without end under a steady stream of
+# incidents. Once as many points were deleted as remain (and at least this many), rebuild and flush.
+VACUUM_MIN_DELETED = 1000
 
 
 class EdgeBackend:
@@ -35,6 +41,8 @@ class EdgeBackend:
         self._path = Path(path)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qdrant-edge")
         self._shard: qe.EdgeShard | None = None
+        self._deleted = 0  # points deleted since the last vacuum
+        self.vacuums = 0
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -130,10 +138,24 @@ class EdgeBackend:
         return page, None if next_offset is None else int(next_offset)
 
     async def delete(self, point_ids: Sequence[int]) -> None:
-        await self._run(self._update, qe.UpdateOperation.delete_points(list(point_ids)))
+        await self._run(self._delete_sync, list(point_ids))
+
+    def _delete_sync(self, point_ids: list[int]) -> None:
+        self._update(qe.UpdateOperation.delete_points(list[int | UUID | str](point_ids)))
+        self._deleted += len(point_ids)
+        if self._deleted >= max(VACUUM_MIN_DELETED, self.shard.count(qe.CountRequest())):
+            self._vacuum_sync()
+
+    def _vacuum_sync(self) -> None:
+        """Rebuild the segments without their deleted points and flush, so the old files go."""
+        self._check_free_space()  # the rebuild writes a new segment beside the old one
+        self.shard.optimize()
+        self.shard.flush()
+        self._deleted = 0
+        self.vacuums += 1
 
     async def optimize(self) -> None:
-        await self._run(self.shard.optimize)
+        await self._run(self._vacuum_sync)
 
     async def close(self) -> None:
         if self._shard is not None:
