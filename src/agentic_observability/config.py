@@ -186,6 +186,19 @@ class InvestigationConfig(Section):
     evidence_window: Duration = 3600.0
 
 
+class CorrelationConfig(Section):
+    """One incident per fault: a new alert group or watch episode joins an open incident that started
+    within ``window`` of it, whose root cause is the same service or a caller/callee of it
+    (``investigation.calls``), and whose ``by`` labels, where both have them, are equal."""
+
+    enabled: bool = True
+    window: Duration = 600.0
+    by: tuple[str, ...] = ("cluster", "namespace")
+    # A group that arrives while an earlier one is still being analysed waits this long for that
+    # analysis (its cause is what decides), then decides without it.
+    wait: Duration = 60.0
+
+
 class MemoryConfig(Section):
     enabled: bool = True
     backend: Literal["edge", "qdrant"] = "edge"
@@ -283,6 +296,7 @@ class FileConfig(Section):
     storage: StorageConfig = StorageConfig()
     watches: tuple[WatchConfig, ...] = ()
     investigation: InvestigationConfig = InvestigationConfig()
+    correlation: CorrelationConfig = CorrelationConfig()
     memory: MemoryConfig = MemoryConfig()
     reasoning: ReasoningConfig = ReasoningConfig()
     actions: ActionsConfig = ActionsConfig()

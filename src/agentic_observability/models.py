@@ -172,8 +172,41 @@ class Report:
 
 
 @dataclass(frozen=True)
+class Member:
+    """An alert group or watch episode that joined another incident as the same fault (issue 16):
+    its own status and timing, and why it joined (``joined``: reason, by ``correlation`` or ``hand``)."""
+
+    id: str
+    title: str
+    source: str
+    group_key: str
+    status: IncidentStatus
+    started_at: float
+    resolved_at: float | None
+    joined: Mapping[str, Any]
+    alerts: tuple[Alert, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "title": self.title,
+            "source": self.source,
+            "group_key": self.group_key,
+            "status": self.status,
+            "started_at": iso_time(self.started_at),
+            "resolved_at": iso_time(self.resolved_at),
+            "alertnames": sorted({a.name for a in self.alerts}),
+            "joined": dict(self.joined),
+        }
+
+
+@dataclass(frozen=True)
 class Incident:
-    """An alert group (or a watch episode) while it fires, and after it resolves."""
+    """An alert group (or a watch episode) while it fires, and after it resolves.
+
+    A fault that fires several groups is one incident: the first group is its root, the others its
+    ``members`` (each also an incident row, with ``parent_id`` set). Read as a root, ``status`` and
+    ``resolved_at`` are the whole fault's: firing while any member fires."""
 
     id: str
     group_key: str
@@ -187,6 +220,14 @@ class Incident:
     report: Mapping[str, Any] | None = None
     similar_incidents: tuple[Mapping[str, Any], ...] = ()
     feedback: Mapping[str, Any] | None = None
+    parent_id: str | None = None
+    correlation: Mapping[str, Any] | None = None  # why it joined (or left) another incident
+    members: tuple[Member, ...] = ()
+
+    @property
+    def every_alert(self) -> tuple[Alert, ...]:
+        """Its own alerts and every member's: what the fault fired."""
+        return self.alerts + tuple(a for m in self.members for a in m.alerts)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -202,6 +243,9 @@ class Incident:
             "report": None if self.report is None else dict(self.report),
             "similar_incidents": [dict(s) for s in self.similar_incidents],
             "feedback": None if self.feedback is None else dict(self.feedback),
+            "parent_id": self.parent_id,
+            "correlation": None if self.correlation is None else dict(self.correlation),
+            "members": [m.to_dict() for m in self.members],
         }
 
 

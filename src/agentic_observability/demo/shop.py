@@ -1,9 +1,12 @@
 """A synthetic shop cluster with injected faults: the one living cluster the demo, the tests and the
 benchmarks share.
 
-Services call each other front-end -> orders -> carts (and catalogue, payment). In each fault window
-(``at`` seconds after start, for ``duration`` seconds) carts suffers a CPU hog: its CPU saturates, its
-latency climbs, and the latency of its callers (orders, front-end) follows a little later.
+Services call each other (``CALLS``): front-end -> orders -> carts, front-end -> catalogue, orders
+-> payment. In each fault window (``at`` seconds after start, for ``duration`` seconds; a third
+element names the service hit, carts by default) that service suffers a CPU hog: its CPU saturates,
+its latency climbs, and the latency of its callers follows, ``HOP_SECONDS`` later per call. Two
+faults on services with no call between them (carts and catalogue) are two faults, each with its own
+callers' symptoms.
 
 Each service runs ``Cluster.pods`` pods. With ``churn_every`` set, every pod is replaced after that
 many seconds (a rollout, a node drain): its series stop and a new pod's start, as in a real cluster.
@@ -31,8 +34,9 @@ from prometheus_client.registry import Collector
 SERVICES = ("front-end", "orders", "carts", "catalogue", "payment")
 BASE_LATENCY = {"front-end": 0.12, "orders": 0.08, "carts": 0.05, "catalogue": 0.04, "payment": 0.06}
 BASE_CPU = {"front-end": 0.30, "orders": 0.25, "carts": 0.20, "catalogue": 0.15, "payment": 0.10}
-PROPAGATION = {"carts": 0.0, "orders": 4.0, "front-end": 8.0}  # seconds after the fault each one feels it
-FAULT_SERVICE = "carts"
+CALLS = (("front-end", "orders"), ("orders", "carts"), ("front-end", "catalogue"), ("orders", "payment"))
+HOP_SECONDS = 4.0  # a callee's fault reaches each caller this much later
+FAULT_SERVICE = "carts"  # hit when a fault window names no service
 NAMESPACE = "shop"
 REQUESTS_PER_POD = 10.0  # per second, while a pod serves
 
@@ -55,24 +59,35 @@ class Pod:
 class ShopCollector(Collector):
     def __init__(
         self,
-        faults: Sequence[tuple[float, float]],
+        faults: Sequence[tuple[float, float] | tuple[float, float, str]],
         started: float | None = None,
         cluster: Cluster | None = None,
     ) -> None:
         self.started = time.time() if started is None else started
-        self.faults = tuple(faults)  # (at, duration) windows, seconds after start
+        # (at, duration, service) windows, seconds after start
+        self.faults = tuple((f[0], f[1], f[2] if len(f) > 2 else FAULT_SERVICE) for f in faults)
         self.cluster = cluster or Cluster()
         self._rng = random.Random(7)
 
     def fault_level(self, service: str, now: float) -> float:
         """0..1: how strongly ``service`` feels a fault right now (ramps up over 3 s)."""
-        lag = PROPAGATION.get(service)
-        if lag is None:
-            return 0.0
         levels = [0.0]
-        for at, duration in self.faults:
+        for at, duration, hit in self.faults:
+            hops = call_distance(service, hit)
+            if hops is None:
+                continue
+            lag = hops * HOP_SECONDS
             elapsed = now - self.started - at - lag
             if elapsed >= 0 and now - self.started <= at + duration + lag:
+                levels.append(min(elapsed / 3.0, 1.0))
+        return max(levels)
+
+    def hog(self, service: str, now: float) -> float:
+        """0..1: the CPU hog on ``service`` itself (only the service a fault hits burns CPU)."""
+        levels = [0.0]
+        for at, duration, hit in self.faults:
+            elapsed = now - self.started - at
+            if hit == service and 0 <= elapsed <= duration:
                 levels.append(min(elapsed / 3.0, 1.0))
         return max(levels)
 
@@ -100,7 +115,7 @@ class ShopCollector(Collector):
             level = self.fault_level(service, now)
             wobble = self._wobble(service, now)
             latency.add_metric([service], BASE_LATENCY[service] * wobble + level * 1.1)
-            cpu.add_metric([service], self._cpu(service, level, wobble))
+            cpu.add_metric([service], self._cpu(service, self.hog(service, now), wobble))
             requests.add_metric([service], (now - self.started) * 20.0)
         return [latency, cpu, requests, *self._pod_families(now)]
 
@@ -113,10 +128,10 @@ class ShopCollector(Collector):
             "kube_pod_info", "kube-state-metrics pod info", labels=["namespace", "pod", "created_by_name"]
         )
         for service in SERVICES:
-            level = self.fault_level(service, now)
+            level, hog = self.fault_level(service, now), self.hog(service, now)
             for pod in self.pods(service, now):
                 key = [NAMESPACE, service, pod.name]
-                cpu.add_metric(key, self._cpu(service, level, self._wobble(pod.name, now)))
+                cpu.add_metric(key, self._cpu(service, hog, self._wobble(pod.name, now)))
                 # a draining pod serves nothing more: its counters stand still, so rate/rate is 0/0
                 serving = max(pod.age - (self.cluster.drain if pod.draining else 0.0), 0.0)
                 total = min(pod.age, serving) * REQUESTS_PER_POD
@@ -129,9 +144,20 @@ class ShopCollector(Collector):
         return 1 + 0.05 * math.sin(now / 7 + len(name)) + self._rng.uniform(-0.03, 0.03)
 
     @staticmethod
-    def _cpu(service: str, level: float, wobble: float) -> float:
-        hog = 0.7 * level if service == FAULT_SERVICE else 0.0
-        return min(BASE_CPU[service] * wobble + hog, 1.0)
+    def _cpu(service: str, hog: float, wobble: float) -> float:
+        return min(BASE_CPU[service] * wobble + 0.7 * hog, 1.0)
+
+
+def call_distance(caller: str, callee: str) -> int | None:
+    """Calls from ``caller`` down to ``callee`` (0: the same service); None when it never reaches it."""
+    frontier, seen, hops = {caller}, {caller}, 0
+    while frontier:
+        if callee in frontier:
+            return hops
+        frontier = {b for a, b in CALLS if a in frontier} - seen
+        seen |= frontier
+        hops += 1
+    return None
 
 
 def shop_app(collector: ShopCollector) -> web.Application:

@@ -142,8 +142,10 @@ SLACK_FIELD_LIMIT = 2000
 SLACK_MAX_FIELDS = 10
 SLACK_MESSAGE_BUDGET = 10_000
 _FALLBACK_LIMIT = 1000  # the notification text beside the blocks; the blocks carry the message
-_PARENT_FIELD_LIMIT = 1000  # 4 fields of 1,000 + cause 3,000 + links 2,500 + header 150 < budget
-_PARENT_LINKS_LIMIT = 2500
+# 4 fields of 1,000 + cause 3,000 + links 1,500 + members 1,000 + header 150 < budget
+_PARENT_FIELD_LIMIT = 1000
+_PARENT_LINKS_LIMIT = 1500
+SLACK_MEMBERS_LIMIT = 1000  # the other alert groups of the same fault, listed in the parent
 _HEADING_LIMIT = 200
 _SECTIONS_PER_MESSAGE = min(  # 3: a heading of at most 220 characters and 3 × 3,000 fit the budget
     (SLACK_MESSAGE_BUDGET - _HEADING_LIMIT - 20) // SLACK_TEXT_LIMIT, SLACK_MAX_BLOCKS - 1
@@ -181,6 +183,10 @@ def slack_parent(
         },
         _mrkdwn(_clip(f"*Most likely cause*\n{cause}", SLACK_TEXT_LIMIT)),
     ]
+    members = incident.get("members") or []
+    if members:
+        listed = "\n".join(f"• {slack_escape(str(m))}" for m in members)
+        blocks.append(_mrkdwn(_clip(f"*Also in this incident*\n{listed}", SLACK_MEMBERS_LIMIT)))
     links = _slack_links(report, incident_url)
     if links:
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": links}]})

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -132,21 +132,71 @@ UNROUTED = frozenset({"memory"})
 def plan_actions(
     incident: Incident, report: Mapping[str, Any], kind: str, settings: ActSettings
 ) -> list[Action]:
-    labels = _labels(incident)
-    view = _view(incident, labels, settings.entity_label)
+    planned = _planned(incident, report, kind, settings)
+    actions: list[Action] = []
+    for sink in routed_sinks(_labels(incident), settings):
+        actions.extend(PLANNERS[sink](planned))
+    return actions
+
+
+def _planned(incident: Incident, report: Mapping[str, Any], kind: str, settings: ActSettings) -> Planned:
+    view = _view(incident, _labels(incident), settings.entity_label)
     base = redact_url(settings.public_url).rstrip("/") if settings.public_url else None  # shown: no userinfo
     url = f"{base}/api/v1/incidents/{incident.id}" if base else None
-    planned = Planned(incident, view, report, kind, settings, url)
+    return Planned(incident, view, report, kind, settings, url)
+
+
+# -- one incident per fault: a member joins, resolves or leaves (issue 16) ---------------------------
+# These follow the root, not the group: a reply in the root's Slack thread and its parent message
+# updated with the member list; never a second page or a second Grafana region. Keys carry the
+# member's id, so each happens once however often its job is retried.
+
+
+def plan_member_change(
+    root: Incident, member: Incident, what: str, note: str, settings: ActSettings
+) -> list[Action]:
+    """``what`` happened to ``member`` of ``root`` (the whole fault, as the store reads it):
+    ``member`` (it joined), ``member-resolved`` or ``split``; ``note`` says why or what now."""
+    planned = _planned(root, root.report or {}, "analyze", settings)
+    key = f"{what}:{member.id}"
+    heading = {
+        "member": f"Also firing: {member.title}",
+        "member-resolved": f"Resolved: {member.title}",
+        "split": f"Split off: {member.title}",
+    }.get(what, member.title)
     actions: list[Action] = []
-    for sink in routed_sinks(labels, settings):
-        actions.extend(PLANNERS[sink](planned))
+    for sink in routed_sinks(_labels(root), settings):
+        if sink == "slack":
+            parent = messages.slack_parent(planned.view, planned.report, planned.url)
+            actions += [
+                *_slack_replies(root.id, key, heading, note),
+                Action(root.id, "slack", f"update:{key}", parent),
+            ]
+        elif sink == "file":
+            actions.append(
+                Action(root.id, "file", key, {"incident": planned.view, "kind": what, "summary": note})
+            )
+    return actions
+
+
+def plan_merged_away(other: Incident, root: Incident, settings: ActSettings) -> list[Action]:
+    """``other`` was merged into ``root`` by hand after it had paged on its own: say so in its
+    thread and resolve its page (the fault's one page is ``root``'s)."""
+    planned = _planned(other, other.report or {}, "resolve", settings)
+    note = f"Merged by hand into incident {root.id} ({root.title}); follow it there."
+    actions: list[Action] = []
+    for sink in routed_sinks(_labels(other), settings):
+        if sink == "slack":
+            actions += _slack_replies(other.id, f"merged:{root.id}", "Merged", note)
+        elif sink == "pagerduty":
+            actions += _pagerduty(planned)
     return actions
 
 
 def remember_action(incident: Incident, report: Mapping[str, Any], entity_label: str, key: str) -> Action:
     """The memory record of an incident as an outbox action (feedback re-remembers under a new key)."""
     past = past_incident(
-        incident,
+        replace(incident, alerts=incident.every_alert),  # a fault is remembered with all it fired
         report.get("hypotheses") or [],
         entity_label,
         report.get("summary", ""),
@@ -192,13 +242,18 @@ def _labels(incident: Incident) -> dict[str, str]:
 
 
 def _view(incident: Incident, labels: Mapping[str, str], entity_label: str) -> dict[str, Any]:
-    return {
+    view: dict[str, Any] = {
         "id": incident.id,
         "title": incident.title,
         "status": incident.status,
         "service": labels.get(entity_label, ""),
         "started_at": iso_time(incident.started_at),
     }
+    if incident.members:
+        view["members"] = [
+            f"{m.title} ({m.status}, since {iso_time(m.started_at)})" for m in incident.members
+        ]
+    return view
 
 
 def _onset(report: Mapping[str, Any], default: float) -> float:

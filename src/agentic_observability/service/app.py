@@ -29,6 +29,7 @@ from agentic_observability.outbox.plan import ActSettings
 from agentic_observability.outbox.sinks import build_sinks, provision_dashboards
 from agentic_observability.pipeline.ports import PipelineDeps
 from agentic_observability.service.auth import auth_middleware
+from agentic_observability.service.correlation import Correlator
 from agentic_observability.service.keys import (
     ANALYZE_PROMETHEUS,
     ANALYZE_SLOTS,
@@ -48,7 +49,7 @@ from agentic_observability.service.keys import (
 )
 from agentic_observability.service.responses import error_response
 from agentic_observability.service.retention import Retention
-from agentic_observability.service.routes import analyze, incidents, openapi, ops, webhook
+from agentic_observability.service.routes import analyze, incidents, openapi, ops, regroup, webhook
 from agentic_observability.service.workers import Workers
 from agentic_observability.store import open_store
 from agentic_observability.telemetry import Metrics, StageTimer, setup_tracing
@@ -84,7 +85,7 @@ def init_app(config: Config, environ: Mapping[str, str] | None = None) -> web.Ap
     app[METRICS] = Metrics()
     if token is not None:
         app[TOKEN] = token
-    for module in (webhook, incidents, analyze, ops, openapi):
+    for module in (webhook, incidents, regroup, analyze, ops, openapi):
         app.add_routes(module.routes)
     app.cleanup_ctx.extend(
         [_store_ctx, _http_ctx, _memory_ctx, _model_ctx, _outbox_ctx, _workers_ctx, _pollers_ctx]
@@ -210,6 +211,9 @@ async def _workers_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     workers = Workers(app[STORE], deps, metrics, config.file.server.workers)
     workers.on_actions = app[DISPATCHER].wake
+    correlation = config.file.correlation
+    if correlation.enabled:
+        workers.correlator = Correlator(app[STORE], deps, correlation, config.file.investigation.calls)
     app[DISPATCHER].under_pressure = lambda: workers.under_pressure
     app[WORKERS] = workers
     await workers.start()

@@ -24,8 +24,11 @@ from aiolimiter import AsyncLimiter
 
 from agentic_observability import pipeline
 from agentic_observability.errors import StoreError
+from agentic_observability.models import Action, Incident
+from agentic_observability.outbox.plan import ActSettings
 from agentic_observability.pipeline.ports import PipelineDeps
 from agentic_observability.pipeline.reason import bare_report
+from agentic_observability.service.correlation import RECHECK_SECONDS, Correlator, Joined
 from agentic_observability.store import Job, Store
 from agentic_observability.telemetry import Metrics, correlation, log_fields
 
@@ -56,6 +59,12 @@ class Workers:
         self._last_intake = -1.0
         self._storm_limiter = AsyncLimiter(storm_jobs_per_second, 1.0)
         self.on_actions: Callable[[], None] | None = None  # wakes the outbox dispatcher
+        self.correlator: Correlator | None = None  # one incident per fault; None: every group alone
+
+    @property
+    def act_settings(self) -> ActSettings:
+        """How actions are planned (the API's split and merge plan theirs the same way)."""
+        return self._deps.act
 
     def wake(self) -> None:
         """Called on every committed delivery: new work, and a sign of intake pressure."""
@@ -163,12 +172,8 @@ class Workers:
                 return
             started = time.perf_counter()
             try:
-                report = await pipeline.run(incident, self._deps)
-                stored = report.to_dict()
-                actions = pipeline.actions_for(incident, stored, job.kind, self._deps)
-                await self._store.complete_job(job.id, incident.id, stored, actions)
-                if actions and self.on_actions is not None:
-                    self.on_actions()
+                if not await self._complete(job, incident):
+                    return  # waiting for an earlier group's analysis; the job runs again shortly
             except (asyncio.CancelledError, StoreError):
                 raise  # shutdown, or the store is failing: the job stays pending (see _worker)
             except Exception as exc:
@@ -176,6 +181,33 @@ class Workers:
                 return
             seconds = round(time.perf_counter() - started, 3)
             log.info("report written", extra=log_fields(job=job.kind, seconds=seconds))
+
+    async def _complete(self, job: Job, incident: Incident) -> bool:
+        """Analyse, correlate and commit one job; False when it must wait and run again."""
+        fault = self.correlator
+        subject = fault.subject(incident) if fault else incident
+        stored = (await pipeline.run(subject, self._deps)).to_dict()
+        if fault and job.kind == "analyze" and incident.parent_id is None and not incident.members:
+            outcome = await fault.try_join(job, incident, stored)
+            if isinstance(outcome, Joined):
+                self._actions_queued(outcome.actions)
+                return True
+            if outcome.wait_for is not None:
+                asyncio.get_running_loop().call_later(RECHECK_SECONDS, self._enqueue, job)
+                return False
+        if job.kind == "analyze" and incident.parent_id is not None:
+            actions: list[Action] = []  # merged by hand before its analysis: the root spoke for it
+        elif fault and job.kind == "resolve" and (incident.parent_id or incident.members):
+            actions = await fault.resolve_actions(incident, stored)
+        else:
+            actions = pipeline.actions_for(subject, stored, job.kind, self._deps)
+        await self._store.complete_job(job.id, incident.id, stored, actions)
+        self._actions_queued(actions)
+        return True
+
+    def _actions_queued(self, actions: list[Action]) -> None:
+        if actions and self.on_actions is not None:
+            self.on_actions()
 
     async def _failed(self, job: Job, exc: Exception) -> None:
         self._metrics.errors.labels("pipeline").inc()

@@ -53,8 +53,30 @@ class Store(Protocol):
     async def finish_job(self, job_id: int, error: str | None = None, give_up: bool = True) -> None: ...
 
     async def complete_job(
-        self, job_id: int, incident_id: str, report: dict[str, Any], actions: Sequence[Action] = ()
-    ) -> None: ...
+        self,
+        job_id: int,
+        incident_id: str,
+        report: dict[str, Any],
+        actions: Sequence[Action] = (),
+        joins: str | None = None,
+        joined: dict[str, Any] | None = None,
+        root_report: dict[str, Any] | None = None,
+    ) -> None:
+        """Save the report, queue the actions, mark the job done; with ``joins``, the incident also
+        joins that root as one fault (``joined``: why; ``root_report``: the root's new report)."""
+        ...
+
+    async def regroup(
+        self, incident_id: str, parent_id: str | None, why: dict[str, Any], actions: Sequence[Action] = ()
+    ) -> None:
+        """A merge (join ``parent_id``) or split (``None``: a root again) by hand, with its actions."""
+        ...
+
+    async def correlation_candidates(
+        self, incident_id: str, earliest: float, latest: float
+    ) -> list[Incident]:
+        """Open faults (roots) that started within ``[earliest, latest]``, with reports and members."""
+        ...
 
     async def save_feedback(
         self, incident_id: str, feedback: dict[str, Any], actions: Sequence[Action] = ()

@@ -34,6 +34,7 @@ def _errors(*codes: int) -> dict[str, Any]:
         401: "Missing or invalid credentials",
         404: "Not found",
         408: "The body did not arrive within server.body_timeout",
+        409: "Not possible in the incident's present state (`detail` says why)",
         413: "Body larger than server.max_body_bytes",
         502: "Prometheus failed",
         503: "Store unavailable; retry",
@@ -114,6 +115,40 @@ PATHS: dict[str, dict[str, Any]] = {
                         "resolution": {"type": "string", "minLength": 1, "maxLength": 2000},
                         "correct": {"type": "boolean"},
                     },
+                }
+            ),
+        )
+    },
+    "/api/v1/incidents/{incident_id}/split": {
+        "post": _op(
+            "Take an alert group out of this incident: it becomes its own incident (undoes a wrong merge)",
+            {"200": _json({"type": "object"}, "Split"), **_errors(400, 401, 404, 408, 409)},
+            parameters=[_INCIDENT_ID],
+            requestBody=_json_body(
+                {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "minProperties": 1,
+                    "maxProperties": 1,
+                    "properties": {
+                        "member": {"type": "string", "description": "the member's incident id"},
+                        "group_key": {"type": "string"},
+                    },
+                }
+            ),
+        )
+    },
+    "/api/v1/incidents/{incident_id}/merge": {
+        "post": _op(
+            "Make another incident (with its members) part of this one: the same fault (a missed merge)",
+            {"200": _json({"type": "object"}, "Merged"), **_errors(400, 401, 404, 408, 409)},
+            parameters=[_INCIDENT_ID],
+            requestBody=_json_body(
+                {
+                    "type": "object",
+                    "required": ["incident"],
+                    "additionalProperties": False,
+                    "properties": {"incident": {"type": "string"}},
                 }
             ),
         )
@@ -229,6 +264,28 @@ SCHEMAS: dict[str, Any] = {
             "report": {"type": "object", "nullable": True},
             "similar_incidents": {"type": "array"},
             "alerts": {"type": "array"},
+            "parent_id": {
+                "type": "string",
+                "nullable": True,
+                "description": "set on an alert group that is part of another incident (the same fault)",
+            },
+            "correlation": {"type": "object", "nullable": True, "description": "why it joined or left one"},
+            "members": {
+                "type": "array",
+                "description": "the fault's other alert groups and watch episodes, in the order they started",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "string"},
+                        "title": {"type": "string"},
+                        "status": {"type": "string", "enum": ["firing", "resolved"]},
+                        "started_at": {"type": "string", "format": "date-time"},
+                        "resolved_at": {"type": "string", "format": "date-time", "nullable": True},
+                        "alertnames": {"type": "array", "items": {"type": "string"}},
+                        "joined": {"type": "object"},
+                    },
+                },
+            },
         },
     },
 }

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from agentic_observability.errors import StoreError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 DB_FILENAME = "agentic-obs.sqlite3"
 
 # WAL + synchronous=NORMAL: a commit survives a process crash (SIGKILL, OOM); only an OS crash or
@@ -110,6 +110,13 @@ MIGRATIONS: dict[int, str] = {
         key          TEXT PRIMARY KEY,
         value        TEXT NOT NULL
     );
+    """,
+    # 5: one incident per fault. A group that joined another incident points at its root
+    # (``parent_id``; roots have none) and says why (``correlation``, JSON; also kept after a split).
+    5: """
+    ALTER TABLE incidents ADD COLUMN parent_id INTEGER REFERENCES incidents(id);
+    ALTER TABLE incidents ADD COLUMN correlation TEXT;
+    CREATE INDEX incidents_by_parent ON incidents(parent_id) WHERE parent_id IS NOT NULL;
     """,
 }
 

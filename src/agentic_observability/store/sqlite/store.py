@@ -20,13 +20,22 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 import aiosqlite
 
 from agentic_observability.errors import StoreError, StoreUnavailableError
-from agentic_observability.models import AcceptedAlert, Action, Alert, Incident, OutboxItem
+from agentic_observability.models import (
+    AcceptedAlert,
+    Action,
+    Alert,
+    Incident,
+    IncidentStatus,
+    Member,
+    OutboxItem,
+)
 from agentic_observability.store.base import AcceptResult, Job
 from agentic_observability.store.sqlite import writes
 from agentic_observability.store.sqlite.schema import DB_FILENAME, PRAGMAS, connect, migrate
@@ -154,9 +163,16 @@ class SqliteStore:
         incident_id: str,
         report: dict[str, Any],
         actions: Sequence[Action] = (),
+        joins: str | None = None,
+        joined: dict[str, Any] | None = None,
+        root_report: dict[str, Any] | None = None,
     ) -> None:
-        """Save the report, queue its actions and mark its job done, in one transaction."""
+        """Save the report, queue its actions and mark its job done, in one transaction. With
+        ``joins``: the incident joins that root as the same fault (``joined``: why), and the root's
+        report becomes ``root_report`` when given."""
         similar = json.dumps(report.get("similar_incidents", []))
+        parent = None if joins is None else (int(joins), json.dumps(joined or {}))
+        reports = [] if joins is None or root_report is None else [(int(joins), json.dumps(root_report))]
         await self._writer.run(
             writes.complete_job,
             job_id,
@@ -165,6 +181,17 @@ class SqliteStore:
             similar,
             list(actions),
             time.time(),
+            reports,
+            parent,
+        )
+
+    async def regroup(
+        self, incident_id: str, parent_id: str | None, why: dict[str, Any], actions: Sequence[Action] = ()
+    ) -> None:
+        """Join an incident to a root by hand (a merge), or make a member a root again (a split)."""
+        parent = None if parent_id is None else int(parent_id)
+        await self._writer.run(
+            writes.regroup, int(incident_id), parent, json.dumps(why), list(actions), time.time()
         )
 
     async def save_feedback(
@@ -234,24 +261,70 @@ class SqliteStore:
     # -- reads -----------------------------------------------------------------------------------
 
     async def get_incident(self, incident_id: str) -> Incident | None:
+        """One incident with its alerts; a root also with its members (and the fault's status)."""
         if not _INCIDENT_ID.fullmatch(incident_id):  # ids are SQLite integers: at most 18 ASCII digits
             return None
         rows = await self._reader.execute_fetchall(
-            f"{_INCIDENT_SELECT}, (SELECT json_group_array(json(body)) FROM "
-            "(SELECT body FROM incident_alerts WHERE incident_id = incidents.id ORDER BY fingerprint)) "
-            "FROM incidents WHERE id = ?",
-            (int(incident_id),),
+            f"{_INCIDENT_SELECT}, {_ALERTS} FROM incidents i WHERE id = ?", (int(incident_id),)
         )
         for *row, alerts in rows:
-            return _incident_from_row(row, tuple(Alert.from_dict(a) for a in json.loads(alerts)))
+            incident = _incident_from_row(row, _alerts(alerts))
+            return (
+                incident
+                if incident.parent_id
+                else _with_members(incident, await self._members([incident.id]))
+            )
         return None
 
     async def list_incidents(self, status: str | None = None, limit: int = 100) -> list[Incident]:
-        where, params = ("WHERE status = ?", (status,)) if status else ("", ())
+        """The newest incidents (roots: a member is listed inside its root), with their members; the
+        status filter applies to the whole fault."""
         rows = await self._reader.execute_fetchall(
-            f"{_INCIDENT_SELECT} FROM incidents {where} ORDER BY id DESC LIMIT ?", (*params, limit)
+            f"{_INCIDENT_SELECT} FROM incidents i WHERE parent_id IS NULL AND (? IS NULL OR "
+            f"(? = 'firing') = (status = 'firing' OR EXISTS ({_FIRING_MEMBER}))) ORDER BY id DESC LIMIT ?",
+            (status, status, limit),
         )
-        return [_incident_from_row(row, ()) for row in rows]
+        roots = [_incident_from_row(row, ()) for row in rows]
+        members = await self._members([r.id for r in roots])
+        return [_with_members(r, members) for r in roots]
+
+    async def correlation_candidates(
+        self, incident_id: str, earliest: float, latest: float
+    ) -> list[Incident]:
+        """Open faults (roots with anything still firing) that started in ``[earliest, latest]``, other
+        than ``incident_id``, oldest first, with their reports (None while still being analysed)."""
+        rows = await self._reader.execute_fetchall(
+            f"{_INCIDENT_SELECT}, {_ALERTS} FROM incidents i WHERE parent_id IS NULL AND id != ? "
+            f"AND started_at BETWEEN ? AND ? AND (status = 'firing' OR EXISTS ({_FIRING_MEMBER})) "
+            "ORDER BY started_at, id LIMIT 100",
+            (int(incident_id), earliest, latest),
+        )
+        roots = [_incident_from_row(row, _alerts(alerts)) for *row, alerts in rows]
+        members = await self._members([r.id for r in roots])
+        return [_with_members(r, members) for r in roots]
+
+    async def _members(self, root_ids: Sequence[str]) -> dict[str, list[Member]]:
+        rows = await self._reader.execute_fetchall(
+            "SELECT parent_id, id, title, source, group_key, status, started_at, resolved_at, correlation, "
+            f"{_ALERTS} FROM incidents i WHERE parent_id IN (SELECT value FROM json_each(?)) "
+            "ORDER BY started_at, id",
+            (json.dumps([int(i) for i in root_ids]),),
+        )
+        found: dict[str, list[Member]] = {}
+        for parent, id_, title, source, group, status, started, resolved, why, alerts in rows:
+            member = Member(
+                str(id_),
+                title,
+                source,
+                group,
+                status,
+                started,
+                resolved,
+                json.loads(why or "{}"),
+                _alerts(alerts),
+            )
+            found.setdefault(str(parent), []).append(member)
+        return found
 
     async def open_incidents_by_group(self, source: str) -> dict[str, str]:
         rows = await self._reader.execute_fetchall(
@@ -283,12 +356,48 @@ class SqliteStore:
 
 _INCIDENT_ID = re.compile(r"[0-9]{1,18}")
 _INCIDENT_SELECT = (
-    "SELECT id, group_key, source, status, title, labels, started_at, resolved_at, report, similar, feedback"
+    "SELECT id, group_key, source, status, title, labels, started_at, resolved_at, report, similar, "
+    "feedback, parent_id, correlation"
 )
+_ALERTS = (
+    "(SELECT json_group_array(json(body)) FROM "
+    "(SELECT body FROM incident_alerts WHERE incident_id = i.id ORDER BY fingerprint))"
+)
+_FIRING_MEMBER = "SELECT 1 FROM incidents c WHERE c.parent_id = i.id AND c.status = 'firing'"
+
+
+def _alerts(text: str) -> tuple[Alert, ...]:
+    return tuple(Alert.from_dict(a) for a in json.loads(text))
+
+
+def _with_members(root: Incident, members: dict[str, list[Member]]) -> Incident:
+    """A root read as the whole fault: firing while any member fires, resolved when the last one is."""
+    mine = tuple(members.get(root.id, ()))
+    if not mine:
+        return root
+    firing = "firing" in (root.status, *(m.status for m in mine))
+    status: IncidentStatus = "firing" if firing else "resolved"
+    ends = [t for t in (root.resolved_at, *(m.resolved_at for m in mine)) if t is not None]
+    resolved_at = max(ends) if not firing and ends else None
+    return replace(root, members=mine, status=status, resolved_at=resolved_at)
 
 
 def _incident_from_row(row: Sequence[Any], alerts: tuple[Alert, ...]) -> Incident:
-    id_, group_key, source, status, title, labels, started, resolved, report, similar, feedback = row
+    (
+        id_,
+        group_key,
+        source,
+        status,
+        title,
+        labels,
+        started,
+        resolved,
+        report,
+        similar,
+        feedback,
+        parent,
+        why,
+    ) = row
     return Incident(
         id=str(id_),
         group_key=group_key,
@@ -302,6 +411,8 @@ def _incident_from_row(row: Sequence[Any], alerts: tuple[Alert, ...]) -> Inciden
         report=None if report is None else json.loads(report),
         similar_incidents=tuple(json.loads(similar)),
         feedback=None if feedback is None else json.loads(feedback),
+        parent_id=None if parent is None else str(parent),
+        correlation=None if why is None else json.loads(why),
     )
 
 

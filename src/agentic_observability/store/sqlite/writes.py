@@ -130,18 +130,58 @@ def complete_job(
     similar: str,
     actions: Sequence[Action],
     now: float,
+    reports: Sequence[tuple[int, str]] = (),
+    parent: tuple[int | None, str] | None = None,
 ) -> None:
-    """Save the report, queue its actions and mark its job done together: never one without the others."""
+    """Save the report, queue its actions and mark its job done together: never one without the others.
+    ``reports``: other incidents' new reports (a root re-analysed with a new member); ``parent``: the
+    incident joins that root (or, None, leaves it), with the reason as JSON."""
     with transaction(conn):
         conn.execute(
             "UPDATE incidents SET report = ?, similar = ?, updated_at = ? WHERE id = ?",
             (report, similar, now, incident_id),
         )
+        for other, other_report in reports:
+            conn.execute(
+                "UPDATE incidents SET report = ?, updated_at = ? WHERE id = ?", (other_report, now, other)
+            )
+        if parent is not None:
+            set_parent(conn, incident_id, parent[0], parent[1], now)
         insert_actions(conn, actions, now)
         conn.execute(
             "UPDATE jobs SET done_at = ?, attempts = attempts + 1, last_error = NULL WHERE id = ?",
             (now, job_id),
         )
+
+
+def set_parent(
+    conn: sqlite3.Connection, incident_id: int, parent_id: int | None, why: str, now: float
+) -> None:
+    """Join ``incident_id`` to a root (its own members move along: a root has no grandchildren), or
+    make it a root again (``parent_id`` None)."""
+    if parent_id is not None:
+        conn.execute(
+            "UPDATE incidents SET parent_id = ?, updated_at = ? WHERE parent_id = ?",
+            (parent_id, now, incident_id),
+        )
+    conn.execute(
+        "UPDATE incidents SET parent_id = ?, correlation = ?, updated_at = ? WHERE id = ?",
+        (parent_id, why, now, incident_id),
+    )
+
+
+def regroup(
+    conn: sqlite3.Connection,
+    incident_id: int,
+    parent_id: int | None,
+    why: str,
+    actions: Sequence[Action],
+    now: float,
+) -> None:
+    """A split or merge by hand, with the actions it calls for, in one transaction."""
+    with transaction(conn):
+        set_parent(conn, incident_id, parent_id, why, now)
+        insert_actions(conn, actions, now)
 
 
 def finish_job(conn: sqlite3.Connection, job_id: int, done_at: float | None, error: str | None) -> None:
@@ -209,12 +249,16 @@ def action_failed(conn: sqlite3.Connection, item_id: int, error: str, next_attem
 # must never be reused (Slack threads, PagerDuty dedup keys and memory points are keyed by it).
 # Retention runs on this service's clock (updated_at: when the incident last changed here), not on
 # the alerts' own endsAt, which a skewed or replaying sender can put anywhere, even years ahead.
+# A fault's members go first, once nothing of the fault fires; its root when no member is left.
 _PRUNABLE_INCIDENTS = """
 SELECT id FROM incidents i
 WHERE status = 'resolved' AND updated_at < :cutoff
   AND id < (SELECT MAX(id) FROM incidents)
   AND NOT EXISTS (SELECT 1 FROM jobs WHERE incident_id = i.id AND done_at IS NULL)
   AND NOT EXISTS (SELECT 1 FROM outbox WHERE incident_id = i.id AND state = 'pending')
+  AND NOT EXISTS (SELECT 1 FROM incidents c WHERE c.parent_id = i.id)
+  AND NOT EXISTS (SELECT 1 FROM incidents s WHERE s.id = i.parent_id AND s.status = 'firing')
+  AND NOT EXISTS (SELECT 1 FROM incidents s WHERE s.parent_id = i.parent_id AND s.status = 'firing')
 ORDER BY updated_at LIMIT :batch
 """
 _INCIDENT_CHILDREN = ("incident_alerts", "jobs", "action_refs", "outbox")  # deleted before the parent

@@ -1,0 +1,144 @@
+"""The correlation stage in the workers: one incident per fault (issue 16).
+
+After an ``analyze`` job's report, the group either joins an open incident that shares its fault
+(rules in ``pipeline/correlate.py``) or stays its own. Joining commits, in one transaction with the
+job: the group's link to its root and why, the root's report re-analysed over every member's alerts,
+and the root's actions (a reply in its thread, its parent message updated), never a new page. On
+``resolve``, a member or a root speaks for the whole fault: the fault's resolve actions go out once,
+when its last member resolves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from agentic_observability import pipeline
+from agentic_observability.config import CallEdge, CorrelationConfig
+from agentic_observability.models import Action, Incident, Member
+from agentic_observability.outbox.plan import plan_actions, plan_member_change
+from agentic_observability.pipeline.correlate import Decision, decide, timeline
+from agentic_observability.pipeline.ports import PipelineDeps
+from agentic_observability.store import Job, Store
+
+log = logging.getLogger(__name__)
+
+RECHECK_SECONDS = 2.0  # how often a group waiting for an earlier one's analysis looks again
+
+
+@dataclass(frozen=True)
+class Joined:
+    root: str
+    record: dict[str, Any]
+    root_report: dict[str, Any]
+    actions: list[Action]
+
+
+class Correlator:
+    def __init__(
+        self, store: Store, deps: PipelineDeps, settings: CorrelationConfig, calls: Sequence[CallEdge]
+    ) -> None:
+        self._store = store
+        self._deps = deps
+        self._settings = settings
+        self._calls = tuple(calls)
+        self._entity = deps.investigation.entity_label
+        self._waiting_since: dict[int, float] = {}
+        # Deciding and committing a join happen under one lock: two groups of one fault analysed at
+        # once must not both see the other as "not yet an incident" and both stay alone.
+        self._lock = asyncio.Lock()
+
+    @property
+    def enabled(self) -> bool:
+        return self._settings.enabled
+
+    def subject(self, incident: Incident) -> Incident:
+        """What the pipeline analyses: a root with members is the whole fault, every alert of it."""
+        return replace(incident, alerts=incident.every_alert) if incident.members else incident
+
+    async def try_join(self, job: Job, incident: Incident, report: dict[str, Any]) -> Joined | Decision:
+        """Commit the join and return it; or the decision not to (``wait_for`` set: look again later)."""
+        async with self._lock:
+            decision = await self._decide(job, incident, report)
+            if decision.root is None:
+                return decision
+            root = await self._store.get_incident(decision.root)
+            if root is None:
+                return Decision(None, f"incident {decision.root} vanished")
+            joined = await self._joined(incident, report, root, decision)
+            await self._store.complete_job(
+                job.id, incident.id, report, joined.actions, joined.root, joined.record, joined.root_report
+            )
+        self._waiting_since.pop(job.id, None)
+        log.info("incident %s joined incident %s: %s", incident.id, root.id, decision.reason)
+        return joined
+
+    async def _decide(self, job: Job, incident: Incident, report: dict[str, Any]) -> Decision:
+        window = self._settings.window
+        candidates = await self._store.correlation_candidates(
+            incident.id, incident.started_at - window, incident.started_at + window
+        )
+        decision = decide(incident, report, candidates, self._settings, self._calls, self._entity)
+        if decision.wait_for is None:
+            return decision
+        since = self._waiting_since.setdefault(job.id, time.monotonic())
+        if time.monotonic() - since < self._settings.wait:
+            return decision
+        self._waiting_since.pop(job.id, None)
+        log.warning("gave up waiting for incident %s's analysis; deciding without it", decision.wait_for)
+        ready = [c for c in candidates if c.report is not None]
+        return decide(incident, report, ready, self._settings, self._calls, self._entity)
+
+    async def _joined(
+        self, incident: Incident, report: dict[str, Any], root: Incident, decision: Decision
+    ) -> Joined:
+        record = decision.record("correlation", time.time())
+        member = Member(
+            incident.id,
+            incident.title,
+            incident.source,
+            incident.group_key,
+            incident.status,
+            incident.started_at,
+            incident.resolved_at,
+            record,
+            incident.alerts,
+        )
+        family = replace(root, members=(*root.members, member))
+        root_report = await self._reanalyse(family)
+        family = replace(family, report=root_report)
+        note = f"{incident.source} group since {_clock(incident.started_at)}: {decision.reason}"
+        actions = plan_member_change(family, incident, "member", note, self._deps.act)
+        return Joined(root.id, record, root_report, actions)
+
+    async def _reanalyse(self, family: Incident) -> dict[str, Any]:
+        """The root's report over every member's alerts, with the order they fired in."""
+        report = (await pipeline.run(self.subject(family), self._deps)).to_dict()
+        order = timeline(family)
+        if order:
+            report["summary"] = f"{order}\n{report.get('summary', '')}"
+        return report
+
+    async def resolve_actions(self, incident: Incident, report: dict[str, Any]) -> list[Action]:
+        """A resolve job's actions when the incident is part of a fault with several groups."""
+        root = await self._store.get_incident(incident.parent_id) if incident.parent_id else incident
+        if root is None:  # the root was pruned: nothing left to speak for
+            return []
+        if root.status == "resolved":
+            whole = replace(self.subject(root), report=root.report if incident.parent_id else report)
+            return plan_actions(whole, whole.report or {}, "resolve", self._deps.act)
+        own = [root.title] if any(a.status == "firing" for a in root.alerts) else []
+        firing = own + [m.title for m in root.members if m.status == "firing"]
+        note = "Still firing: " + ", ".join(firing) if firing else "All resolved."
+        return plan_member_change(root, incident, "member-resolved", note, self._deps.act)
+
+    def waiting(self, job: Job) -> bool:
+        return job.id in self._waiting_since
+
+
+def _clock(ts: float) -> str:
+    return time.strftime("%H:%M:%S", time.gmtime(ts))
