@@ -147,7 +147,9 @@ async def test_one_fault_two_alert_groups_is_one_incident(
         return len(sinks.pagerduty.events("resolve")) == 1 and await analysed(client, 2)
 
     await wait_for(resolved, within=30)
-    assert (await incidents(client))[0]["status"] == "resolved"
+    [fault] = await incidents(client)
+    assert fault["status"] == "resolved" and fault["report"]["status"] == "resolved"
+    assert fault["report"]["summary"].startswith("Alerts of this fault in order: CartsCpuSaturated")
     assert len(sinks.pagerduty.events("trigger")) == 1 and sinks.errors() == []
 
 

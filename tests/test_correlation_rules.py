@@ -136,3 +136,20 @@ def test_the_timeline_names_the_alerts_in_the_order_they_fired() -> None:
         "Alerts of this fault in order: CartsCpuSaturated at 08:00:00, then ShopFrontEndSlow (+10 s)."
     )
     assert timeline(root) == ""
+
+
+def test_memory_remembers_a_fault_with_every_alert_it_fired() -> None:
+    from agentic_observability.outbox.plan import remember_action
+
+    root = incident("1", "carts", T0, ["carts"], "CartsCpuSaturated")
+    member = incident("2", "front-end", T0 + 10, None, "ShopFrontEndSlow")
+    fault = Incident(
+        **{
+            **root.__dict__,
+            "members": (Member("2", "x", "alertmanager", "g2", "firing", T0 + 10, None, {}, member.alerts),),
+        }
+    )
+    report = {"hypotheses": [{"entity": "carts", "evidence": []}]}
+    payload = remember_action(fault, report, "service", "remember").payload
+    assert payload["alertnames"] == ["CartsCpuSaturated", "ShopFrontEndSlow"]
+    assert payload["cause"] == "carts"

@@ -287,11 +287,13 @@ class PastIncident:
     summary: str = ""
     resolution: str = ""
     confirmed: bool = False  # feedback confirmed (or corrected) the cause
+    alertnames: tuple[str, ...] = ()  # every alert a fault fired, in the order they started
 
     def to_payload(self) -> dict[str, Any]:
         data = asdict(self)
         data["labels"] = dict(self.labels)
         data["signals"] = list(self.signals)
+        data["alertnames"] = list(self.alertnames)
         return data
 
     @classmethod
@@ -300,6 +302,7 @@ class PastIncident:
         values = {k: v for k, v in data.items() if k in known}
         values["labels"] = dict(values.get("labels", {}))
         values["signals"] = tuple(values.get("signals", ()))
+        values["alertnames"] = tuple(values.get("alertnames", ()))
         return cls(**values)
 
 

@@ -2,10 +2,13 @@
 
 Starts a synthetic shop exporter, a real Prometheus scraping it with alert rules, a real Alertmanager
 routed to the service, and the service itself (webhook + one PromQL watch, incident memory on Qdrant
-Edge, actions to the local ``actions.jsonl``). A CPU hog hits carts after ~30 s; the demo prints every
-report as it arrives and as it resolves, then sends feedback on the alert's incident (confirmed cause
-and the fix). The same fault returns; the new reports recall the first incident ("seen before", with
-the fix). Exit 0 once every incident of both rounds has resolved, 1 if not within the time limit.
+Edge, actions to the local ``actions.jsonl``). A CPU hog hits carts after ~30 s; it trips the watch
+and the front-end latency alert, which become one incident (the alert joins the watch's incident as
+the same fault). The demo prints every report as it arrives and as it resolves, with the incident's
+members, then sends feedback on it (confirmed cause and the fix). The same fault returns; the new
+report recalls the first incident ("seen before", with the fix). Exit 0 once every incident of both
+rounds has resolved and each round was one incident; 1 if not within the time limit, or a round's
+fault became more than one incident.
 """
 
 from __future__ import annotations
@@ -87,12 +90,23 @@ async def _start_site(app: web.Application, port: int) -> web.AppRunner:
 def print_report(incident: dict[str, Any]) -> None:
     report = incident.get("report") or {}
     _say(f"incident {incident['id']} [{incident['status']}] {incident['title']}")
+    for member in incident.get("members") or []:
+        names = ", ".join(member["alertnames"])
+        print(
+            f"    + {names} [{member['status']}] since {member['started_at']}: {member['joined']['reason']}"
+        )
     for line in str(report.get("summary", "(no report yet)")).splitlines():
         print(f"    {line}", flush=True)
 
 
+def _shown_as(incident: dict[str, Any]) -> tuple[Any, ...]:
+    """What changes a printed incident: its report, its members and their status."""
+    generated = (incident.get("report") or {}).get("generated_at")
+    return (generated, tuple((m["id"], m["status"]) for m in incident.get("members") or []))
+
+
 async def _watch_incidents(
-    http: aiohttp.ClientSession, api: str, deadline: float, shown: dict[str, float], more_than: int
+    http: aiohttp.ClientSession, api: str, deadline: float, shown: dict[str, Any], more_than: int
 ) -> list[dict[str, Any]] | None:
     """Print each report as it appears or changes; the incidents once there are more than
     ``more_than`` and every one has resolved, None at the deadline."""
@@ -100,9 +114,9 @@ async def _watch_incidents(
         async with http.get(f"{api}/api/v1/incidents") as response:
             incidents = (await response.json())["incidents"]
         for incident in reversed(incidents):
-            generated = (incident.get("report") or {}).get("generated_at")
-            if generated and shown.get(incident["id"]) != generated:
-                shown[incident["id"]] = generated
+            now_shown = _shown_as(incident)
+            if now_shown[0] and shown.get(incident["id"]) != now_shown:
+                shown[incident["id"]] = now_shown
                 print_report(incident)
         everyone_done = all((i.get("report") or {}).get("status") == "resolved" for i in incidents)
         if len(incidents) > more_than and everyone_done and len(shown) == len(incidents):
@@ -112,17 +126,33 @@ async def _watch_incidents(
 
 
 async def _two_rounds(api: str, token: str, deadline: float) -> bool:
-    shown: dict[str, float] = {}
+    shown: dict[str, Any] = {}
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
         first = await _watch_incidents(http, api, deadline, shown, 0)
         if first is None:
             return False
-        alerted = next((i for i in first if i["source"] == "alertmanager"), first[0])
+        if not _one_incident(1, first):
+            return False
+        alerted = first[0]
         async with http.post(f"{api}/api/v1/incidents/{alerted['id']}/feedback", json=FEEDBACK) as response:
             response.raise_for_status()
         _say(f"feedback on incident {alerted['id']}: {FEEDBACK}")
         _say("round 1 done; the same fault returns shortly ...")
-        return await _watch_incidents(http, api, deadline, shown, len(first)) is not None
+        both = await _watch_incidents(http, api, deadline, shown, len(first))
+        if both is None:
+            return False
+        return _one_incident(2, both[: len(both) - len(first)])
+
+
+def _one_incident(number: int, incidents: list[dict[str, Any]]) -> bool:
+    """One incident per fault: the round's watch and Alertmanager alert must be one incident."""
+    for incident in incidents:
+        members = [", ".join(m["alertnames"]) for m in incident.get("members") or []]
+        alerts = "; ".join([incident["title"].split(":")[0], *members])
+        _say(f"round {number}: incident {incident['id']} holds {1 + len(members)} alert groups: {alerts}")
+    if len(incidents) != 1:
+        _say(f"round {number}: one fault became {len(incidents)} incidents (expected one)")
+    return len(incidents) == 1
 
 
 def _summarise_actions(path: Path) -> None:

@@ -69,4 +69,5 @@ def past_incident(
         summary=summary[:500],
         resolution=resolution,
         confirmed=confirmed,
+        alertnames=tuple(dict.fromkeys(a.name for a in sorted(incident.alerts, key=lambda a: a.starts_at))),
     )

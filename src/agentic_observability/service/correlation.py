@@ -71,7 +71,13 @@ class Correlator:
                 return Decision(None, f"incident {decision.root} vanished")
             joined = await self._joined(incident, report, root, decision)
             await self._store.complete_job(
-                job.id, incident.id, report, joined.actions, joined.root, joined.record, joined.root_report
+                job.id,
+                incident.id,
+                report,
+                joined.actions,
+                joined.root,
+                joined.record,
+                {joined.root: joined.root_report},
             )
         self._waiting_since.pop(job.id, None)
         log.info("incident %s joined incident %s: %s", incident.id, root.id, decision.reason)
@@ -117,27 +123,40 @@ class Correlator:
 
     async def _reanalyse(self, family: Incident) -> dict[str, Any]:
         """The root's report over every member's alerts, with the order they fired in."""
-        report = (await pipeline.run(self.subject(family), self._deps)).to_dict()
-        order = timeline(family)
-        if order:
-            report["summary"] = f"{order}\n{report.get('summary', '')}"
-        return report
+        return with_timeline(family, (await pipeline.run(self.subject(family), self._deps)).to_dict())
 
-    async def resolve_actions(self, incident: Incident, report: dict[str, Any]) -> list[Action]:
-        """A resolve job's actions when the incident is part of a fault with several groups."""
+    async def resolved(self, job: Job, incident: Incident, report: dict[str, Any]) -> list[Action]:
+        """Complete a resolve job of a group that is part of a fault with several groups: the fault's
+        resolve actions (and its root's final report) once its last group resolved, else a note in
+        its thread. Returns the actions queued."""
         root = await self._store.get_incident(incident.parent_id) if incident.parent_id else incident
         if root is None:  # the root was pruned: nothing left to speak for
+            await self._store.complete_job(job.id, incident.id, report)
             return []
-        if root.status == "resolved":
-            whole = replace(self.subject(root), report=root.report if incident.parent_id else report)
-            return plan_actions(whole, whole.report or {}, "resolve", self._deps.act)
-        own = [root.title] if any(a.status == "firing" for a in root.alerts) else []
-        firing = own + [m.title for m in root.members if m.status == "firing"]
-        note = "Still firing: " + ", ".join(firing) if firing else "All resolved."
-        return plan_member_change(root, incident, "member-resolved", note, self._deps.act)
+        if root is incident:  # a root's report covers the whole fault, in the order it fired
+            report = with_timeline(root, report)
+        if root.status == "firing":
+            own = [root.title] if any(a.status == "firing" for a in root.alerts) else []
+            firing = own + [m.title for m in root.members if m.status == "firing"]
+            note = "Still firing: " + ", ".join(firing)
+            actions = plan_member_change(root, incident, "member-resolved", note, self._deps.act)
+            await self._store.complete_job(job.id, incident.id, report, actions)
+            return actions
+        final = report if root is incident else await self._reanalyse(root)
+        whole = replace(self.subject(root), report=final)
+        actions = plan_actions(whole, final, "resolve", self._deps.act)
+        others = {} if root is incident else {root.id: final}
+        await self._store.complete_job(job.id, incident.id, report, actions, other_reports=others)
+        return actions
 
     def waiting(self, job: Job) -> bool:
         return job.id in self._waiting_since
+
+
+def with_timeline(family: Incident, report: dict[str, Any]) -> dict[str, Any]:
+    """The report, its summary opened by the order the fault's alerts fired in."""
+    order = timeline(family)
+    return {**report, "summary": f"{order}\n{report.get('summary', '')}"} if order else report
 
 
 def _clock(ts: float) -> str:

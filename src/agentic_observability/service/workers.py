@@ -19,6 +19,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from aiolimiter import AsyncLimiter
 
@@ -60,6 +61,7 @@ class Workers:
         self._storm_limiter = AsyncLimiter(storm_jobs_per_second, 1.0)
         self.on_actions: Callable[[], None] | None = None  # wakes the outbox dispatcher
         self.correlator: Correlator | None = None  # one incident per fault; None: every group alone
+        self._waiting_reports: dict[int, dict[str, Any]] = {}
 
     @property
     def act_settings(self) -> ActSettings:
@@ -186,19 +188,25 @@ class Workers:
         """Analyse, correlate and commit one job; False when it must wait and run again."""
         fault = self.correlator
         subject = fault.subject(incident) if fault else incident
-        stored = (await pipeline.run(subject, self._deps)).to_dict()
+        # a group waiting for an earlier one's analysis keeps its own report: no re-analysis per look
+        stored = (
+            self._waiting_reports.pop(job.id, None) or (await pipeline.run(subject, self._deps)).to_dict()
+        )
         if fault and job.kind == "analyze" and incident.parent_id is None and not incident.members:
-            outcome = await fault.try_join(job, incident, stored)
+            with self._deps.stage_timer("correlate"):
+                outcome = await fault.try_join(job, incident, stored)
             if isinstance(outcome, Joined):
                 self._actions_queued(outcome.actions)
                 return True
             if outcome.wait_for is not None:
+                self._waiting_reports[job.id] = stored
                 asyncio.get_running_loop().call_later(RECHECK_SECONDS, self._enqueue, job)
                 return False
+        if fault and job.kind == "resolve" and (incident.parent_id or incident.members):
+            self._actions_queued(await fault.resolved(job, incident, stored))
+            return True
         if job.kind == "analyze" and incident.parent_id is not None:
             actions: list[Action] = []  # merged by hand before its analysis: the root spoke for it
-        elif fault and job.kind == "resolve" and (incident.parent_id or incident.members):
-            actions = await fault.resolve_actions(incident, stored)
         else:
             actions = pipeline.actions_for(subject, stored, job.kind, self._deps)
         await self._store.complete_job(job.id, incident.id, stored, actions)

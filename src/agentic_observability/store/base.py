@@ -8,7 +8,7 @@ job together with its report and the actions it plans; the dispatcher delivers t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -60,10 +60,11 @@ class Store(Protocol):
         actions: Sequence[Action] = (),
         joins: str | None = None,
         joined: dict[str, Any] | None = None,
-        root_report: dict[str, Any] | None = None,
+        other_reports: Mapping[str, dict[str, Any]] | None = None,
     ) -> None:
         """Save the report, queue the actions, mark the job done; with ``joins``, the incident also
-        joins that root as one fault (``joined``: why; ``root_report``: the root's new report)."""
+        joins that root as one fault (``joined``: why); ``other_reports``: other incidents' new
+        reports (the fault's root, re-analysed), all in one transaction."""
         ...
 
     async def regroup(

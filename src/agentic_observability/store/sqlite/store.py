@@ -18,7 +18,7 @@ import re
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -165,14 +165,14 @@ class SqliteStore:
         actions: Sequence[Action] = (),
         joins: str | None = None,
         joined: dict[str, Any] | None = None,
-        root_report: dict[str, Any] | None = None,
+        other_reports: Mapping[str, dict[str, Any]] | None = None,
     ) -> None:
         """Save the report, queue its actions and mark its job done, in one transaction. With
-        ``joins``: the incident joins that root as the same fault (``joined``: why), and the root's
-        report becomes ``root_report`` when given."""
+        ``joins``: the incident joins that root as the same fault (``joined``: why);
+        ``other_reports``: new reports of other incidents (a fault's root re-analysed)."""
         similar = json.dumps(report.get("similar_incidents", []))
         parent = None if joins is None else (int(joins), json.dumps(joined or {}))
-        reports = [] if joins is None or root_report is None else [(int(joins), json.dumps(root_report))]
+        reports = [(int(i), json.dumps(r)) for i, r in (other_reports or {}).items()]
         await self._writer.run(
             writes.complete_job,
             job_id,
