@@ -349,3 +349,30 @@ async def test_build_sinks_passes_the_rotation_settings(tmp_path: Path) -> None:
     async with aiohttp.ClientSession() as session:
         sink = build_sinks(config, session, None)["file"]
     assert isinstance(sink, FileSink) and (sink.max_bytes, sink.backups) == (4096, 5)
+
+
+async def test_a_fault_is_pruned_only_once_nothing_of_it_fires(store: SqliteStore) -> None:
+    """A fault's members and root go together: not while any group of it still fires (its listing
+    would lose a member), and never a root before its members (they point at it)."""
+    await ingest(store, [accepted(g, "firing") for g in ("root", "member", "newest")])
+    await finish_jobs(store)
+    await store.regroup("2", "1", {"by": "hand"})
+    await ingest(store, [accepted("root", "resolved")])
+    await finish_jobs(store)
+    await deliver_all(store)
+    assert await store.prune(time.time() + FUTURE, batch=100) == {
+        "incident_alerts": 0,
+        "jobs": 0,
+        "action_refs": 0,
+        "outbox": 0,
+        "incidents": 0,
+        "inbox": 4,  # 3 firing, 1 resolved: deliveries are not the fault's
+    }
+    await ingest(store, [accepted("member", "resolved")])
+    await finish_jobs(store)
+    await deliver_all(store)
+    first = await store.prune(time.time() + FUTURE, batch=100)
+    assert first["incidents"] == 1  # the member; its root has a member until then
+    second = await store.prune(time.time() + FUTURE, batch=100)
+    assert second["incidents"] == 1
+    assert [i.group_key for i in await store.list_incidents()] == ["newest"]
