@@ -7,7 +7,7 @@ nothing; a wrong merge is split and a missed one merged by hand."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from agentic_observability.demo.stack import ManagedProcess
 from agentic_observability.service import init_app
 from agentic_observability.service.keys import STORE
 from tests.conftest import auth_headers, prometheus_with_history
-from tests.test_actions import Sinks
+from tests.test_actions import Sinks, sinks  # noqa: F401 (the fixture)
 from tests.test_webhook import incidents, post, wait_for
 
 Client = Callable[..., Awaitable[TestClient]]
@@ -49,17 +49,8 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ManagedProc
     proc.stop()
 
 
-@pytest.fixture
-async def sinks() -> AsyncIterator[Sinks]:
-    started = Sinks()
-    await started.start()
-    yield started
-    for server in started.servers:
-        await server.close()
-
-
-def config(tmp_path: Path, sinks: Sinks, prometheus: ManagedProcess) -> Any:
-    made = sinks.config(tmp_path)
+def config(tmp_path: Path, fakes: Sinks, prometheus: ManagedProcess) -> Any:
+    made = fakes.config(tmp_path)
     data = made.file.model_dump(mode="json")
     data["prometheus"] = {"url": prometheus.url, "timeout": "5s", "retries": 1}
     data["memory"] = {"enabled": False}
@@ -108,13 +99,16 @@ async def analysed(client: TestClient, count: int) -> bool:
     return groups >= count and counts["jobs_pending"] == 0 and all(r["state"] == "delivered" for r in rows)
 
 
-def also_firing(sinks: Sinks) -> list[dict[str, Any]]:
-    (parent,) = sinks.slack.parents()
-    return [r for r in sinks.slack.replies(parent["ts"]) if "Also firing" in str(r.get("blocks"))]
+def also_firing(fakes: Sinks) -> list[dict[str, Any]]:
+    (parent,) = fakes.slack.parents()
+    return [r for r in fakes.slack.replies(parent["ts"]) if "Also firing" in str(r.get("blocks"))]
 
 
 async def test_one_fault_two_alert_groups_is_one_incident(
-    aiohttp_client: Client, tmp_path: Path, sinks: Sinks, shop: tuple[ManagedProcess, float]
+    aiohttp_client: Client,
+    tmp_path: Path,
+    sinks: Sinks,  # noqa: F811
+    shop: tuple[ManagedProcess, float],
 ) -> None:
     prometheus, started = shop
     client = await aiohttp_client(init_app(config(tmp_path, sinks, prometheus)))
@@ -154,7 +148,10 @@ async def test_one_fault_two_alert_groups_is_one_incident(
 
 
 async def test_two_faults_on_unrelated_services_are_two_incidents(
-    aiohttp_client: Client, tmp_path: Path, sinks: Sinks, shop: tuple[ManagedProcess, float]
+    aiohttp_client: Client,
+    tmp_path: Path,
+    sinks: Sinks,  # noqa: F811
+    shop: tuple[ManagedProcess, float],
 ) -> None:
     prometheus, started = shop
     client = await aiohttp_client(init_app(config(tmp_path, sinks, prometheus)))
@@ -169,7 +166,10 @@ async def test_two_faults_on_unrelated_services_are_two_incidents(
 
 
 async def test_a_restart_in_the_middle_of_a_merge_loses_and_repeats_nothing(
-    aiohttp_client: Client, tmp_path: Path, sinks: Sinks, shop: tuple[ManagedProcess, float]
+    aiohttp_client: Client,
+    tmp_path: Path,
+    sinks: Sinks,  # noqa: F811
+    shop: tuple[ManagedProcess, float],
 ) -> None:
     prometheus, started = shop
     made = config(tmp_path, sinks, prometheus)
@@ -197,7 +197,10 @@ async def test_a_restart_in_the_middle_of_a_merge_loses_and_repeats_nothing(
 
 
 async def test_a_wrong_merge_is_split_and_a_missed_one_merged_by_hand(
-    aiohttp_client: Client, tmp_path: Path, sinks: Sinks, shop: tuple[ManagedProcess, float]
+    aiohttp_client: Client,
+    tmp_path: Path,
+    sinks: Sinks,  # noqa: F811
+    shop: tuple[ManagedProcess, float],
 ) -> None:
     prometheus, started = shop
     client = await aiohttp_client(init_app(config(tmp_path, sinks, prometheus)))

@@ -134,13 +134,13 @@ def plan_actions(
 ) -> list[Action]:
     planned = _planned(incident, report, kind, settings)
     actions: list[Action] = []
-    for sink in routed_sinks(_labels(incident), settings):
+    for sink in routed_sinks(incident_labels(incident), settings):
         actions.extend(PLANNERS[sink](planned))
     return actions
 
 
 def _planned(incident: Incident, report: Mapping[str, Any], kind: str, settings: ActSettings) -> Planned:
-    view = _view(incident, _labels(incident), settings.entity_label)
+    view = _view(incident, incident_labels(incident), settings.entity_label)
     base = redact_url(settings.public_url).rstrip("/") if settings.public_url else None  # shown: no userinfo
     url = f"{base}/api/v1/incidents/{incident.id}" if base else None
     return Planned(incident, view, report, kind, settings, url)
@@ -165,7 +165,7 @@ def plan_member_change(
         "split": f"Split off: {member.title}",
     }.get(what, member.title)
     actions: list[Action] = []
-    for sink in routed_sinks(_labels(root), settings):
+    for sink in routed_sinks(incident_labels(root), settings):
         if sink == "slack":
             parent = messages.slack_parent(planned.view, planned.report, planned.url)
             actions += [
@@ -185,7 +185,7 @@ def plan_merged_away(other: Incident, root: Incident, settings: ActSettings) -> 
     planned = _planned(other, other.report or {}, "resolve", settings)
     note = f"Merged by hand into incident {root.id} ({root.title}); follow it there."
     actions: list[Action] = []
-    for sink in routed_sinks(_labels(other), settings):
+    for sink in routed_sinks(incident_labels(other), settings):
         if sink == "slack":
             actions += _slack_replies(other.id, f"merged:{root.id}", "Merged", note)
         elif sink == "pagerduty":
@@ -233,7 +233,8 @@ def _route_matches(route: RouteConfig, labels: Mapping[str, str]) -> bool:
     return all(_matches(m, labels) for m in route.matchers)
 
 
-def _labels(incident: Incident) -> dict[str, str]:
+def incident_labels(incident: Incident) -> dict[str, str]:
+    """Its first alert's labels under its own (group) labels: what routing and correlation match on."""
     merged: dict[str, str] = {}
     for alert in incident.alerts[:1]:
         merged.update(alert.labels)

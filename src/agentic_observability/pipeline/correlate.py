@@ -26,6 +26,7 @@ from typing import Any
 
 from agentic_observability.config import CallEdge, CorrelationConfig
 from agentic_observability.models import Incident, iso_time
+from agentic_observability.outbox.plan import incident_labels
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ def alert_cause(
     ranked = [str(h["entity"]) for h in (report or {}).get("hypotheses") or () if h.get("entity")]
     if not ranked:
         return None
-    own = merged_labels(incident).get(entity_label)
+    own = incident_labels(incident).get(entity_label)
     if not own or not calls:
         return ranked[0]
     reach = downstream(own, calls)
@@ -116,19 +117,11 @@ def cause_link(mine: str, theirs: str | None, calls: Sequence[CallEdge]) -> str 
 
 def label_clash(a: Incident, b: Incident, by: Iterable[str]) -> str | None:
     """The first ``by`` label both carry with different values (their merged labels), else None."""
-    mine, theirs = merged_labels(a), merged_labels(b)
+    mine, theirs = incident_labels(a), incident_labels(b)
     for name in by:
         if name in mine and name in theirs and mine[name] != theirs[name]:
             return name
     return None
-
-
-def merged_labels(incident: Incident) -> dict[str, str]:
-    labels: dict[str, str] = {}
-    for alert in incident.alerts[:1]:
-        labels.update(alert.labels)
-    labels.update(incident.labels)
-    return labels
 
 
 def timeline(root: Incident) -> str:
