@@ -153,3 +153,42 @@ def test_memory_remembers_a_fault_with_every_alert_it_fired() -> None:
     payload = remember_action(fault, report, "service", "remember").payload
     assert payload["alertnames"] == ["CartsCpuSaturated", "ShopFrontEndSlow"]
     assert payload["cause"] == "carts"
+
+
+# -- the worker side: waiting for an earlier group's analysis ------------------------------------
+
+
+class CandidatesOnly:
+    """Just enough of a Store for the correlator's decision: the open incidents it is shown."""
+
+    def __init__(self, candidates: list[Incident]) -> None:
+        self.candidates = candidates
+
+    async def correlation_candidates(
+        self, incident_id: str, earliest: float, latest: float
+    ) -> list[Incident]:
+        return [c for c in self.candidates if earliest <= c.started_at <= latest]
+
+
+async def test_a_group_waits_for_an_earlier_analysis_then_decides_without_it() -> None:
+    from typing import cast
+
+    from agentic_observability.pipeline.ports import PipelineDeps
+    from agentic_observability.service.correlation import Correlator
+    from agentic_observability.store import Job, Store
+
+    pending = incident("1", "carts", T0, None)  # still being analysed
+    store = CandidatesOnly([pending])
+    deps = PipelineDeps(metrics=cast(Any, None))
+    new = incident("2", "front-end", T0 + 10, None)
+    cause = {"hypotheses": [{"entity": "carts"}]}
+    job = Job(7, "2", "analyze", 0)
+
+    patient = Correlator(cast(Store, store), deps, CorrelationConfig(wait=60), CALLS)
+    first = await patient.try_join(job, new, cause)
+    assert first.wait_for == "1" and patient.waiting(job)  # type: ignore[union-attr]
+
+    hasty = Correlator(cast(Store, store), deps, CorrelationConfig(wait=0), CALLS)
+    gave_up = await hasty.try_join(job, new, cause)  # waited its 0 s: decides without incident 1
+    assert gave_up.root is None and gave_up.wait_for is None  # type: ignore[union-attr]
+    assert not hasty.waiting(job)
