@@ -11,6 +11,8 @@ import pytest
 from agentic_observability import detectors
 from agentic_observability.cli import main
 from agentic_observability.detectors import DEFAULT_THRESHOLD, create, register
+from agentic_observability.detectors.joint import joint_scores
+from agentic_observability.offline.detect import MAX_DISCOUNT, combine
 
 N = 1500
 
@@ -200,3 +202,28 @@ def test_watch_scores_settle_soon_after_the_anomaly_ends() -> None:
     high = np.flatnonzero(scores >= DEFAULT_THRESHOLD)
     assert high.min() == 500 and (scores[500:540] >= DEFAULT_THRESHOLD).mean() > 0.9
     assert high.max() <= 540 + 20
+
+
+def test_row_score_is_the_highest_column_less_a_discount_for_many_columns() -> None:
+    one = np.array([[0.2], [0.9]])
+    np.testing.assert_array_equal(combine(one), [0.2, 0.9])  # one column: the watch's own score
+    ten = np.zeros((1, 10))
+    ten[0, 3] = 0.9
+    assert combine(ten)[0] == pytest.approx(0.8)
+    assert combine(np.full((1, 10_000), 1.0))[0] == pytest.approx(1.0 - MAX_DISCOUNT)  # capped
+    assert combine(np.zeros((2, 38))).tolist() == [0.0, 0.0]
+
+
+def test_joint_score_flags_a_row_that_breaks_the_columns_usual_relation() -> None:
+    """Two metrics that move together (one in bytes, one a ratio): a row where they part is
+    unusual jointly although each value is an ordinary one; clean rows and gaps stay below."""
+    rng = np.random.default_rng(13)
+    load = rng.normal(0, 1.0, 3000)
+    values = np.column_stack([5e9 + 1e8 * load, 0.5 + 0.01 * (load + rng.normal(0, 0.1, 3000))])
+    values[2500] = [5e9 + 1e8, 0.5 - 0.01]  # each within one deviation, together far out
+    values[2600, 1] = np.nan
+    scores = joint_scores(values)
+    assert scores[2500] >= DEFAULT_THRESHOLD
+    assert (np.delete(scores, 2500) >= DEFAULT_THRESHOLD).sum() <= 1
+    assert scores[2600] == 0.0 and scores[:150].max() == 0.0  # gaps and warm-up never score
+    assert joint_scores(values[:, :1]).max() == 0.0  # one column: nothing joint to measure

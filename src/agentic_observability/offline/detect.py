@@ -1,10 +1,11 @@
 """``agentic-obs detect INPUT.csv --output OUT.csv`` and ``agentic-obs backtest nab DIR``.
 
 detect replays what a watch over the input's columns would have done: each column is scored by its
-own detector instance as a watch scores it, the row's score combines the columns (``combine``), and
-``anomaly`` is 1 on every row an incident would be open under the watch's episode rules
-(``detectors/episodes.py``: it opens on a score at the threshold and closes after ``resolve_after``
-clean rows). Causal: row i uses rows <= i. Timestamps are written back exactly as given.
+own detector instance as a watch scores it, the row's score combines the columns (``combine``; with
+several columns, also their joint deviation, detectors/joint.py), and ``anomaly`` is 1 on every row
+an incident would be open under the watch's episode rules (``detectors/episodes.py``: it opens on a
+score at the threshold and closes after ``resolve_after`` clean rows). Causal: row i uses rows <= i.
+Timestamps are written back exactly as given.
 backtest nab: runs the same detector over the NAB corpus and scores it with NAB's rules
 (offline/nab.py): the three profiles with the threshold sweep (over the detector's one-alert-per-
 episode scores), and at the product's own threshold from detect's ``anomaly`` column, the first row
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import sys
 import time
@@ -27,6 +29,7 @@ import numpy as np
 
 from agentic_observability.detectors import create
 from agentic_observability.detectors.episodes import episode_rows
+from agentic_observability.detectors.joint import joint_scores
 from agentic_observability.errors import BadInputError, ConfigError
 from agentic_observability.offline.metrics_csv import read_metrics_csv
 from agentic_observability.offline.nab import (
@@ -64,11 +67,21 @@ def score_columns(
     return np.column_stack(alerts), np.column_stack(raw)
 
 
+# A row of k columns gives k chances for one column's noise to reach the threshold, so the row's
+# score is its highest column's less a discount per decade of columns (half of Bonferroni's
+# log10(k)/5 for likelihood scores: columns of one machine move together). Capped so a row of very
+# many columns can still page. One column: no discount, a watch's score exactly. Chosen with
+# bench/servers_variants.py (its "product" variants).
+DISCOUNT_PER_DECADE = 0.1
+MAX_DISCOUNT = 0.2
+
+
 def combine(scores: np.ndarray) -> np.ndarray:
-    """One score per row from its columns' scores."""
+    """One score per row from its columns' scores: the highest, discounted for the column count."""
     if scores.shape[1] == 0:
         return np.zeros(scores.shape[0])
-    return np.max(scores, axis=1)
+    discount = min(DISCOUNT_PER_DECADE * math.log10(scores.shape[1]), MAX_DISCOUNT)
+    return np.maximum(np.max(scores, axis=1) - discount, 0.0)
 
 
 def detect_rows(
@@ -77,7 +90,8 @@ def detect_rows(
     """(score, anomaly, alerts) per row: ``score`` how anomalous the row is, ``anomaly`` 1 while an
     incident would be open, ``alerts`` the row scores that page (once per episode gap)."""
     alerts, raw = score_columns(values, detector, threshold, interval)
-    paging, scores = combine(alerts), combine(raw)
+    together = joint_scores(values)  # one test of the whole row: no discount (0 on one column)
+    paging, scores = np.maximum(combine(alerts), together), np.maximum(combine(raw), together)
     anomaly = episode_rows(paging >= threshold, scores >= threshold, resolve_after=RESOLVE_AFTER)
     return scores, anomaly, paging
 
