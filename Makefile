@@ -58,6 +58,7 @@ BENCH_RUNS := \
 	"$(BIN)/python bench/actions_latency.py --incidents 200 --interval 1.0" \
 	"$(BIN)/python bench/soak.py --minutes 10 --rate 50" \
 	"$(BIN)/python bench/soak.py --churn --minutes 30" \
+	"$(BIN)/python bench/correlation.py --faults 14 --pairs 3 --seed 1 --speedup 100" \
 	"$(BIN)/python bench/crash_safety.py --seconds 30 --rate 1000 --kills 5 --groups 200 --seed 1"
 
 bench: $(STAMP)
