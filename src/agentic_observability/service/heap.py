@@ -20,6 +20,25 @@ M_MMAP_THRESHOLD = -3
 LARGE = 128 * 1024  # bytes: allocations from here on get their own mapping
 
 
+def _libc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c"))
+    except (OSError, TypeError):
+        return None
+
+
+def release_free_memory() -> bool:
+    """Give the free pages inside the allocator's arenas back to the system (glibc ``malloc_trim``).
+
+    Python's own allocations stay flat under churn (tracemalloc), yet RSS crept ~1.5 MiB a minute:
+    native allocations (SQLite, the sinks' and Prometheus clients' C code) freed in worker threads
+    leave holes in glibc's arenas that it only returns at the top of the heap. Trimming after each
+    retention pass returns them; it takes milliseconds and changes no data. False without glibc."""
+    libc = _libc()
+    trim = getattr(libc, "malloc_trim", None)
+    return bool(trim(0)) if trim is not None else False
+
+
 def limit_fragmentation() -> bool:
     """Pin glibc's mmap and trim thresholds; False where there is no glibc ``mallopt``."""
     name = ctypes.util.find_library("c")

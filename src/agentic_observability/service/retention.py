@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 from agentic_observability.config import StorageConfig
 from agentic_observability.errors import StoreError
+from agentic_observability.service.heap import release_free_memory
 from agentic_observability.store import Store
 from agentic_observability.telemetry import Metrics, log_fields
 
@@ -83,6 +84,7 @@ class Retention:
             return {}
         if pruned:
             log.info("pruned state past retention", extra=log_fields(older_than=older_than, **pruned))
+        await asyncio.to_thread(release_free_memory)  # what was freed since, back to the system
         return pruned
 
     async def prune_all(self, older_than: float) -> dict[str, int]:
