@@ -84,6 +84,8 @@ class Correlator:
         return joined
 
     async def _decide(self, job: Job, incident: Incident, report: dict[str, Any]) -> Decision:
+        if not report.get("hypotheses"):  # nothing to match on: no need to look at open incidents
+            return decide(incident, report, (), self._settings, self._calls, self._entity)
         window = self._settings.window
         candidates = await self._store.correlation_candidates(
             incident.id, incident.started_at - window, incident.started_at + window

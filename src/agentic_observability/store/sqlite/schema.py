@@ -113,10 +113,12 @@ MIGRATIONS: dict[int, str] = {
     """,
     # 5: one incident per fault. A group that joined another incident points at its root
     # (``parent_id``; roots have none) and says why (``correlation``, JSON; also kept after a split).
+    # Correlation looks for open roots by start time once per new group: indexed, or it scans.
     5: """
     ALTER TABLE incidents ADD COLUMN parent_id INTEGER REFERENCES incidents(id);
     ALTER TABLE incidents ADD COLUMN correlation TEXT;
     CREATE INDEX incidents_by_parent ON incidents(parent_id) WHERE parent_id IS NOT NULL;
+    CREATE INDEX incidents_roots_by_start ON incidents(started_at) WHERE parent_id IS NULL;
     """,
 }
 
