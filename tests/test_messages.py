@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
+import random
 from typing import Any
 
 import pytest
@@ -160,3 +162,24 @@ async def test_an_urgent_caller_overtakes_queued_ordinary_ones() -> None:
     await asyncio.gather(*waiting)
     assert order[0] == "parent" and sorted(order[1:]) == ["reply-0", "reply-1", "reply-2"]
     assert time.monotonic() - started >= 3 / 20.0 * 0.9  # still at most 20 a second
+
+
+async def test_waiters_cancelled_at_shutdown_leave_the_limiter_usable() -> None:
+    """Shutdown cancels deliveries waiting for Slack's rate: each must end cancelled, promptly (a
+    Condition waited with wait_for, cancelled as its timeout fired, hung here and raised "Lock is not
+    acquired" in the service, which then did not stop)."""
+    from agentic_observability.integrations.delivery import PriorityRateLimiter
+
+    async def rounds() -> None:
+        rng = random.Random(1)
+        for _ in range(40):
+            limiter = PriorityRateLimiter(rate=50.0, burst=1)
+            waiting = [asyncio.create_task(limiter.acquire(urgent=n % 3 == 0)) for n in range(40)]
+            await asyncio.sleep(rng.uniform(0.005, 0.05))
+            for task in waiting:
+                task.cancel()
+            outcomes = await asyncio.gather(*waiting, return_exceptions=True)
+            assert all(isinstance(o, asyncio.CancelledError | type(None)) for o in outcomes), outcomes
+            await limiter.acquire(urgent=True)  # and the next caller is served
+
+    await asyncio.wait_for(rounds(), 20.0)

@@ -4,7 +4,6 @@ the receiver's ``Retry-After``."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
@@ -58,13 +57,18 @@ class PriorityRateLimiter:
     stays for the next urgent caller. aiolimiter serves callers in arrival order, so a queue of thread
     replies would hold up the next incident's first message."""
 
+    # No lock or condition: the event loop runs one caller at a time between awaits, so checking and
+    # taking a token cannot interleave. (An asyncio.Condition waited with wait_for, cancelled at
+    # shutdown, could leave its lock unheld: the release then raised "Lock is not acquired" in every
+    # waiting delivery, and the service did not stop.) Waiters sleep until a token is due; an urgent
+    # caller arriving meanwhile is served at once.
+
     def __init__(self, rate: float, burst: int) -> None:
         self._rate = rate
         self._burst = float(burst)
         self._tokens = float(burst)
         self._stamp = time.monotonic()
         self._urgent_waiting = 0
-        self._changed = asyncio.Condition()
 
     def _refill(self) -> None:
         now = time.monotonic()
@@ -72,18 +76,14 @@ class PriorityRateLimiter:
         self._stamp = now
 
     async def acquire(self, urgent: bool) -> None:
-        async with self._changed:
-            self._urgent_waiting += urgent
-            try:
-                while True:
-                    self._refill()
-                    needed = 1.0 if urgent else 2.0  # ordinary callers leave one token in reserve
-                    if self._tokens >= needed and (urgent or not self._urgent_waiting):
-                        self._tokens -= 1
-                        return
-                    wait = max((needed - self._tokens) / self._rate, 0.01)
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._changed.wait(), wait)
-            finally:
-                self._urgent_waiting -= urgent
-                self._changed.notify_all()
+        self._urgent_waiting += urgent
+        try:
+            while True:
+                self._refill()
+                needed = 1.0 if urgent else 2.0  # ordinary callers leave one token in reserve
+                if self._tokens >= needed and (urgent or not self._urgent_waiting):
+                    self._tokens -= 1
+                    return
+                await asyncio.sleep(max((needed - self._tokens) / self._rate, 0.01))
+        finally:
+            self._urgent_waiting -= urgent
