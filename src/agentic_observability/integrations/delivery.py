@@ -84,6 +84,9 @@ class PriorityRateLimiter:
                 if self._tokens >= needed and (urgent or not self._urgent_waiting):
                     self._tokens -= 1
                     return
-                await asyncio.sleep(max((needed - self._tokens) / self._rate, 0.01))
+                # Held back by an urgent caller (who takes the token now): the next one is a refill
+                # away. Polling sooner would wake every queued reply many times a second.
+                behind = 1.0 / self._rate if self._urgent_waiting and not urgent else 0.0
+                await asyncio.sleep(max((needed - self._tokens) / self._rate, behind, 0.01))
         finally:
             self._urgent_waiting -= urgent
