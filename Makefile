@@ -51,6 +51,8 @@ BENCH_RUNS := \
 	"ANOMALY_THRESHOLD=0.6 $(BIN)/agentic-obs backtest nab $(DATA)/nab" \
 	"$(BIN)/agentic-obs backtest servers $(DATA)/servers/asd" \
 	"$(BIN)/agentic-obs backtest servers $(DATA)/servers/smd" \
+	"$(BIN)/python bench/servers_variants.py cache $(DATA)/servers" \
+	"$(BIN)/python bench/servers_variants.py eval" \
 	"$(BIN)/python bench/detect_quiet.py" \
 	"$(BIN)/python bench/detect_quiet.py --threshold 0.5 --detectors default" \
 	"$(BIN)/python bench/detect_throughput.py" \
@@ -58,6 +60,8 @@ BENCH_RUNS := \
 	"$(BIN)/python bench/actions_latency.py --incidents 200 --interval 1.0" \
 	"$(BIN)/python bench/soak.py --minutes 10 --rate 50" \
 	"$(BIN)/python bench/soak.py --churn --minutes 30" \
+	"$(BIN)/python bench/soak.py --churn --minutes 12" \
+	"$(BIN)/python bench/soak.py --churn --minutes 12 --no-memory" \
 	"$(BIN)/python bench/correlation.py --faults 14 --pairs 3 --seed 1 --speedup 100" \
 	"$(BIN)/python bench/crash_safety.py --seconds 30 --rate 1000 --kills 5 --groups 200 --seed 1"
 
