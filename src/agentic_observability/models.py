@@ -224,6 +224,20 @@ class Incident:
     correlation: Mapping[str, Any] | None = None  # why it joined (or left) another incident
     members: tuple[Member, ...] = ()
 
+    def as_member(self, joined: Mapping[str, Any]) -> Member:
+        """This incident as a member of another (``joined``: why it joined)."""
+        return Member(
+            self.id,
+            self.title,
+            self.source,
+            self.group_key,
+            self.status,
+            self.started_at,
+            self.resolved_at,
+            joined,
+            self.alerts,
+        )
+
     @property
     def every_alert(self) -> tuple[Alert, ...]:
         """Its own alerts and every member's: what the fault fired."""

@@ -133,8 +133,9 @@ def timeline(root: Incident) -> str:
         return ""
     (first, start), *rest = firsts.items()
     later = ", ".join(f"{name} (+{at - start:.0f} s)" for name, at in rest)
-    return f"Alerts of this fault in order: {first} at {_clock(start)}, then {later}."
+    return f"Alerts of this fault in order: {first} at {clock(start)}, then {later}."
 
 
-def _clock(ts: float) -> str:
+def clock(ts: float) -> str:
+    """HH:MM:SS (UTC) of unix seconds: times in a thread where the date goes without saying."""
     return (iso_time(ts) or "")[11:19]

@@ -19,9 +19,9 @@ from typing import Any
 
 from agentic_observability import pipeline
 from agentic_observability.config import CallEdge, CorrelationConfig
-from agentic_observability.models import Action, Incident, Member
+from agentic_observability.models import Action, Incident
 from agentic_observability.outbox.plan import plan_actions, plan_member_change
-from agentic_observability.pipeline.correlate import Decision, decide, timeline
+from agentic_observability.pipeline.correlate import Decision, clock, decide, timeline
 from agentic_observability.pipeline.ports import PipelineDeps
 from agentic_observability.store import Job, Store
 
@@ -105,21 +105,11 @@ class Correlator:
         self, incident: Incident, report: dict[str, Any], root: Incident, decision: Decision
     ) -> Joined:
         record = decision.record("correlation", time.time())
-        member = Member(
-            incident.id,
-            incident.title,
-            incident.source,
-            incident.group_key,
-            incident.status,
-            incident.started_at,
-            incident.resolved_at,
-            record,
-            incident.alerts,
-        )
+        member = incident.as_member(record)
         family = replace(root, members=(*root.members, member))
         root_report = await self._reanalyse(family)
         family = replace(family, report=root_report)
-        note = f"{incident.source} group since {_clock(incident.started_at)}: {decision.reason}"
+        note = f"{incident.source} group since {clock(incident.started_at)}: {decision.reason}"
         actions = plan_member_change(family, incident, "member", note, self._deps.act)
         return Joined(root.id, record, root_report, actions)
 
@@ -159,7 +149,3 @@ def with_timeline(family: Incident, report: dict[str, Any]) -> dict[str, Any]:
     """The report, its summary opened by the order the fault's alerts fired in."""
     order = timeline(family)
     return {**report, "summary": f"{order}\n{report.get('summary', '')}"} if order else report
-
-
-def _clock(ts: float) -> str:
-    return time.strftime("%H:%M:%S", time.gmtime(ts))

@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from agentic_observability.models import Action, Incident, Member
+from agentic_observability.models import Action, Incident
 from agentic_observability.outbox.plan import (
     plan_actions,
     plan_member_change,
@@ -125,27 +125,12 @@ def _merge_actions(
     request: web.Request, root: Incident, other: Incident, record: dict[str, Any]
 ) -> list[Action]:
     settings = request.app[WORKERS].act_settings
-    members = (*root.members, *_as_members(other, record))
+    members = (*root.members, other.as_member(record), *other.members)
     family = replace(root, members=members)
     note = f"Merged by hand from incident {other.id}."
     actions = plan_member_change(family, other, "member", note, settings)
     actions += plan_merged_away(other, root, settings)
     return actions + _remember_again(request, family, f"merge:{other.id}")
-
-
-def _as_members(other: Incident, record: dict[str, Any]) -> tuple[Member, ...]:
-    own = Member(
-        other.id,
-        other.title,
-        other.source,
-        other.group_key,
-        other.status,
-        other.started_at,
-        other.resolved_at,
-        record,
-        other.alerts,
-    )
-    return (own, *other.members)
 
 
 def _remember_again(request: web.Request, root: Incident, why: str) -> list[Action]:
