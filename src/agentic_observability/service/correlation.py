@@ -47,7 +47,9 @@ class Correlator:
         self._settings = settings
         self._calls = tuple(calls)
         self._entity = deps.investigation.entity_label
-        self._waiting_since: dict[int, float] = {}
+        # jobs waiting for an earlier group's analysis: since when, and their own report (kept, so
+        # each look again costs no re-analysis)
+        self._waiting: dict[int, tuple[float, dict[str, Any]]] = {}
         # Deciding and committing a join happen under one lock: two groups of one fault analysed at
         # once must not both see the other as "not yet an incident" and both stay alone.
         self._lock = asyncio.Lock()
@@ -64,6 +66,8 @@ class Correlator:
         """Commit the join and return it; or the decision not to (``wait_for`` set: look again later)."""
         async with self._lock:
             decision = await self._decide(job, incident, report)
+            if decision.wait_for is None:
+                self._waiting.pop(job.id, None)
             if decision.root is None:
                 return decision
             root = await self._store.get_incident(decision.root)
@@ -79,7 +83,6 @@ class Correlator:
                 joined.record,
                 {joined.root: joined.root_report},
             )
-        self._waiting_since.pop(job.id, None)
         log.info("incident %s joined incident %s: %s", incident.id, root.id, decision.reason)
         return joined
 
@@ -93,10 +96,9 @@ class Correlator:
         decision = decide(incident, report, candidates, self._settings, self._calls, self._entity)
         if decision.wait_for is None:
             return decision
-        since = self._waiting_since.setdefault(job.id, time.monotonic())
+        since, _ = self._waiting.setdefault(job.id, (time.monotonic(), report))
         if time.monotonic() - since < self._settings.wait:
             return decision
-        self._waiting_since.pop(job.id, None)
         log.warning("gave up waiting for incident %s's analysis; deciding without it", decision.wait_for)
         ready = [c for c in candidates if c.report is not None]
         return decide(incident, report, ready, self._settings, self._calls, self._entity)
@@ -142,7 +144,12 @@ class Correlator:
         return actions
 
     def waiting(self, job: Job) -> bool:
-        return job.id in self._waiting_since
+        return job.id in self._waiting
+
+    def held_report(self, job: Job) -> dict[str, Any] | None:
+        """The report of a job that is waiting for an earlier group's analysis."""
+        held = self._waiting.get(job.id)
+        return None if held is None else held[1]
 
 
 def with_timeline(family: Incident, report: dict[str, Any]) -> dict[str, Any]:

@@ -19,7 +19,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
 
 from aiolimiter import AsyncLimiter
 
@@ -61,7 +60,6 @@ class Workers:
         self._storm_limiter = AsyncLimiter(storm_jobs_per_second, 1.0)
         self.on_actions: Callable[[], None] | None = None  # wakes the outbox dispatcher
         self.correlator: Correlator | None = None  # one incident per fault; None: every group alone
-        self._waiting_reports: dict[int, dict[str, Any]] = {}
 
     @property
     def act_settings(self) -> ActSettings:
@@ -189,9 +187,8 @@ class Workers:
         fault = self.correlator
         subject = fault.subject(incident) if fault else incident
         # a group waiting for an earlier one's analysis keeps its own report: no re-analysis per look
-        stored = (
-            self._waiting_reports.pop(job.id, None) or (await pipeline.run(subject, self._deps)).to_dict()
-        )
+        held = fault.held_report(job) if fault else None
+        stored = held or (await pipeline.run(subject, self._deps)).to_dict()
         if fault and job.kind == "analyze" and incident.parent_id is None and not incident.members:
             with self._deps.stage_timer("correlate"):
                 outcome = await fault.try_join(job, incident, stored)
@@ -199,7 +196,6 @@ class Workers:
                 self._actions_queued(outcome.actions)
                 return True
             if outcome.wait_for is not None:
-                self._waiting_reports[job.id] = stored
                 asyncio.get_running_loop().call_later(RECHECK_SECONDS, self._enqueue, job)
                 return False
         if fault and job.kind == "resolve" and (incident.parent_id or incident.members):
