@@ -1,8 +1,8 @@
 """Incident memory: recall latency at 10k and 100k stored incidents, and retrieval quality.
 
 Latency: the full ``IncidentMemory.recall`` (embed the query, a nearest search plus a same-alert/
-same-service filtered search, boosts) on Qdrant Edge, next to qdrant-client's local mode holding the
-same incidents, in the same run. Synthetic incidents: 60 alert names, 40 services, 8 signal kinds.
+same-service filtered search, boosts) on Qdrant Edge (payloads on disk, the default, and in RAM),
+next to qdrant-client's local mode holding the same incidents, in the same run. Synthetic incidents: 60 alert names, 40 services, 8 signal kinds.
 
 Quality: leave-one-out over the 50 sock-shop cases. Each case is ranked by the product's own
 investigator; the other 49 are stored as past incidents with their confirmed root cause (as feedback
@@ -115,6 +115,7 @@ async def latency(sizes: list[int], queries: int, local_queries: int) -> list[st
         with tempfile.TemporaryDirectory() as folder:
             for name, backend in (
                 ("Qdrant Edge", EdgeBackend(Path(folder) / "edge")),
+                ("Qdrant Edge, payloads in RAM", EdgeBackend(Path(folder) / "ram", payload_in_ram=True)),
                 ("qdrant-client local", QdrantServerBackend.local(str(Path(folder) / "local"))),
             ):
                 memory = await IncidentMemory.open(backend, HashingEmbedder())

@@ -174,6 +174,24 @@ async def test_an_alert_that_ends_in_the_future_is_pruned_on_this_services_clock
     assert pruned["incidents"] == 1  # the newest one stays (ids are never reused)
 
 
+async def test_a_firing_incident_goes_only_once_no_delivery_touched_it_for_the_silence(
+    store: SqliteStore,
+) -> None:
+    """A receiver with send_resolved: false never resolves anything; Alertmanager re-sends a firing
+    group every repeat_interval, and each delivery keeps its incident alive."""
+    await ingest(store, [accepted(g, "firing") for g in ("silent", "alive", "newest")])
+    await finish_jobs(store)
+    await deliver_all(store)
+    silence_from = time.time()
+    await asyncio.sleep(0.01)
+    result = await store.accept([accepted("alive", "firing")])  # a repeat_interval re-send
+    assert result.duplicates == 1  # stored once, yet a sign of life
+    assert (await store.prune(time.time() - 3600, batch=100))["incidents"] == 0  # firing: kept
+    pruned = await store.prune(time.time() - 3600, batch=100, silent_before=silence_from)
+    assert pruned["incidents"] == 1
+    assert {i.group_key for i in await store.list_incidents()} == {"alive", "newest"}
+
+
 async def test_each_call_deletes_at_most_a_batch(store: SqliteStore) -> None:
     await resolved_incidents(store, [f"g{n}" for n in range(6)])
     first = await store.prune(time.time() + FUTURE, batch=2)
@@ -249,7 +267,9 @@ class _FailingStore:
     def __init__(self) -> None:
         self.calls = 0
 
-    async def prune(self, older_than: float, batch: int) -> dict[str, int]:
+    async def prune(
+        self, older_than: float, batch: int, silent_before: float | None = None
+    ) -> dict[str, int]:
         self.calls += 1
         raise StoreError("prune failed: disk I/O error")
 

@@ -168,6 +168,9 @@ class WatchConfig(Section):
 class SignalConfig(Section):
     name: str
     query: str
+    # How people read its values: seconds, bytes, ratio, percent, per_second, or any other word
+    # (printed after the value). Unset: from the metric name's suffix (_seconds, _bytes, _ratio, ...).
+    unit: str | None = None
 
 
 class CallEdge(Section):

@@ -37,8 +37,9 @@ VACUUM_MIN_DELETED = 1000
 class EdgeBackend:
     name = "edge"
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, payload_in_ram: bool = False) -> None:
         self._path = Path(path)
+        self._payload_in_ram = payload_in_ram
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qdrant-edge")
         self._shard: qe.EdgeShard | None = None
         self._deleted = 0  # points deleted since the last vacuum
@@ -61,11 +62,13 @@ class EdgeBackend:
         self._shard = await self._run(self._open_sync, dimension)
 
     def _open_sync(self, dimension: int) -> qe.EdgeShard:
-        # Payloads in RAM: recall reads the payload of every hit, and from disk that took 1.6 ms of a
-        # 2 ms search at 100k incidents (0.4 ms in RAM); 100k payloads are about 40 MB.
+        # Payloads on disk by default: in RAM, Edge's payload storage kept growing under the
+        # delete-and-insert churn of memory.max_points (anonymous RSS +1.5 MiB a minute in the churn
+        # soak, which the vacuum does not give back; flat on disk). Reading payloads from disk makes
+        # a recall slower at 100k incidents: bench/memory_recall.py prints both, side by side.
         config = qe.EdgeConfig(
             vectors={VECTOR_NAME: qe.EdgeVectorParams(size=dimension, distance=qe.Distance.Cosine)},
-            on_disk_payload=False,
+            on_disk_payload=not self._payload_in_ram,
         )
         self._path.mkdir(parents=True, exist_ok=True)
         self._check_free_space()

@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 PAUSE_SECONDS = 0.05  # between batches: commits queued meanwhile go first
 FULL_BATCH_KEYS = ("incidents", "inbox")  # the tables a batch is bounded by (see Store.prune)
 SAFE_RETENTION = 3600.0
+# A firing incident no delivery has touched for this long (or the retention, if longer) is pruned as
+# well: Alertmanager re-sends a firing group every repeat_interval (4h by default), so a week of
+# silence means the group stopped firing and its receiver has send_resolved: false.
+SILENT_FIRING = 7 * 86400.0
 
 
 class Retention:
@@ -75,9 +79,11 @@ class Retention:
     async def run_once(self, now: float | None = None) -> dict[str, int]:
         """One pass: prune everything older than the retention; returns rows deleted per table.
         A store failure is logged and counted; the next pass tries again."""
-        older_than = (time.time() if now is None else now) - self._settings.retention
+        now = time.time() if now is None else now
+        older_than = now - self._settings.retention
+        silent_before = now - max(self._settings.retention, SILENT_FIRING)
         try:
-            pruned = await self.prune_all(older_than)
+            pruned = await self.prune_all(older_than, silent_before)
         except StoreError as exc:
             self._metrics.errors.labels("retention").inc()
             log.warning("pruning failed, retrying next interval: %s", exc)
@@ -87,7 +93,7 @@ class Retention:
         await asyncio.to_thread(release_free_memory)  # what was freed since, back to the system
         return pruned
 
-    async def prune_all(self, older_than: float) -> dict[str, int]:
+    async def prune_all(self, older_than: float, silent_before: float | None = None) -> dict[str, int]:
         """Batch after batch until one is less than full, yielding to intake between them."""
         batch = self._settings.prune_batch
         total: Counter[str] = Counter()
@@ -95,7 +101,7 @@ class Retention:
             if self._busy():  # an alert storm: intake first, pruning can wait
                 await asyncio.sleep(self._pause)
                 continue
-            counts = await self._store.prune(older_than, batch)
+            counts = await self._store.prune(older_than, batch, silent_before)
             for table, rows in counts.items():
                 if rows:
                     self._metrics.pruned_rows.labels(table).inc(rows)

@@ -95,8 +95,11 @@ class Store(Protocol):
     async def outbox_rows(self, incident_id: str | None = None) -> list[dict[str, Any]]: ...
 
     # retention
-    async def prune(self, older_than: float, batch: int) -> dict[str, int]:
-        """Delete at most ``batch`` resolved incidents untouched since ``older_than`` with no pending
+    async def prune(
+        self, older_than: float, batch: int, silent_before: float | None = None
+    ) -> dict[str, int]:
+        """Delete at most ``batch`` resolved incidents untouched since ``older_than`` (and firing ones
+        no delivery touched since ``silent_before``, when given) with no pending
         job or action (and all that refers to them), and at most ``batch`` old processed inbox rows,
         in one short transaction; returns rows deleted per table."""
         ...

@@ -195,7 +195,7 @@ def parse_webhook(raw: bytes, limits: IntakeLimits = DEFAULT_LIMITS) -> list[Acc
             raise BadInputError(f"body must be a JSON object: {first['msg']}", field="(body)") from exc
         raise BadInputError(f"{where}: {first['msg']}", field=where) from exc
     _check_limits(body, limits)
-    return [_accepted(body, alert) for alert in body.alerts]
+    return [_accepted(body, alert, limits.annotation_bytes) for alert in body.alerts]
 
 
 # -- the caps: each a 400 that names the field and the config key ------------------------------------
@@ -215,13 +215,29 @@ def _check_text(field: str, text: str, cap: Cap) -> None:
         raise _over(field, f"{size} bytes", cap)
 
 
-def _check_map(field: str, mapping: Mapping[str, str], noun: str, count: Cap, size: Cap) -> None:
+def _check_map(
+    field: str, mapping: Mapping[str, str], noun: str, count: Cap, size: Cap, *, values: bool = True
+) -> None:
+    """Count and names always; values unless ``values`` is False (annotations: clipped instead)."""
     if len(mapping) > count[0]:
         raise _over(field, f"{len(mapping)} {noun}s", count)
     for name, value in mapping.items():
         if len(name.encode()) > size[0]:  # the name is not echoed: it is the problem
             raise _over(field, f"a {noun} name of {len(name.encode())} bytes", size)
-        _check_text(f"{field}.{name}", value, size)
+        if values:
+            _check_text(f"{field}.{name}", value, size)
+
+
+def clip_text(text: str, limit: int) -> str:
+    """``text`` within ``limit`` UTF-8 bytes, cut at a character boundary and marked as cut."""
+    raw = text.encode()
+    if len(raw) <= limit:
+        return text
+    marker = f" … [cut from {len(raw)} bytes]"
+    keep = limit - len(marker.encode())
+    if keep <= 0:  # a limit too small for the marker: the text alone
+        return raw[:limit].decode(errors="ignore")
+    return raw[:keep].decode(errors="ignore") + marker
 
 
 def _check_limits(body: WebhookBody, limits: IntakeLimits) -> None:
@@ -238,15 +254,22 @@ def _check_limits(body: WebhookBody, limits: IntakeLimits) -> None:
     _check_text("externalURL", body.externalURL, text_bytes)
     _check_map("groupLabels", body.groupLabels, "label", labels, label_bytes)
     _check_map("commonLabels", body.commonLabels, "label", labels, label_bytes)
-    _check_map("commonAnnotations", body.commonAnnotations, "annotation", annotations, text_bytes)
+    # An annotation is free text (a description, a runbook excerpt): one too long is clipped, not
+    # refused, since Alertmanager does not retry a 400 and the whole group's page would be lost.
+    # Labels are identity: clipping one could merge two alerts, so they stay a 400.
+    _check_map(
+        "commonAnnotations", body.commonAnnotations, "annotation", annotations, text_bytes, values=False
+    )
     for i, alert in enumerate(body.alerts):
         _check_map(f"alerts[{i}].labels", alert.labels, "label", labels, label_bytes)
-        _check_map(f"alerts[{i}].annotations", alert.annotations, "annotation", annotations, text_bytes)
+        _check_map(
+            f"alerts[{i}].annotations", alert.annotations, "annotation", annotations, text_bytes, values=False
+        )
         _check_text(f"alerts[{i}].generatorURL", alert.generatorURL, text_bytes)
         _check_text(f"alerts[{i}].fingerprint", alert.fingerprint or "", label_bytes)
 
 
-def _accepted(body: WebhookBody, alert: WebhookAlert) -> AcceptedAlert:
+def _accepted(body: WebhookBody, alert: WebhookAlert, annotation_bytes: int) -> AcceptedAlert:
     starts = _unix(alert.startsAt) or 0.0
     ends = _unix(alert.endsAt)
     return AcceptedAlert(
@@ -255,7 +278,7 @@ def _accepted(body: WebhookBody, alert: WebhookAlert) -> AcceptedAlert:
         alert=Alert(
             status=alert.status,
             labels=alert.labels,
-            annotations=alert.annotations,
+            annotations={k: clip_text(v, annotation_bytes) for k, v in alert.annotations.items()},
             starts_at=starts,
             ends_at=ends if alert.status == "resolved" else None,
             generator_url=alert.generatorURL,

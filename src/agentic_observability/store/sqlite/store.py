@@ -245,8 +245,11 @@ class SqliteStore:
 
     # -- retention -------------------------------------------------------------------------------
 
-    async def prune(self, older_than: float, batch: int) -> dict[str, int]:
-        """Forget resolved incidents untouched since ``older_than`` that have no work left (with their
+    async def prune(
+        self, older_than: float, batch: int, silent_before: float | None = None
+    ) -> dict[str, int]:
+        """Forget resolved incidents untouched since ``older_than`` (and firing ones no delivery has
+        touched since ``silent_before``, when given) that have no work left (with their
         alerts, jobs, action refs and outbox rows), and inbox rows processed before it: at most
         ``batch`` incidents and ``batch`` inbox rows, in one short transaction. Rows deleted per table.
 
@@ -254,7 +257,7 @@ class SqliteStore:
         ignored while the row exists), so a retention shorter than Alertmanager may retry (minutes)
         could let a late retry open a pruned incident again; the service warns about such a setting."""
         try:
-            return await self._writer.run(writes.prune, older_than, batch)
+            return await self._writer.run(writes.prune, older_than, batch, silent_before)
         except sqlite3.Error as exc:
             raise StoreError(f"prune failed: {exc}") from exc
 

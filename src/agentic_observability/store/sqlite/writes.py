@@ -43,7 +43,20 @@ def insert_inbox(conn: sqlite3.Connection, rows: Sequence[tuple[str, str, str, f
                 [value for row in chunk for value in row],
             )
             inserted.update(str(r[0]) for r in cursor.fetchall())
+        _touch_open_groups(conn, rows)
     return inserted
+
+
+def _touch_open_groups(conn: sqlite3.Connection, rows: Sequence[tuple[str, str, str, float]]) -> None:
+    """Every delivery, a repeat of a stored one included (Alertmanager re-sends a firing group every
+    repeat_interval), is a sign of life for its group's open incident: see _PRUNABLE_INCIDENTS."""
+    if not rows:
+        return
+    conn.execute(
+        "UPDATE incidents SET updated_at = MAX(updated_at, ?) "
+        "WHERE status = 'firing' AND group_key IN (SELECT value FROM json_each(?))",
+        (max(row[3] for row in rows), json.dumps(sorted({row[1] for row in rows}))),
+    )
 
 
 def install_id(conn: sqlite3.Connection, candidate: str) -> str:
@@ -250,26 +263,34 @@ def action_failed(conn: sqlite3.Connection, item_id: int, error: str, next_attem
 # Retention runs on this service's clock (updated_at: when the incident last changed here), not on
 # the alerts' own endsAt, which a skewed or replaying sender can put anywhere, even years ahead.
 # A fault's members go first, once nothing of the fault fires; its root when no member is left.
+# An incident still firing but silent since :silent goes too: a receiver with send_resolved: false
+# never resolves anything, and Alertmanager re-sends a firing group every repeat_interval (each
+# delivery touches updated_at), so nothing is heard from a group that stopped firing long ago.
 _PRUNABLE_INCIDENTS = """
 SELECT id FROM incidents i
-WHERE status = 'resolved' AND updated_at < :cutoff
+WHERE ((status = 'resolved' AND updated_at < :cutoff) OR (status = 'firing' AND updated_at < :silent))
   AND id < (SELECT MAX(id) FROM incidents)
   AND NOT EXISTS (SELECT 1 FROM jobs WHERE incident_id = i.id AND done_at IS NULL)
   AND NOT EXISTS (SELECT 1 FROM outbox WHERE incident_id = i.id AND state = 'pending')
   AND NOT EXISTS (SELECT 1 FROM incidents c WHERE c.parent_id = i.id)
-  AND NOT EXISTS (SELECT 1 FROM incidents s WHERE s.id = i.parent_id AND s.status = 'firing')
-  AND NOT EXISTS (SELECT 1 FROM incidents s WHERE s.parent_id = i.parent_id AND s.status = 'firing')
+  AND NOT EXISTS (SELECT 1 FROM incidents s WHERE s.id = i.parent_id AND s.status = 'firing'
+                  AND s.updated_at >= :silent)
+  AND NOT EXISTS (SELECT 1 FROM incidents s WHERE s.parent_id = i.parent_id AND s.status = 'firing'
+                  AND s.updated_at >= :silent)
 ORDER BY updated_at LIMIT :batch
 """
 _INCIDENT_CHILDREN = ("incident_alerts", "jobs", "action_refs", "outbox")  # deleted before the parent
 
 
-def prune(conn: sqlite3.Connection, cutoff: float, batch: int) -> dict[str, int]:
+def prune(conn: sqlite3.Connection, cutoff: float, batch: int, silent_before: float | None) -> dict[str, int]:
     """Delete up to ``batch`` prunable incidents with everything that refers to them, and up to
     ``batch`` inbox rows processed before ``cutoff``, in one short transaction; rows per table."""
     counts: dict[str, int] = {}
+    silent = float("-inf") if silent_before is None else silent_before
     with transaction(conn):
-        found = conn.execute(_PRUNABLE_INCIDENTS, {"cutoff": cutoff, "batch": batch}).fetchall()
+        found = conn.execute(
+            _PRUNABLE_INCIDENTS, {"cutoff": cutoff, "silent": silent, "batch": batch}
+        ).fetchall()
         ids = json.dumps([int(row[0]) for row in found])
         for table in (*_INCIDENT_CHILDREN, "incidents"):
             column = "id" if table == "incidents" else "incident_id"
