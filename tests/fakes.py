@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 SLACK_TOKEN = "xoxb-test-bot-token"
 GRAFANA_TOKEN = "glsa_test_grafana_token"
@@ -87,6 +87,22 @@ SLACK_MAX_FIELDS = 10
 SLACK_MAX_CONTEXT_ELEMENTS = 10
 SLACK_BLOCKS_TEXT_LIMIT = 12_000
 
+# Slack's external file upload, three steps (docs.slack.dev/messaging/working-with-files#upload):
+# 1. files.getUploadURLExternal (docs.slack.dev/reference/methods/files.getUploadURLExternal): required
+#    ``filename`` (string) and ``length`` (integer, the file's size in bytes; "missing_argument ...
+#    typically only occurs when the length provided is 0"), optional ``alt_txt`` (at most 1,000
+#    characters, else alt_txt_too_large) and ``snippet_type``; answers ``upload_url`` and ``file_id``.
+# 2. A POST of the file's bytes to ``upload_url`` (raw, or multipart form-encoded): HTTP 200 once received.
+# 3. files.completeUploadExternal (docs.slack.dev/reference/methods/files.completeUploadExternal):
+#    required ``files``, a JSON array of ``{"id", "title"?}`` (a title is optional); optional
+#    ``channel_id`` (where to share it; without one the file stays private), ``thread_ts`` ("another
+#    message's ts value to upload this file as a reply. Never use a reply's ts value; use its parent
+#    instead"), ``initial_comment`` (the message text introducing the file), ``blocks``.
+# Arguments as form fields, a JSON body or the query string; the bot token in the Authorization header.
+# Shared into a thread, the file appears there as a message whose ``files`` list names it (id, name,
+# title): what conversations.replies returns, and what the sink's crash-window lookup looks for.
+SLACK_ALT_TEXT_LIMIT = 1000
+
 
 class FakeSlack(Fake):
     """Slack Web API: chat.postMessage and chat.update (JSON or form-encoded bodies, the bot token,
@@ -94,7 +110,8 @@ class FakeSlack(Fake):
     posted: conversations.history (top-level messages, newest first) and conversations.replies (the
     parent, then its replies), both GET with ``oldest``/``limit``/``cursor``, and returning each
     message's metadata only when ``include_all_metadata`` is true; and conversations.list (to learn a
-    channel's id from its name)."""
+    channel's id from its name). File uploads in the three documented steps above, each recorded in
+    ``uploads`` once completed."""
 
     def __init__(self, delay: float = 0.0) -> None:
         super().__init__()
@@ -106,8 +123,12 @@ class FakeSlack(Fake):
         self.missing_scopes: set[str] = set()  # reads needing one of these answer missing_scope
         self.stall_posts = 0  # this many posts are recorded, then answered only after release()
         self.stall_after = 0  # ... once this many posts were answered normally
+        self.stall_uploads = 0  # this many completed uploads are answered only after release()
+        self.files: dict[str, dict[str, Any]] = {}  # file id -> name, length, bytes once uploaded
+        self.uploads: list[dict[str, Any]] = []  # completed uploads: file, title, channel, thread, comment
         self._released = asyncio.Event()
         self._last_us = 0
+        self._file_ids = itertools.count(1)
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -116,6 +137,9 @@ class FakeSlack(Fake):
         app.router.add_get("/api/conversations.history", self.history)
         app.router.add_get("/api/conversations.replies", self.replies_of)
         app.router.add_get("/api/conversations.list", self.list_channels)
+        app.router.add_post("/api/files.getUploadURLExternal", self.get_upload_url)
+        app.router.add_post("/upload/v1/{file_id}", self.receive_file)
+        app.router.add_post("/api/files.completeUploadExternal", self.complete_upload)
         return app
 
     def release(self) -> None:
@@ -236,6 +260,121 @@ class FakeSlack(Fake):
         ]
         return web.json_response({"ok": True, "channels": channels, "response_metadata": {"next_cursor": ""}})
 
+    async def _upload_args(self, request: web.Request) -> tuple[dict[str, Any], web.Response | None]:
+        """A files.* call's arguments (query string and body together), or Slack's refusal."""
+        args: dict[str, Any] = dict(request.query)
+        token = None
+        if request.can_read_body:
+            body, token = await _slack_body(request)
+            if body is None:
+                return args, self.reject(f"a body neither JSON nor form-encoded ({request.content_type})")
+            args.update(body)
+        if "token" in request.query:
+            return args, self.reject("a token in the query string")
+        auth = _slack_auth(request, token)
+        if auth is not None:
+            return args, self._refuse(auth, "the bot token is missing or wrong")
+        return args, self.scripted()
+
+    async def get_upload_url(self, request: web.Request) -> web.Response:
+        args, response = await self._upload_args(request)
+        if response is not None:
+            return response
+        filename, length = args.get("filename"), str(args.get("length", ""))
+        if not isinstance(filename, str) or not filename:
+            return self._refuse("invalid_arguments", "filename is required")
+        if not length.isdigit() or int(length) == 0:
+            return self._refuse("missing_argument", f"length must be a positive integer, got {length!r}")
+        if len(str(args.get("alt_txt") or "")) > SLACK_ALT_TEXT_LIMIT:
+            return self._refuse("alt_txt_too_large", f"alt_txt over {SLACK_ALT_TEXT_LIMIT} characters")
+        file_id = f"F{next(self._file_ids):010d}"
+        self.files[file_id] = {"id": file_id, "name": filename, "length": int(length), "content": None}
+        self.requests.append(("files.getUploadURLExternal", args))
+        upload_url = request.url.with_path(f"/upload/v1/{file_id}").with_query(None)
+        return web.json_response({"ok": True, "upload_url": str(upload_url), "file_id": file_id})
+
+    async def receive_file(self, request: web.Request) -> web.Response:
+        file = self.files.get(request.match_info["file_id"])
+        if file is None:
+            return self.reject("an upload to a URL files.getUploadURLExternal never gave", 404)
+        content = await _uploaded_bytes(request)
+        if len(content) != file["length"]:
+            return self.reject(f"{len(content)} bytes uploaded, {file['length']} announced as length")
+        file["content"] = content
+        self.requests.append(("upload", {"file_id": file["id"], "bytes": len(content)}))
+        return web.Response(text=f"OK - {len(content)}")
+
+    async def complete_upload(self, request: web.Request) -> web.Response:
+        args, response = await self._upload_args(request)
+        if response is not None:
+            return response
+        listed, problem = self._completed_files(args.get("files"))
+        if problem is None:
+            problem = self._share_problem(args)
+        if problem is not None:
+            return self._refuse(*problem)
+        channel, thread = args.get("channel_id"), args.get("thread_ts")
+        shared = [
+            {**self.files[f["id"]], "title": f.get("title") or self.files[f["id"]]["name"]} for f in listed
+        ]
+        self.requests.append(("files.completeUploadExternal", args))
+        comment = args.get("initial_comment")
+        for file in shared:
+            self.files[file["id"]]["completed"] = True
+            self.uploads.append(
+                {**file, "channel_id": channel, "thread_ts": thread, "initial_comment": comment}
+            )
+        if channel:  # shared: a message in the channel, or in the thread, listing the files
+            ts = self._next_ts()
+            files = [{k: f[k] for k in ("id", "name", "title")} for f in shared]
+            text = str(comment or "")
+            self.messages[ts] = {
+                "ts": ts,
+                "channel": channel,
+                "thread_ts": thread,
+                "text": text,
+                "files": files,
+            }
+        if self.stall_uploads > 0:  # completed, but the answer is held back
+            self.stall_uploads -= 1
+            await self._released.wait()
+        return web.json_response(
+            {"ok": True, "files": [{"id": f["id"], "title": f["title"]} for f in shared]}
+        )
+
+    def _completed_files(self, raw: Any) -> tuple[list[dict[str, Any]], tuple[str, str] | None]:
+        """The ``files`` argument: a JSON array of {id, title?}, each uploaded and not completed yet."""
+        try:
+            listed = json.loads(raw) if isinstance(raw, str) else raw
+        except ValueError:
+            return [], ("invalid_arguments", "files is not JSON")
+        if not isinstance(listed, list) or not listed:
+            return [], ("invalid_arguments", "files must be a non-empty array")
+        for item in listed:
+            if not isinstance(item, dict) or not isinstance(item.get("id"), str):
+                return [], ("invalid_arguments", f"each file is an object with a string id: {item!r}")
+            file = self.files.get(item["id"])
+            if file is None or file["content"] is None or file.get("completed"):
+                return [], ("invalid_arguments", f"file {item['id']} was not uploaded, or was completed")
+            if "title" in item and not isinstance(item["title"], str):
+                return [], ("invalid_arguments", "a file's title is a string")
+        return listed, None
+
+    def _share_problem(self, args: dict[str, Any]) -> tuple[str, str] | None:
+        channel, thread = args.get("channel_id"), args.get("thread_ts")
+        if channel is not None and channel != SLACK_CHANNEL_ID:  # an id, never a #name
+            return "channel_not_found", f"channel_id {channel!r}"
+        if thread is not None:
+            parent = self.messages.get(str(thread))
+            if channel is None or parent is None or parent.get("thread_ts"):
+                return "invalid_arguments", "thread_ts needs channel_id and the ts of a parent message"
+        if "initial_comment" in args and not isinstance(args["initial_comment"], str):
+            return "invalid_arguments", "initial_comment is a string"
+        return None
+
+    def uploads_in(self, parent_ts: str) -> list[dict[str, Any]]:
+        return [u for u in self.uploads if u["thread_ts"] == parent_ts]
+
     def parents(self) -> list[dict[str, Any]]:
         return [m for m in self.messages.values() if not m.get("thread_ts")]
 
@@ -296,7 +435,20 @@ def _as_read(message: dict[str, Any], with_metadata: bool) -> dict[str, Any]:
         read["thread_ts"] = message["thread_ts"]
     if with_metadata and message.get("metadata") is not None:
         read["metadata"] = message["metadata"]
+    if message.get("files"):
+        read["files"] = message["files"]
     return read
+
+
+async def _uploaded_bytes(request: web.Request) -> bytes:
+    """The file as sent to an upload URL: the raw body, or a multipart form's file part."""
+    if not request.content_type.startswith("multipart/"):
+        return await request.read()
+    reader = await request.multipart()
+    async for part in reader:
+        if isinstance(part, BodyPartReader) and part.filename:
+            return bytes(await part.read())
+    return b""
 
 
 def _block_texts(block: dict[str, Any]) -> list[str]:

@@ -2,7 +2,7 @@
 
     cli, demo, replay -> service -> watch, pipeline -> outbox
       -> detectors, investigation, memory, integrations, store  (leaves: never each other)
-      -> config, errors, models                                 (foundation)
+      -> config, errors, models, readable                       (foundation)
 
 Every module of the package belongs to a layer listed here (a new package must be placed), and
 every import counts: absolute, ``from agentic_observability import x`` and relative ones. The
@@ -19,12 +19,13 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "agentic_observability"
 ROOT = "agentic_observability"
-FOUNDATION = {"config", "errors", "models"}
+FOUNDATION = {"config", "errors", "models", "readable"}
 LEAVES = {"detectors", "investigation", "memory", "integrations", "store"}
 
 ALLOWED: dict[str, set[str]] = {
     "models": set(),
     "errors": set(),
+    "readable": set(),  # numbers and times as people read them: pure, for every layer's text
     "config": {"errors"},
     "telemetry": FOUNDATION,
     **{leaf: FOUNDATION for leaf in LEAVES},

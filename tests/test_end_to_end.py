@@ -87,7 +87,7 @@ async def test_rule_fires_and_resolves_through_alertmanager(
     evidence = firing["report"]["evidence"][0]
     assert evidence["query"] == 'e2e_latency_seconds{service="checkout"}'
     assert evidence["series"][0]["maximum"] == 1.5
-    assert "rule threshold > 0.5" in firing["report"]["summary"]
+    assert "rule threshold > 500 ms" in firing["report"]["summary"]
 
     gauge.value = 0.1
     resolved: dict[str, Any] = {}

@@ -3,10 +3,12 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
+from agentic_observability.config import SignalConfig
 from agentic_observability.demo.stack import ManagedProcess
 from agentic_observability.integrations.prometheus import PrometheusClient
-from agentic_observability.models import Series
-from agentic_observability.pipeline.investigate import summarize
+from agentic_observability.investigation import Candidate, SignalEvidence
+from agentic_observability.models import Series, iso_time
+from agentic_observability.pipeline.investigate import _hypothesis, summarize
 from agentic_observability.pipeline.promql import (
     expression_from_generator_url,
     promql_for_entity,
@@ -75,3 +77,32 @@ async def test_entity_filter_is_valid_promql_for_hostile_label_values(prometheus
         assert len(await client.query(expr)) == 2
         [sample] = await client.query(promql_for_entity(expr, "service", hostile))
     assert sample.labels["service"] == hostile and sample.value == 1
+
+
+class _Links:
+    """Only what a hypothesis asks of its source: an explore link."""
+
+    def explore_url(self, expr: str, start: float, end: float) -> str:
+        return f"https://prom.example/graph?expr={expr}"
+
+
+def test_a_hypothesis_carries_its_units_and_its_onset_as_unix_time() -> None:
+    """The text needs both: a signal's configured unit wins, else its metric name says; the onset
+    comes as the ISO time (the API, the annotation) and as unix seconds (placed against the alert)."""
+    signals = {
+        "latency": SignalConfig(name="latency", query="max by (service) (request_latency_seconds)"),
+        "cpu": SignalConfig(name="cpu", query="max by (service) (cpu_usage_ratio)", unit="percent"),
+        "queue": SignalConfig(name="queue", query="max by (service) (queue_depth)"),
+    }
+    onset = 1_796_031_777.803
+    evidence = tuple(
+        SignalEvidence(name, {"service": "carts"}, 0.1, 1.2, 40.0, onset)
+        for name in ("latency", "cpu", "queue")
+    )
+    candidate = Candidate("carts", 0.94123, onset, evidence)
+    made = _hypothesis(1, candidate, "service", signals, _Links(), onset - 300, onset + 120)  # type: ignore[arg-type]
+    assert [e["unit"] for e in made["evidence"]] == ["seconds", "percent", None]
+    assert made["onset_unix"] == onset and made["onset"] == iso_time(onset)
+    assert made["evidence"][0]["baseline"] == 0.1 and made["evidence"][0]["incident"] == 1.2  # raw numbers
+    unknown = _hypothesis(1, Candidate("carts", 0.5, None, evidence), "service", signals, _Links(), 0, 1)  # type: ignore[arg-type]
+    assert unknown["onset_unix"] is None and unknown["onset"] is None

@@ -183,3 +183,107 @@ async def test_waiters_cancelled_at_shutdown_leave_the_limiter_usable() -> None:
             await limiter.acquire(urgent=True)  # and the next caller is served
 
     await asyncio.wait_for(rounds(), 20.0)
+
+
+# -- plain units and times, and the chart (issue 21) --------------------------------------------------
+
+READABLE = {
+    "facts": {"alertname": "ShopFrontEndSlow", "severity": "critical", "started_at": "2026-11-30T09:43:12Z"},
+    "hypotheses": [
+        {
+            "entity": "carts",
+            "score": 0.94,
+            "onset": "2026-11-30T09:42:57.803000Z",
+            "onset_unix": 1796031777.803,
+            "evidence": [
+                {
+                    "signal": "latency_p90",
+                    "baseline": 0.05161,
+                    "incident": 1.151,
+                    "unit": "seconds",
+                    "deviation": 435.17,
+                    "promql": 'max by (service) (shop_request_latency_seconds{service="carts"})',
+                    "explore_url": "https://g/explore",
+                }
+            ],
+        }
+    ],
+    "chart": {"series": []},
+}
+CAUSE = (
+    "carts: latency_p90 51.6 ms → 1.15 s (435× its usual spread), from 09:42:57 UTC, 14 s before the alert"
+)
+SHOP = {
+    "id": "2",
+    "title": "ShopFrontEndSlow",
+    "status": "firing",
+    "service": "front-end",
+    "started_at": "2026-11-30T09:43:12Z",
+}
+URL = "https://obs.example/api/v1/incidents/2"
+CHART = URL + "/chart.png"
+
+
+def test_the_cause_reads_in_units_and_against_the_alert() -> None:
+    assert messages._cause_line(READABLE) == CAUSE
+    parent = messages.slack_parent(SHOP, READABLE, URL)
+    assert parent["blocks"][2]["text"]["text"] == f"*Most likely cause*\n{CAUSE}"
+    assert parent["text"].endswith(CAUSE)
+    assert {"type": "mrkdwn", "text": "*Started*\n2026-11-30 09:43:12 UTC"} in parent["blocks"][1]["fields"]
+    assert messages.pagerduty_event(SHOP, READABLE, "trigger", URL)["payload"]["summary"] == (
+        f"ShopFrontEndSlow: {CAUSE}"
+    )
+
+
+def test_a_cause_stored_before_units_and_onsets_still_reads() -> None:
+    """Reports already in the store have no ``unit`` or ``onset_unix``: the PromQL and the ISO onset say."""
+    old = copy.deepcopy(READABLE)
+    del old["hypotheses"][0]["onset_unix"], old["hypotheses"][0]["evidence"][0]["unit"]
+    assert messages._cause_line(old) == CAUSE
+    old["hypotheses"][0]["onset"] = None
+    old["facts"] = {}
+    assert messages._cause_line(old) == CAUSE.split(", from")[0]
+
+
+def test_the_chart_is_linked_everywhere_and_shown_in_pagerduty() -> None:
+    parent = messages.slack_parent(SHOP, READABLE, URL)
+    assert _slack_links(parent).endswith(f"<{URL}|Incident report> · <{CHART}|Chart>")
+    assert messages.grafana_text(SHOP, READABLE, URL).endswith(
+        f'<a href="{URL}">incident report</a> · <a href="{CHART}">chart</a>'
+    )
+    event = messages.pagerduty_event(SHOP, READABLE, "trigger", URL)
+    assert event["images"] == [
+        {"src": CHART, "href": CHART, "alt": "ShopFrontEndSlow: the signals around the incident's start"}
+    ]
+    assert {"href": CHART, "text": "Chart"} in event["links"]
+
+
+@pytest.mark.parametrize(
+    ("chart", "url"), [(None, URL), ({}, URL), ({"series": []}, None)], ids=["no-key", "empty", "no-url"]
+)
+def test_no_chart_no_chart_link(chart: Any, url: str | None) -> None:
+    report = {k: v for k, v in READABLE.items() if k != "chart"} | (
+        {"chart": chart} if chart is not None else {}
+    )
+    texts = [
+        str(messages.slack_parent(SHOP, report, url)),
+        messages.grafana_text(SHOP, report, url),
+        str(messages.pagerduty_event(SHOP, report, "trigger", url)),
+    ]
+    assert not any("chart.png" in t for t in texts)
+    assert "images" not in messages.pagerduty_event(SHOP, report, "trigger", url)
+
+
+def test_a_chart_over_plain_http_is_a_link_not_a_pagerduty_image() -> None:
+    """PagerDuty refuses an event whose image is not served over HTTPS: the chart stays a link."""
+    event = messages.pagerduty_event(SHOP, READABLE, "trigger", "http://obs.internal/api/v1/incidents/2")
+    assert "images" not in event
+    assert {"href": "http://obs.internal/api/v1/incidents/2/chart.png", "text": "Chart"} in event["links"]
+
+
+def test_seen_before_dates_read_plainly() -> None:
+    similar = [{"id": "1", "started_at": "2026-11-30T09:41:14Z", "root_cause": "carts"}, {"id": "3"}]
+    assert messages.recurrence_text(similar) == (
+        "Incident 1 (2026-11-30 09:41:14 UTC): root cause carts\n"
+        "Incident 3 (an unknown date): root cause unknown"
+    )

@@ -232,7 +232,7 @@ def test_resolve_plans_the_end_the_update_and_the_memory() -> None:
     by = {(a.sink, a.action): a.payload for a in actions}
     assert by["grafana", "resolve"]["timeEnd"] == 1_600_000
     heading = by["slack", "reply:resolve"]["blocks"][0]["text"]["text"]
-    assert heading == "*Resolved at 1970-01-01T00:26:40Z*"
+    assert heading == "*Resolved at 1970-01-01 00:26:40 UTC*"
     assert by["pagerduty", "resolve"]["event_action"] == "resolve"
     assert by["memory", "remember"]["cause"] == "db"
     assert by["memory", "remember"]["summary"] == "the summary"
@@ -431,7 +431,9 @@ _VIEW = {"id": "7", "title": "T", "status": "firing", "service": "cart", "starte
 
 
 def test_the_cause_line() -> None:
-    assert messages._cause_line(_FULL) == "db: latency 0.1235 → 12.35 (8× its usual spread)"
+    assert (
+        messages._cause_line(_FULL) == "db: latency 0.123 → 12.3 (7.6× its usual spread), from 00:15:00 UTC"
+    )
     none = "No root-cause candidate stood out in the configured signals."
     assert messages._cause_line({}) == none
     assert messages._cause_line({"hypotheses": [{"entity": "db", "evidence": []}]}) == none
@@ -439,7 +441,7 @@ def test_the_cause_line() -> None:
 
 def test_the_slack_parent_exactly() -> None:
     parent = messages.slack_parent(_VIEW, _FULL, "https://obs/i/7")
-    cause = "db: latency 0.1235 → 12.35 (8× its usual spread)"
+    cause = "db: latency 0.123 → 12.3 (7.6× its usual spread), from 00:15:00 UTC"
     assert parent["text"] == f":red_circle: [FIRING] HighLatency: {cause}"
     assert parent["blocks"] == [
         {"type": "header", "text": {"type": "plain_text", "text": "[FIRING] HighLatency"}},
@@ -449,7 +451,7 @@ def test_the_slack_parent_exactly() -> None:
                 {"type": "mrkdwn", "text": "*Status*\nfiring"},
                 {"type": "mrkdwn", "text": "*Service*\ncart"},
                 {"type": "mrkdwn", "text": "*Severity*\ncritical"},
-                {"type": "mrkdwn", "text": "*Started*\n2026-01-01T00:00:00Z"},
+                {"type": "mrkdwn", "text": "*Started*\n2026-01-01 00:00:00 UTC"},
             ],
         },
         {"type": "section", "text": {"type": "mrkdwn", "text": f"*Most likely cause*\n{cause}"}},
@@ -526,7 +528,7 @@ def test_recurrence_text() -> None:
         {"id": "2"},
     ]
     assert messages.recurrence_text(similar) == (
-        "Incident 1 (t1): root cause db; fixed by: restart\nIncident 2 (None): root cause unknown"
+        "Incident 1 (t1): root cause db; fixed by: restart\nIncident 2 (an unknown date): root cause unknown"
     )
 
 
@@ -579,7 +581,7 @@ def test_the_pagerduty_trigger_exactly() -> None:
         "dedup_key": "agentic-obs-inst-7",
         "client": "agentic-observability",
         "payload": {
-            "summary": "T: db: latency 0.1235 → 12.35 (8× its usual spread)",
+            "summary": "T: db: latency 0.123 → 12.3 (7.6× its usual spread), from 00:15:00 UTC",
             "source": "cart",
             "severity": "critical",
             "timestamp": "2026-01-01T00:00:00Z",

@@ -108,6 +108,25 @@ async def test_events_carry_the_incident_times_and_no_nulls(
     assert ("component" in trigger["payload"]) == ("service" in labels)
 
 
+async def test_the_chart_goes_as_an_image_pagerduty_takes(
+    pagerduty: tuple[FakePagerDuty, PagerDutySink],
+) -> None:
+    """With a chart and an https public URL the trigger shows the chart (``images``: src over HTTPS,
+    href, alt); the fake holds it to the documented shape."""
+    fake, sink = pagerduty
+    incident = _incident({"alertname": "HighLatency", "service": "carts"}, resolved=False)
+    report = {**rules_report(incident, (), (), [], time.time()).to_dict(), "chart": {"series": [1]}}
+    settings = ActSettings(enabled=frozenset({"pagerduty"}), public_url="https://obs.example")
+    (action,) = plan_actions(incident, report, "analyze", settings)
+    item = OutboxItem(1, "9", "pagerduty", action.action, action.payload, 0, 0.0)
+    assert await sink.deliver(item) == item.payload["dedup_key"]
+    assert fake.errors == []
+    (trigger,) = fake.events("trigger")
+    chart = "https://obs.example/api/v1/incidents/9/chart.png"
+    assert [(i["src"], i["href"]) for i in trigger["images"]] == [(chart, chart)]
+    assert trigger["images"][0]["alt"].startswith("HighLatency")
+
+
 @pytest.mark.parametrize(
     ("change", "error"),
     [

@@ -106,7 +106,7 @@ _ROOT_VIEW = {
     "status": "firing",
     "service": "carts",  # from its first alert's labels
     "started_at": "2026-01-01T00:00:00Z",
-    "members": ["ShopFrontEndSlow (firing, since 2026-01-01T00:00:10Z)"],
+    "members": ["ShopFrontEndSlow (firing, since 00:00:10 UTC)"],
 }
 _ROOT_URL = "https://obs.example/api/v1/incidents/1"
 
@@ -139,7 +139,7 @@ def test_a_member_joining_is_a_reply_and_an_update_in_the_roots_thread_and_a_fil
         "type": "section",
         "text": {
             "type": "mrkdwn",
-            "text": "*Also in this incident*\n• ShopFrontEndSlow (firing, since 2026-01-01T00:00:10Z)",
+            "text": "*Also in this incident*\n• ShopFrontEndSlow (firing, since 00:00:10 UTC)",
         },
     }
     assert parent["blocks"][-1]["elements"][0]["text"] == f"<{_ROOT_URL}|Incident report>"

@@ -103,6 +103,6 @@ async def test_latency_alert_is_traced_to_the_true_root_cause(
     assert hypotheses[0]["entity"] == truth, json.dumps(hypotheses, indent=1)
     top = hypotheses[0]["evidence"][0]
     assert top["signal"] == "cpu" and top["incident"] > 10 * top["baseline"]
-    assert f'"service", "{truth}"' in top["promql"]
+    assert f'service="{truth}"' in top["promql"]
     assert top["explore_url"].startswith(prometheus.url)
     assert f"Most likely cause: service {truth}" in report["summary"]

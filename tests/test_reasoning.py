@@ -243,3 +243,33 @@ async def test_prompt_injection_cannot_change_the_schema_or_the_actions() -> Non
 
     assert answered.reasoner == "llm"
     assert planned(answered) == planned(injected) == planned(rules())  # the model never decides
+
+
+def test_when_it_started_and_resolved_reads_plainly() -> None:
+    """Clock times in UTC with the date once, and how long it lasted; a resolution on another day
+    names its own date."""
+    started = 1_796_031_792.0  # 2026-11-30 09:43:12 UTC
+    firing = Incident("7", "g", "alertmanager", "firing", "HighLatency", {}, started, None, ())
+    lines = reason.rules_report(firing, (), (), [], started).summary.splitlines()
+    assert lines[1] == "Started 09:43:12 UTC (2026-11-30)"
+    resolved = Incident("7", "g", "alertmanager", "resolved", "HighLatency", {}, started, started + 922, ())
+    assert reason.rules_report(resolved, (), (), [], started).summary.splitlines()[1] == (
+        "Started 09:43:12 UTC (2026-11-30), resolved 09:58:34 UTC, after 15 min 22 s"
+    )
+    late = Incident("7", "g", "alertmanager", "resolved", "HighLatency", {}, started, started + 90_000, ())
+    assert reason.rules_report(late, (), (), [], started).summary.splitlines()[1] == (
+        "Started 09:43:12 UTC (2026-11-30), resolved 10:43:12 UTC (2026-12-01), after 1 d 1 h"
+    )
+
+
+def test_the_cause_says_when_the_change_began_against_the_alert() -> None:
+    started = incident().started_at
+    top = {**hypothesis("carts", 0.9), "onset": "x", "onset_unix": started - 125.0}
+    top["evidence"] = [{**top["evidence"][0], "unit": "ratio"}]
+    cause = reason.rules_report(incident(), (), (top,), [], started).summary.splitlines()[2]
+    assert cause == (
+        "Most likely cause: service carts: cpu 10% → 90% (12× its usual spread), from 22:11:15 UTC, "
+        '2 min 5 s before the alert. Check: cpu{service="carts"}'
+    )
+    unknown = reason.rules_report(incident(), (), (hypothesis("carts", 0.9),), [], started)
+    assert "(12× its usual spread). Check:" in unknown.summary  # no onset: no guess

@@ -280,6 +280,31 @@ def test_a_link_too_long_for_the_parent_is_left_out_whole() -> None:
     parent = messages.slack_parent({"id": "7", "title": "t", "status": "firing"}, report, "https://svc/i/7")
     (context,) = [b for b in parent["blocks"] if b["type"] == "context"]
     assert context["elements"][0]["text"] == "<https://svc/i/7|Incident report>"
+    report["chart"] = {"series": [{"name": HUGE}]}  # the chart's link is short: it fits
+    parent = messages.slack_parent({"id": "7", "title": "t", "status": "firing"}, report, "https://svc/i/7")
+    (context,) = [b for b in parent["blocks"] if b["type"] == "context"]
+    assert context["elements"][0]["text"] == (
+        "<https://svc/i/7|Incident report> · <https://svc/i/7/chart.png|Chart>"
+    )
+
+
+def test_the_parent_of_a_huge_report_with_a_chart_and_an_onset_stays_within_the_limits() -> None:
+    """The cause line now says when the change began, and the links include the chart: with every
+    text at its longest the parent is still one message Slack takes."""
+    from agentic_observability.outbox import messages
+
+    report = {**_huge_report(), "chart": {"series": [{"name": HUGE}]}}
+    report["facts"]["started_at"] = "2026-11-30T09:43:12Z"
+    for hypothesis in report["hypotheses"]:
+        hypothesis["onset"] = "2026-11-30T09:42:57Z"
+    long_url = "https://agentic-obs.example/" + "p" * 1400 + "/api/v1/incidents/7"
+    for url in ("https://agentic-obs.example/api/v1/incidents/7", long_url):
+        parent = messages.slack_parent({"id": "7", "title": HUGE, "status": "firing"}, report, url)
+        assert slack_refusal({"channel": "C1", **parent}) is None
+        assert len(parent["blocks"]) <= 50 and len(parent["text"]) <= 3000
+        (context,) = [b for b in parent["blocks"] if b["type"] == "context"]
+        links = context["elements"][0]["text"]
+        assert len(links) <= 1500 and links.count("<") == links.count(">")  # whole links only
 
 
 def test_a_cut_never_splits_an_escape() -> None:

@@ -60,7 +60,12 @@ def http_options(server: ServerConfig) -> dict[str, Any]:
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
+    # The check lives in the pipeline, which the cli reaches only through the service (the layering
+    # of tests/test_architecture.py); it is the one init_app runs at startup.
+    from agentic_observability.service.app import check_config_queries
+
     config = load_config(args.config)
+    check_config_queries(config)
     print(yaml.safe_dump(config.masked(), sort_keys=False), end="")
     print(f"OK: {config.source} is valid", file=sys.stderr)
     return 0

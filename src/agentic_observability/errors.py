@@ -13,6 +13,7 @@ AgenticObsError
 │   ├── DeliveryError           an action (Grafana, Slack, PagerDuty) was not delivered
 │   └── UpstreamUnavailableError    timeout, connection refused, 5xx, or circuit open
 │       └── MemoryUnavailableError  incident memory cannot be used right now
+├── ChartUnavailableError       an incident chart cannot be drawn (no matplotlib, bad data, too slow)
 └── StackError                  a demo/test process (prometheus, alertmanager) could not start
 """
 
@@ -83,3 +84,7 @@ class DeliveryError(UpstreamError):
         super().__init__(message)
         self.permanent = permanent
         self.retry_after = retry_after
+
+
+class ChartUnavailableError(AgenticObsError):
+    """The chart could not be drawn: matplotlib is missing, the data is unusable, or it took too long."""

@@ -154,6 +154,9 @@ class Report:
     similar_incidents: tuple[Mapping[str, Any], ...] = ()
     next_steps: tuple[str, ...] = ()
     model: Mapping[str, Any] | None = None  # the model's name, latency, tokens and dropped claims
+    # The series to draw (pipeline/chart.py): kept in the report so the PNG can be drawn any time
+    # later without Prometheus. Reports written before charts existed have none.
+    chart: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -168,6 +171,7 @@ class Report:
             "reasoner_note": self.reasoner_note,
             "model": None if self.model is None else dict(self.model),
             "generated_at": self.generated_at,
+            "chart": None if self.chart is None else dict(self.chart),
         }
 
 

@@ -6,9 +6,10 @@ Edge, actions to the local ``actions.jsonl``). A CPU hog hits carts after ~30 s;
 and the front-end latency alert, which become one incident (the alert joins the watch's incident as
 the same fault). The demo prints every report as it arrives and as it resolves, with the incident's
 members, then sends feedback on it (confirmed cause and the fix). The same fault returns; the new
-report recalls the first incident ("seen before", with the fix). Exit 0 once every incident of both
-rounds has resolved and each round was one incident; 1 if not within the time limit, or a round's
-fault became more than one incident.
+report recalls the first incident ("seen before", with the fix). Each incident's chart
+(``/api/v1/incidents/{id}/chart.png``) is saved in the demo's work directory and its path printed.
+Exit 0 once every incident of both rounds has resolved and each round was one incident; 1 if not
+within the time limit, or a round's fault became more than one incident.
 """
 
 from __future__ import annotations
@@ -125,12 +126,28 @@ async def _watch_incidents(
     return None
 
 
-async def _two_rounds(api: str, token: str, deadline: float) -> bool:
+async def _save_charts(
+    http: aiohttp.ClientSession, api: str, incidents: list[dict[str, Any]], workdir: Path
+) -> None:
+    """Each incident's chart as the API draws it, saved as ``chart-<id>.png``; or why there is none."""
+    for incident in incidents:
+        async with http.get(f"{api}/api/v1/incidents/{incident['id']}/chart.png") as response:
+            if response.status != 200:
+                why = (await response.json(content_type=None) or {}).get("detail", f"HTTP {response.status}")
+                _say(f"incident {incident['id']}: no chart ({why})")
+                continue
+            path = workdir / f"chart-{incident['id']}.png"
+            path.write_bytes(await response.read())
+        _say(f"incident {incident['id']}: chart saved to {path}")
+
+
+async def _two_rounds(api: str, token: str, deadline: float, workdir: Path) -> bool:
     shown: dict[str, Any] = {}
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
         first = await _watch_incidents(http, api, deadline, shown, 0)
         if first is None:
             return False
+        await _save_charts(http, api, first, workdir)
         if not _one_incident(1, first):
             return False
         alerted = first[0]
@@ -141,6 +158,7 @@ async def _two_rounds(api: str, token: str, deadline: float) -> bool:
         both = await _watch_incidents(http, api, deadline, shown, len(first))
         if both is None:
             return False
+        await _save_charts(http, api, both[: len(both) - len(first)], workdir)
         return _one_incident(2, both[: len(both) - len(first)])
 
 
@@ -192,7 +210,7 @@ async def run_demo(keep_running: bool = False) -> int:
         _say(f"agentic-obs on {service_url} (API docs {service_url}/docs); waiting for incidents ...")
         if keep_running:
             return await _keep_running(service_url, token, prom, am)
-        done = await _two_rounds(service_url, token, time.monotonic() + TIME_LIMIT)
+        done = await _two_rounds(service_url, token, time.monotonic() + TIME_LIMIT, workdir)
         _summarise_actions(workdir / "state" / "actions.jsonl")
         if done:
             _say("all incidents of both rounds resolved; demo finished")

@@ -10,6 +10,13 @@ its own message in the channel history (parents) or the thread (replies), since 
 idempotency key. A failed lookup (no ``channels:history`` scope, rate limit, error) posts anyway:
 at least once. The incoming-webhook fallback cannot read anything back, so it cannot look.
 
+An incident's chart (``upload:chart``) is uploaded into its thread with Slack's external upload
+(files.getUploadURLExternal, the bytes to the URL it gives, files.completeUploadExternal: slack-sdk's
+``files_upload_v2``). A file carries no message metadata, so its name does: the incident, this
+installation and when the action was queued; an upload that may already have gone first looks for a
+file of that name in the thread. The picture is drawn at delivery by the ``render`` the sink is given
+(a failure to draw gives the upload up); without a bot token (the incoming webhook) nothing is uploaded.
+
 Only a parent (or its update) becomes the incident's reference: a reply whose parent was given up is
 posted top-level and returns none. A short ``Retry-After`` is waited inside the delivery; a long one
 goes back to the outbox as the row's retry time (``ShortRateLimitRetry``).
@@ -25,7 +32,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import aiohttp
-from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.errors import SlackApiError, SlackClientError, SlackRequestError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.http_retry.request import HttpRequest
 from slack_sdk.http_retry.response import HttpResponse
@@ -63,8 +70,18 @@ _LIST_PAGES = 5
 # an attempt and makes the next try look for a post that cannot have gone); a longer one goes back to
 # the outbox with its retry time. Also never more than one request's timeout.
 INLINE_RETRY_AFTER = 5.0
+_ALT_TEXT_LIMIT = 1000  # files.getUploadURLExternal: alt_txt_too_large past it
+_LOOKUP_FAILED = (
+    "slack: could not look for a message already posted (%s); posting anyway, so a message "
+    "cut off by a crash may appear twice"
+)
+_NO_UPLOADS = "slack: incident charts are not uploaded (%s); set SLACK_BOT_TOKEN and a channel for them"
 
 Lister = Callable[..., Awaitable[AsyncSlackResponse]]
+# Draws a chart (the report's chart data) as PNG bytes; a DeliveryError when it cannot.
+Renderer = Callable[[Mapping[str, Any]], Awaitable[bytes]]
+Matcher = Callable[[Mapping[str, Any]], bool]
+_UNSAFE_IN_FILENAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 class SlackSink:
@@ -77,8 +94,10 @@ class SlackSink:
         channel: str | None = None,
         webhook: AsyncWebhookClient | None = None,
         install: str = "default",
+        render: Renderer | None = None,
     ) -> None:
         self.guard = guard
+        self._render = render
         self._client = client
         self._channel = channel
         self._webhook = webhook
@@ -105,6 +124,7 @@ class SlackSink:
         timeout: float,
         session: aiohttp.ClientSession | None = None,
         install: str = "default",
+        render: Renderer | None = None,
     ) -> SlackSink:
         client = None
         if token and channel:
@@ -118,7 +138,7 @@ class SlackSink:
         webhook = (
             AsyncWebhookClient(webhook_url, timeout=int(timeout), session=session) if webhook_url else None
         )
-        return cls(guard, client, channel, webhook, install)
+        return cls(guard, client, channel, webhook, install, render)
 
     async def wait_turn(self, item: OutboxItem) -> None:
         """Keep to the channel's rate; a new incident's parent message goes before any follow-up.
@@ -131,6 +151,9 @@ class SlackSink:
     async def _deliver(self, item: OutboxItem) -> str | None:
         try:
             if self._client is None:
+                if _kind(item) == "upload":
+                    self._warn_once("no-upload", "an incoming webhook cannot upload a file", _NO_UPLOADS)
+                    return None
                 return await self._via_webhook(item.payload)
             return await self._via_api(self._client, item)
         except SlackApiError as exc:
@@ -149,7 +172,9 @@ class SlackSink:
 
     async def _via_api(self, client: AsyncWebClient, item: OutboxItem) -> str | None:
         body = dict(item.payload)
-        kind = item.action.split(":", 1)[0]
+        kind = _kind(item)
+        if kind == "upload":
+            return await self._upload(client, item)
         if item.ref is None and kind == "reply":
             # The parent was given up (the outbox hands out a reply only once every older action of
             # the incident here is settled, and retries the parent first): waiting would be forever.
@@ -180,11 +205,50 @@ class SlackSink:
         self, client: AsyncWebClient, item: OutboxItem, channel: str, ts: str, body: dict[str, Any]
     ) -> None:
         if self._may_have_gone(item):
-            found = await self._search(item, client.conversations_replies, channel=channel, ts=ts)
+            found = await self._search(
+                item, client.conversations_replies, self._posted(item), channel=channel, ts=ts
+            )
             if found is not None:
                 return
         metadata = self._metadata(item)
         await client.chat_postMessage(channel=channel, thread_ts=ts, metadata=metadata, **body)
+
+    async def _upload(self, client: AsyncWebClient, item: OutboxItem) -> str | None:
+        """The chart into the incident's thread, once: looked for first when it may have gone."""
+        if item.ref is None:
+            raise DeliveryError(
+                "slack: the incident's parent message was given up: no thread", permanent=True
+            )
+        if self._render is None:
+            raise DeliveryError("slack: this sink cannot draw charts", permanent=True)
+        channel, _, ts = item.ref.partition("|")
+        filename = self._filename(item)
+        if self._may_have_gone(item):
+            found = await self._search(
+                item, client.conversations_replies, lambda m: _has_file(m, filename), channel=channel, ts=ts
+            )
+            if found is not None:
+                return item.ref
+        png = await self._render(item.payload["chart"])  # before any request: a failure sends nothing
+        try:
+            await client.files_upload_v2(
+                channel=channel,
+                thread_ts=ts,
+                content=png,
+                filename=filename,
+                title=str(item.payload.get("title") or filename),
+                alt_txt=str(item.payload.get("alt_text") or "")[:_ALT_TEXT_LIMIT] or None,
+                initial_comment=item.payload.get("comment") or None,
+            )
+        except SlackRequestError as exc:  # the bytes' upload answered other than 200: try again later
+            raise DeliveryError(f"slack: {str(exc)[:300]}", permanent=False) from exc
+        return item.ref
+
+    def _filename(self, item: OutboxItem) -> str:
+        """What a lookup matches a file on (a file has no metadata): unique per outbox row, as the
+        metadata's ``queued_at`` is, so another installation's or a wiped store's never matches."""
+        key = f"{self._install}-{item.incident_id}-{item.created_at:.6f}"
+        return f"agentic-obs-chart-{_UNSAFE_IN_FILENAME.sub('_', key)}.png"
 
     def _may_have_gone(self, item: OutboxItem) -> bool:
         """Tried before (a timeout may hide a post Slack accepted), or queued before this process."""
@@ -205,12 +269,16 @@ class SlackSink:
         channel = await self._lookup_channel(client)
         if channel is None:
             return None
-        ts = await self._search(item, client.conversations_history, channel=channel)
+        ts = await self._search(item, client.conversations_history, self._posted(item), channel=channel)
         return f"{channel}|{ts}" if ts is not None else None
 
-    async def _search(self, item: OutboxItem, lister: Lister, **where: str) -> str | None:
-        """The ts of the message this action already posted, or None, also when the lookup fails."""
+    def _posted(self, item: OutboxItem) -> Matcher:
+        """A message this action posted: it carries the action's metadata."""
         wanted = self._metadata(item)
+        return lambda message: _same_metadata(message.get("metadata"), wanted)
+
+    async def _search(self, item: OutboxItem, lister: Lister, matches: Matcher, **where: str) -> str | None:
+        """The ts of the message this action already posted, or None, also when the lookup fails."""
         cursor = None
         try:
             for _ in range(_LOOKUP_PAGES):
@@ -222,7 +290,7 @@ class SlackSink:
                     cursor=cursor,
                 )
                 for message in page.get("messages") or []:
-                    if _same_metadata(message.get("metadata"), wanted):
+                    if matches(message):
                         return str(message["ts"])
                 if not (cursor := _next_cursor(page)):
                     return None
@@ -268,16 +336,12 @@ class SlackSink:
             reason = type(exc).__name__
         self._warn_once(reason, reason)
 
-    def _warn_once(self, key: str, reason: str) -> None:
+    def _warn_once(self, key: str, reason: str, message: str = _LOOKUP_FAILED) -> None:
         """One line per cause, not per message: a missing scope would otherwise log on every retry."""
         if key in self._warned:
             return
         self._warned.add(key)
-        log.warning(
-            "slack: could not look for a message already posted (%s); posting anyway, so a message "
-            "cut off by a crash may appear twice",
-            reason,
-        )
+        log.warning(message, reason)
 
     async def _via_webhook(self, body: Mapping[str, Any]) -> str | None:
         if self._webhook is None:
@@ -321,6 +385,15 @@ class ShortRateLimitRetry(AsyncRateLimitErrorRetryHandler):
         first = values[0][0] if values and values[0] else ""
         # The base class sleeps int(Retry-After) + up to 1 s: only a whole number is taken here.
         return first.strip().isdigit() and int(first) + 1 <= self.max_wait
+
+
+def _kind(item: OutboxItem) -> str:
+    return item.action.split(":", 1)[0]
+
+
+def _has_file(message: Mapping[str, Any], filename: str) -> bool:
+    """A message sharing the file named ``filename`` (how an upload shows in its thread)."""
+    return any(isinstance(f, Mapping) and f.get("name") == filename for f in message.get("files") or [])
 
 
 def _same_metadata(found: Any, wanted: Mapping[str, Any]) -> bool:

@@ -9,11 +9,21 @@ alert annotation) pass ``safe_link`` first: only http(s), with ``<``, ``>`` and 
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import html
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
+
+from agentic_observability.readable import (
+    describe_change,
+    format_onset,
+    format_stored_time,
+    hypothesis_onset,
+    unix_time,
+)
 
 SLACK_TEXT_LIMIT = 3000
 SLACK_HEADER_LIMIT = 150
@@ -96,11 +106,32 @@ def _cause_line(report: Mapping[str, Any]) -> str:
     if not hypotheses or not hypotheses[0].get("evidence"):
         return "No root-cause candidate stood out in the configured signals."
     top = hypotheses[0]
-    strongest = top["evidence"][0]
-    return (
-        f"{top['entity']}: {strongest['signal']} {strongest['baseline']:.4g} → {strongest['incident']:.4g} "
-        f"({strongest['deviation']:.0f}× its usual spread)"
-    )
+    line = f"{top['entity']}: {describe_change(top['evidence'][0])}"
+    onset = hypothesis_onset(top)
+    if onset is None:
+        return line
+    alert_at = unix_time((report.get("facts") or {}).get("started_at"))
+    return f"{line}, from {format_onset(onset, alert_at)}"
+
+
+CHART_LINK = "chart_link"  # the signed chart URL the planner puts beside a report (see chart_url)
+
+
+def chart_url(report: Mapping[str, Any], incident_url: str | None) -> str | None:
+    """The incident's chart (``GET /api/v1/incidents/{id}/chart.png``), when its report has one: the
+    signed link the planner added (``CHART_LINK``) when the API needs a token, else the plain one."""
+    if not report.get("chart") or not incident_url:
+        return None
+    signed = report.get(CHART_LINK)
+    return signed if isinstance(signed, str) else incident_url.rstrip("/") + "/chart.png"
+
+
+def chart_signature(key: str, incident_id: object) -> str:
+    """The ``sig`` of an incident's chart link. PagerDuty fetches ``images`` without credentials and a
+    person opens a Slack or Grafana link in a browser with none: the link itself carries the right to
+    that one chart (an HMAC of its incident id under the API token), and opens nothing else."""
+    digest = hmac.new(key.encode(), f"chart:{incident_id}".encode(), hashlib.sha256)
+    return digest.hexdigest()[:32]
 
 
 def _links(report: Mapping[str, Any], incident_url: str | None) -> list[tuple[str, str]]:
@@ -112,6 +143,7 @@ def _links(report: Mapping[str, Any], incident_url: str | None) -> list[tuple[st
         candidates.append((hypotheses[0]["evidence"][0].get("explore_url"), "Explore the evidence"))
     candidates.append(((report.get("facts") or {}).get("runbook_url"), "Runbook"))
     candidates.append((incident_url, "Incident report"))
+    candidates.append((chart_url(report, incident_url), "Chart"))
     links = []
     for url, text in candidates:
         safe = safe_link(url) if isinstance(url, str) else None
@@ -169,7 +201,7 @@ def slack_parent(
         ("Status", status),
         ("Service", service),
         ("Severity", facts.get("severity") or "none"),
-        ("Started", incident.get("started_at") or ""),
+        ("Started", format_stored_time(incident["started_at"]) if incident.get("started_at") else ""),
     ]
     cause = slack_escape(_cause_line(report))
     blocks: list[dict[str, Any]] = [
@@ -238,7 +270,8 @@ def recurrence_text(similar: Sequence[Mapping[str, Any]]) -> str:
     for past in similar:
         cause = past.get("root_cause") or "unknown"
         fixed = f"; fixed by: {past['resolution']}" if past.get("resolution") else ""
-        lines.append(f"Incident {past['id']} ({past.get('started_at')}): root cause {cause}{fixed}")
+        when = format_stored_time(past.get("started_at"))
+        lines.append(f"Incident {past['id']} ({when}): root cause {cause}{fixed}")
     return "\n".join(lines)
 
 
@@ -247,13 +280,20 @@ GRAFANA_TEXT_LIMIT = 2000
 
 def grafana_text(incident: Mapping[str, Any], report: Mapping[str, Any], incident_url: str | None) -> str:
     """The report's summary (its first line names the alert and state), capped and HTML-escaped
-    (Grafana renders annotation text as HTML, and the summary quotes alert text), and a link back."""
+    (Grafana renders annotation text as HTML, and the summary quotes alert text), and links back: the
+    incident report and, when there is one, its chart."""
     summary = str(report.get("summary") or f"{incident['title']} ({incident['status']})")
     if len(summary) > GRAFANA_TEXT_LIMIT:
         summary = summary[:GRAFANA_TEXT_LIMIT].rsplit("\n", 1)[0] + "\n…"
-    href = safe_link(incident_url) if incident_url else None
-    link = f'\n<a href="{html.escape(href)}">incident report</a>' if href else ""
-    return html.escape(summary, quote=False) + link
+    candidates = ((incident_url, "incident report"), (chart_url(report, incident_url), "chart"))
+    anchors = [_anchor(url, text) for url, text in candidates if url]
+    shown = " · ".join(a for a in anchors if a)
+    return html.escape(summary, quote=False) + (f"\n{shown}" if shown else "")
+
+
+def _anchor(url: str, text: str) -> str | None:
+    href = safe_link(url)
+    return f'<a href="{html.escape(href)}">{text}</a>' if href else None
 
 
 def incident_key(incident_id: object, install_id: str = "") -> str:
@@ -336,13 +376,28 @@ def pagerduty_event(
     payload = _pd_payload(incident, facts, summary, when)
     details = {"incident_id": incident["id"], "hypotheses": hypotheses, "reasoner": report.get("reasoner")}
     payload["custom_details"] = _present(details)
-    return {
+    event: dict[str, Any] = {
         "event_action": "trigger",
         "dedup_key": dedup_key,
         "client": "agentic-observability",
         "payload": payload,
         "links": [{"href": url, "text": text} for url, text in _links(report, incident_url)],
     }
+    image = _pd_image(report, incident_url, str(incident["title"]))
+    if image:
+        event["images"] = [image]
+    return event
+
+
+def _pd_image(report: Mapping[str, Any], incident_url: str | None, title: str) -> dict[str, str] | None:
+    """The chart shown in the PagerDuty alert: ``images`` entries are ``{src, href?, alt?}`` and
+    ``src`` "must be served via HTTPS" (docs/events-API-v2/02-Trigger-Events.md, "The images
+    Property"); over plain http the chart stays a link, or the whole event would be refused."""
+    url = chart_url(report, incident_url)
+    src = safe_link(url) if url else None
+    if not src or not src.lower().startswith("https://"):
+        return None
+    return {"src": src, "href": src, "alt": f"{title[:200]}: the signals around the incident's start"}
 
 
 # PagerDuty, "Send an Alert Event" (developer.pagerduty.com/docs/events-api-v2/trigger-events/, in

@@ -1,8 +1,9 @@
 """What each sink is told about an incident: one planning entry per sink in ``PLANNERS``. Pure; the
 dispatcher delivers (exactly once per dedup key) and records what each sink gave back.
 
-analyze -> Grafana annotation, Slack parent (+ thread replies: the full investigation, and "seen
-before" when memory recalled something), PagerDuty trigger, a line in the file sink;
+analyze -> Grafana annotation, Slack parent (+ thread replies: the full investigation, "seen before"
+when memory recalled something, and the chart when the report has one), PagerDuty trigger, a line in
+the file sink;
 resolve -> annotation end, Slack parent updated + a resolution reply, PagerDuty resolve, and the
 incident remembered. Nothing here reads the model's answer to decide *whether* to act: routing is
 config over the alert's own labels, so prompt-injected text cannot trigger an action.
@@ -22,6 +23,7 @@ from agentic_observability.config import ActionsConfig, RouteConfig, parse_match
 from agentic_observability.memory.records import past_incident
 from agentic_observability.models import Action, Incident, iso_time
 from agentic_observability.outbox import messages
+from agentic_observability.readable import format_time
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,9 @@ class ActSettings:
     # PagerDuty dedup key and the Grafana tag say ``<install>-<id>``. Empty (planning without a
     # store) keeps the bare id.
     install_id: str = ""
+    # The API token, when the API needs one: chart links carry a signature made with it (see
+    # messages.chart_signature), so PagerDuty and a browser can open the chart without the token.
+    link_key: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)
@@ -72,8 +77,11 @@ def _slack(p: Planned) -> list[Action]:
         similar = report.get("similar_incidents") or []
         if similar:
             planned += _slack_replies(i, "recurrence", "Seen before", messages.recurrence_text(similar))
-        return planned
-    heading = f"Resolved at {iso_time(p.incident.resolved_at)}"
+        return planned + _chart_upload(p)
+    resolved = p.incident.resolved_at
+    heading = (
+        f"Resolved at {format_time(resolved, with_date=True) if resolved is not None else 'an unknown time'}"
+    )
     return [Action(i, "slack", "update:resolve", parent), *_slack_replies(i, "resolve", heading, summary)]
 
 
@@ -87,6 +95,36 @@ def _slack_replies(incident_id: str, what: str, heading: str, body: str) -> list
         Action(incident_id, "slack", f"reply:{what}" + (f":{n}" if n > 1 else ""), part)
         for n, part in enumerate(parts, 1)
     ]
+
+
+def _chart_upload(p: Planned) -> list[Action]:
+    """The chart into the thread, last: the lane delivers in order, so an upload waiting on a retry
+    never holds up the words. Drawn at delivery from the data carried here (planning stays pure)."""
+    chart = p.report.get("chart")
+    if not chart:
+        return []
+    about = _charted(chart)
+    payload = {
+        "chart": chart,
+        "title": f"Incident {p.incident.id}: {p.incident.title}"[:250],
+        # mrkdwn, and label values are anyone's text: escaped, so none can mention @channel
+        "comment": messages.slack_escape(
+            f"Chart: {about}. The incident is shaded, the onset dashed, the alert a solid line."
+        ),
+        "alt_text": f"Time series of {about} around incident {p.incident.id}: baseline, then incident.",
+    }
+    return [Action(p.incident.id, "slack", "upload:chart", payload)]
+
+
+def _charted(chart: Mapping[str, Any]) -> str:
+    """What the chart shows, in words: "the alert's value, carts cpu, orders latency"."""
+    shown: dict[str, None] = {}
+    for series in chart.get("series") or []:
+        if series.get("role") == "hypothesis":
+            shown[f"{series.get('entity')} {series.get('signal')}"] = None
+        else:
+            shown["the alert's value"] = None
+    return ", ".join(shown) or "the incident"
 
 
 def _pagerduty(p: Planned) -> list[Action]:
@@ -143,6 +181,9 @@ def _planned(incident: Incident, report: Mapping[str, Any], kind: str, settings:
     view = _view(incident, incident_labels(incident), settings.entity_label)
     base = redact_url(settings.public_url).rstrip("/") if settings.public_url else None  # shown: no userinfo
     url = f"{base}/api/v1/incidents/{incident.id}" if base else None
+    if url and settings.link_key and report.get("chart"):
+        signature = messages.chart_signature(settings.link_key, incident.id)
+        report = {**report, messages.CHART_LINK: f"{url}/chart.png?sig={signature}"}
     return Planned(incident, view, report, kind, settings, url)
 
 
@@ -252,7 +293,7 @@ def _view(incident: Incident, labels: Mapping[str, str], entity_label: str) -> d
     }
     if incident.members:
         view["members"] = [
-            f"{m.title} ({m.status}, since {iso_time(m.started_at)})" for m in incident.members
+            f"{m.title} ({m.status}, since {format_time(m.started_at)})" for m in incident.members
         ]
     return view
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from importlib.resources import files
 from pathlib import Path
 from typing import Any, Protocol
@@ -12,6 +13,7 @@ from typing import Any, Protocol
 import aiohttp
 
 from agentic_observability.config import Config
+from agentic_observability.errors import ChartUnavailableError, DeliveryError
 from agentic_observability.integrations.delivery import sink_guard
 from agentic_observability.integrations.filesink import FileSink
 from agentic_observability.integrations.grafana import GrafanaSink
@@ -19,6 +21,7 @@ from agentic_observability.integrations.pagerduty import PagerDutySink
 from agentic_observability.integrations.slack import SlackSink
 from agentic_observability.memory import ReconnectingMemory
 from agentic_observability.models import OutboxItem, PastIncident
+from agentic_observability.outbox.chart import render_png_async
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,15 @@ class MemorySink:
     async def deliver(self, item: OutboxItem) -> str | None:
         await self._memory.remember(PastIncident.from_payload(item.payload))
         return None
+
+
+async def render_chart(chart: Mapping[str, Any]) -> bytes:
+    """An incident's chart for a sink to upload. A chart that cannot be drawn (no matplotlib, bad
+    data, too slow) will not be drawn on a retry either: the upload is given up, saying why."""
+    try:
+        return await render_png_async(chart)
+    except ChartUnavailableError as exc:
+        raise DeliveryError(f"chart not drawn: {exc}", permanent=True) from exc
 
 
 def _secret(config: Config, name: str) -> str | None:
@@ -78,6 +90,7 @@ def build_sinks(
             webhook_url,
             actions.timeout,
             install=install,
+            render=render_chart,
         )
     routing_key = _secret(config, "pagerduty_routing_key")
     if routing_key:

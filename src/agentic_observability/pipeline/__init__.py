@@ -1,6 +1,7 @@
 """The incident pipeline: one module per stage and a straight-line ``run()``.
 
 investigate (evidence from the alert's own PromQL, root-cause ranking over the configured signals)
+-> chart (the series behind the alert and the top hypotheses, kept in the report for its picture)
 -> recall (similar past incidents from memory) -> reason (rules, or a language model with the rules
 report as fallback). The act stage (act.py) turns the report into outbox actions, planned per sink in
 ``outbox/plan.py``; the caller commits them together with the report.
@@ -17,6 +18,7 @@ from typing import TypeVar
 from agentic_observability.models import Incident, Report
 from agentic_observability.pipeline import investigate, reason, recall
 from agentic_observability.pipeline.act import actions_for
+from agentic_observability.pipeline.chart import chart_data
 from agentic_observability.pipeline.ports import MetricsSource, PipelineDeps
 
 __all__ = ["MetricsSource", "PipelineDeps", "actions_for", "run"]
@@ -44,6 +46,14 @@ async def run(incident: Incident, deps: PipelineDeps, now: float | None = None) 
             ((), []),
             failed,
         )
+    # Its own stage: the investigate figures stay comparable, and what the chart costs shows apart.
+    with deps.stage_timer("chart"):
+        chart = await _degrade(
+            "Chart data",
+            chart_data(incident, evidence, hypotheses, source, deps.investigation, moment),
+            None,
+            failed,
+        )
     with deps.stage_timer("recall"):
         similar, memory_note = await _degrade(
             "Recall", recall.similar_incidents(incident, hypotheses, deps), ((), None), failed
@@ -55,13 +65,18 @@ async def run(incident: Incident, deps: PipelineDeps, now: float | None = None) 
         )
     except Exception as exc:
         log.exception("the rules report failed; sending the bare facts")
-        return reason.bare_report(incident, moment, f"The report could not be written ({_name(exc)})")
+        bare = reason.bare_report(incident, moment, f"The report could not be written ({_name(exc)})")
+        return replace(bare, chart=chart)
     with deps.stage_timer("reason"):
-        try:
-            return await reason.reason(rules, incident, deps)
-        except Exception as exc:
-            log.exception("reasoning failed; the rules report goes out")
-            return replace(rules, reasoner_note=f"rules reasoner (fallback: reasoning failed: {_name(exc)})")
+        return replace(await _reasoned(rules, incident, deps), chart=chart)
+
+
+async def _reasoned(rules: Report, incident: Incident, deps: PipelineDeps) -> Report:
+    try:
+        return await reason.reason(rules, incident, deps)
+    except Exception as exc:
+        log.exception("reasoning failed; the rules report goes out")
+        return replace(rules, reasoner_note=f"rules reasoner (fallback: reasoning failed: {_name(exc)})")
 
 
 async def _degrade(stage: str, work: Awaitable[T], instead: T, failed: list[str]) -> T:

@@ -12,18 +12,19 @@ import asyncio
 import json
 import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlencode
 
 import numpy as np
 
-from agentic_observability.config import InvestigationConfig, redact_url
+from agentic_observability.config import InvestigationConfig, SignalConfig, redact_url
 from agentic_observability.errors import PrometheusQueryError, UpstreamError
 from agentic_observability.investigation import Candidate, RankConfig, SignalSeries, rank_entities
 from agentic_observability.models import Evidence, Incident, Series, SeriesSummary, iso_time
 from agentic_observability.pipeline.ports import MetricsSource
 from agentic_observability.pipeline.promql import incident_expressions, promql_for_entity, split_threshold
+from agentic_observability.readable import unit_for
 
 log = logging.getLogger(__name__)
 
@@ -133,9 +134,9 @@ async def root_cause_hypotheses(
     rank_config = RankConfig(calls=tuple((e.caller, e.callee) for e in settings.calls))
     # thousands of series take a second or two of numpy: keep the event loop (and the webhook) free
     ranking = await asyncio.to_thread(rank_entities, series, incident.started_at, rank_config)
-    queries = {s.name: s.query for s in settings.signals}
+    signals = {s.name: s for s in settings.signals}
     hypotheses = tuple(
-        _hypothesis(position, candidate, settings.entity_label, queries, source, start, end)
+        _hypothesis(position, candidate, settings.entity_label, signals, source, start, end)
         for position, candidate in enumerate(ranking[:MAX_HYPOTHESES], start=1)
     )
     return hypotheses, problems
@@ -145,14 +146,15 @@ def _hypothesis(
     position: int,
     candidate: Candidate,
     label: str,
-    queries: dict[str, str],
+    signals: Mapping[str, SignalConfig],
     source: MetricsSource,
     start: float,
     end: float,
 ) -> dict[str, Any]:
     evidence = []
     for item in candidate.evidence:
-        promql = promql_for_entity(queries[item.signal], label, candidate.entity)
+        signal = signals[item.signal]
+        promql = promql_for_entity(signal.query, label, candidate.entity)
         evidence.append(
             {
                 "signal": item.signal,
@@ -160,6 +162,7 @@ def _hypothesis(
                 "labels": dict(item.labels),
                 "baseline": item.baseline,
                 "incident": item.incident,
+                "unit": unit_for(signal.query, signal.unit),  # how text shows baseline and incident
                 "deviation": round(item.deviation, 2),
                 "onset": iso_time(item.onset),
                 "explore_url": source.explore_url(promql, start, end),
@@ -171,6 +174,7 @@ def _hypothesis(
         "entity": candidate.entity,
         "score": round(candidate.score, 4),
         "onset": iso_time(candidate.onset),
+        "onset_unix": candidate.onset,  # the same moment, for text that places it against the alert
         "evidence": evidence,
     }
 

@@ -79,7 +79,7 @@ def _hypothesis_item(hypothesis: Mapping[str, Any]) -> dict[str, Any]:
         "score": round(float(hypothesis["score"]), 3),
         "onset": hypothesis.get("onset"),
         "evidence": [
-            {k: e[k] for k in ("signal", "baseline", "incident", "deviation", "promql") if k in e}
+            {k: e[k] for k in ("signal", "unit", "baseline", "incident", "deviation", "promql") if k in e}
             for e in hypothesis.get("evidence", [])[:3]
         ],
     }

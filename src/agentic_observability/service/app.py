@@ -28,6 +28,10 @@ from agentic_observability.outbox.dispatcher import Dispatcher
 from agentic_observability.outbox.plan import ActSettings
 from agentic_observability.outbox.sinks import build_sinks, provision_dashboards
 from agentic_observability.pipeline.ports import PipelineDeps
+
+# check_config_queries is re-exported for `agentic-obs check-config` (the cli may not import the pipeline)
+from agentic_observability.pipeline.promql import check_config_queries as check_config_queries
+from agentic_observability.pipeline.promql import warn_config_queries
 from agentic_observability.service.auth import auth_middleware
 from agentic_observability.service.correlation import Correlator
 from agentic_observability.service.keys import (
@@ -79,6 +83,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 
 def init_app(config: Config, environ: Mapping[str, str] | None = None) -> web.Application:
     token = require_webhook_token(config)  # fail fast: auth on without a token is a config error
+    warn_config_queries(config)  # a query the parser cannot read: logged with its position
     server = config.file.server
     app = web.Application(client_max_size=server.max_body_bytes, middlewares=[json_errors, auth_middleware])
     app[CONFIG] = config
@@ -207,6 +212,7 @@ async def _workers_ctx(app: web.Application) -> AsyncIterator[None]:
             public_url=config.file.server.public_url,
             entity_label=config.file.investigation.entity_label,
             install_id=app[INSTALL_ID],
+            link_key=app.get(TOKEN) or "",
         ),
     )
     workers = Workers(app[STORE], deps, metrics, config.file.server.workers)

@@ -4,6 +4,8 @@ Alertmanager sends either ``Authorization: Bearer <token>`` (http_config.authori
 (http_config.basic_auth); for basic auth the password must equal the token (any username). Both
 comparisons are constant-time. Health, metrics and the API description stay open for probes, as
 does everything outside /api/ (/metrics, the /docs page and its Swagger UI files under /docs/static).
+An incident's chart also opens with the signature its links carry (``?sig=``, see
+``outbox.messages.chart_signature``): PagerDuty fetches images without credentials.
 """
 
 from __future__ import annotations
@@ -11,13 +13,16 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import re
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from agentic_observability.outbox.messages import chart_signature
 from agentic_observability.service.keys import TOKEN
 from agentic_observability.service.responses import error_response
 
+_CHART_PATH = re.compile(r"/api/v1/incidents/([^/]+)/chart\.png")
 OPEN_PATHS = frozenset(
     {"/api/v1/health", "/api/v1/health/ready", "/metrics", "/api/v1/metrics", "/api/v1/openapi.json", "/docs"}
 )
@@ -49,8 +54,20 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     token = request.app.get(TOKEN)
     if token is None or request.path in OPEN_PATHS or not request.path.startswith("/api/"):
         return await handler(request)
+    if _signed_chart(request, token):
+        return await handler(request)
     if not credentials_valid(request.headers.get("Authorization", ""), token):
         response = error_response(401, "unauthorized", "send 'Authorization: Bearer <token>' or basic auth")
         response.headers["WWW-Authenticate"] = 'Bearer realm="agentic-obs", Basic realm="agentic-obs"'
         return response
     return await handler(request)
+
+
+def _signed_chart(request: web.Request, token: str) -> bool:
+    """A GET of one incident's chart with the signature its links carry."""
+    chart = _CHART_PATH.fullmatch(request.path)
+    if chart is None or request.method not in ("GET", "HEAD"):
+        return False
+    presented = request.query.get("sig", "")
+    expected = chart_signature(token, chart.group(1))
+    return hmac.compare_digest(presented.encode(errors="replace"), expected.encode())

@@ -1,14 +1,17 @@
-"""The incident API: list, get, and feedback on what really caused an incident."""
+"""The incident API: list, get, its chart as a PNG, and feedback on what really caused an incident."""
 
 from __future__ import annotations
 
 import time
 import uuid
 from dataclasses import replace
+from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from agentic_observability.errors import ChartUnavailableError
+from agentic_observability.outbox.chart import render_png_async
 from agentic_observability.outbox.plan import remember_action
 from agentic_observability.service.keys import CONFIG, DISPATCHER, MEMORY, STORE
 from agentic_observability.service.responses import error_response, invalid_body
@@ -30,7 +33,16 @@ async def list_incidents(request: web.Request) -> web.Response:
     if not 1 <= limit <= MAX_LIST:
         return error_response(400, "invalid query parameter", f"limit must be 1..{MAX_LIST}", "limit")
     incidents = await request.app[STORE].list_incidents(status=status, limit=limit)
-    return web.json_response({"incidents": [i.to_dict() for i in incidents]})
+    return web.json_response({"incidents": [_listed(i.to_dict()) for i in incidents]})
+
+
+def _listed(incident: dict[str, Any]) -> dict[str, Any]:
+    """An incident as the list shows it: its report without the chart's points (15-30 KB each; 500
+    incidents would make a 10 MB answer). ``GET /api/v1/incidents/{id}`` and ``…/chart.png`` have them."""
+    report = incident.get("report")
+    if isinstance(report, dict) and report.get("chart"):
+        incident["report"] = {**report, "chart": {"url": f"/api/v1/incidents/{incident['id']}/chart.png"}}
+    return incident
 
 
 @routes.get("/api/v1/incidents/{incident_id}")
@@ -40,6 +52,25 @@ async def get_incident(request: web.Request) -> web.Response:
     if incident is None:
         return error_response(404, "not found", f"no incident with id {incident_id!r}", "incident_id")
     return web.json_response(incident.to_dict())
+
+
+@routes.get("/api/v1/incidents/{incident_id}/chart.png")
+async def incident_chart(request: web.Request) -> web.StreamResponse:
+    """The report's chart, drawn on request (a fraction of a second, off the event loop): reports keep
+    the data, not the picture. 404 without one (an old report, or nothing could be charted)."""
+    incident_id = request.match_info["incident_id"]
+    incident = await request.app[STORE].get_incident(incident_id)
+    if incident is None:
+        return error_response(404, "not found", f"no incident with id {incident_id!r}", "incident_id")
+    chart = (incident.report or {}).get("chart")
+    if not chart:
+        return error_response(404, "not found", f"incident {incident_id!r} has no chart", "incident_id")
+    try:
+        png = await render_png_async(chart)
+    except ChartUnavailableError as exc:
+        return error_response(503, "chart unavailable", str(exc))
+    # The report (and so its chart) changes when the incident resolves: a short private cache only.
+    return web.Response(body=png, content_type="image/png", headers={"Cache-Control": "private, max-age=60"})
 
 
 class FeedbackRequest(BaseModel):

@@ -100,6 +100,21 @@ PATHS: dict[str, dict[str, Any]] = {
             parameters=[_INCIDENT_ID],
         )
     },
+    "/api/v1/incidents/{incident_id}/chart.png": {
+        "get": _op(
+            "The incident's chart: the alert's value with its threshold and the top hypotheses' signals, "
+            "baseline then incident, onset and alert marked",
+            {
+                "200": {
+                    "description": "PNG, about 1000×600 px",
+                    "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+                },
+                **_errors(401, 404),
+                "503": _json(_ERROR, "Not drawn: matplotlib is not installed, or drawing failed"),
+            },
+            parameters=[_INCIDENT_ID],
+        )
+    },
     "/api/v1/incidents/{incident_id}/feedback": {
         "post": _op(
             "What really caused the incident and what fixed it; updates incident memory",
@@ -261,7 +276,13 @@ SCHEMAS: dict[str, Any] = {
             "source": {"type": "string"},
             "started_at": {"type": "string", "format": "date-time"},
             "resolved_at": {"type": "string", "format": "date-time", "nullable": True},
-            "report": {"type": "object", "nullable": True},
+            "report": {
+                "type": "object",
+                "nullable": True,
+                "description": "the analysis; its `chart` (null when nothing could be charted, absent in "
+                "reports from before charts) holds the series that chart.png draws; in the list it is only "
+                "`{url}`, the chart.png path",
+            },
             "similar_incidents": {"type": "array"},
             "alerts": {"type": "array"},
             "parent_id": {
