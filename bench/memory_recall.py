@@ -2,7 +2,8 @@
 
 Latency: the full ``IncidentMemory.recall`` (embed the query, a nearest search plus a same-alert/
 same-service filtered search, boosts) on Qdrant Edge (payloads on disk, the default, and in RAM),
-next to qdrant-client's local mode holding the same incidents, in the same run. Synthetic incidents: 60 alert names, 40 services, 8 signal kinds.
+next to qdrant-client's local mode holding the same incidents, in the same run. Synthetic incidents:
+60 alert names, 40 services, 8 signal kinds.
 
 Quality: leave-one-out over the 50 sock-shop cases. Each case is ranked by the product's own
 investigator; the other 49 are stored as past incidents with their confirmed root cause (as feedback
