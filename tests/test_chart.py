@@ -25,10 +25,12 @@ from agentic_observability import pipeline
 from agentic_observability.config import Config, InvestigationConfig
 from agentic_observability.demo.shop import CALLS, ShopCollector, history_openmetrics
 from agentic_observability.demo.stack import ManagedProcess
+from agentic_observability.errors import DeliveryError
 from agentic_observability.models import Alert, Incident, Series
 from agentic_observability.outbox import chart as drawing
 from agentic_observability.outbox.messages import chart_signature
 from agentic_observability.outbox.plan import ActSettings, plan_actions
+from agentic_observability.outbox.sinks import render_chart
 from agentic_observability.pipeline import chart as gathering
 from agentic_observability.pipeline.ports import PipelineDeps
 from agentic_observability.service import init_app
@@ -198,6 +200,26 @@ def test_a_chart_without_series_or_matplotlib_says_why(monkeypatch: pytest.Monke
     chart = {"series": [{"panel": 0, "role": "alert", "timestamps": [1.0, 2.0], "values": [1.0, 2.0]}]}
     with pytest.raises(drawing.ChartUnavailableError, match=r"matplotlib is not installed .*\[charts\]"):
         drawing.render_png(chart)
+
+
+def test_alert_text_with_dollars_is_drawn_as_text() -> None:
+    """Titles and legends quote alert text: "$\\frac{x$" as mathtext raised and lost the chart."""
+    series = {"panel": 0, "role": "alert", "timestamps": [1.0, 2.0], "values": [1.0, 2.0]}
+    chart = {
+        "title": "Costs $\\frac{x$ over $5 and $10",
+        "series": [{**series, "label": 'a="$\\undefined{1}$"'}],
+    }
+    assert drawing.render_png(chart).startswith(PNG_SIGNATURE)
+
+
+async def test_a_drawing_that_took_too_long_is_retried_not_given_up() -> None:
+    chart = {"series": [{"panel": 0, "role": "alert", "timestamps": [1.0, 2.0], "values": [1.0, 2.0]}]}
+    with pytest.raises(drawing.ChartUnavailableError) as slow:
+        await drawing.render_png_async(chart, 0.0)
+    assert slow.value.retryable  # the sink turns it into a delivery that is retried
+    with pytest.raises(DeliveryError) as empty:
+        await render_chart({"series": []})
+    assert empty.value.permanent
 
 
 def without_matplotlib(monkeypatch: pytest.MonkeyPatch) -> None:

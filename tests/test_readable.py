@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -77,10 +78,29 @@ INF, NAN = math.inf, math.nan
             "seconds",
         ),
         ("max_over_time(a_seconds[5m:1m])", "seconds"),
+        # counts, flags and clock readings have no unit, whatever they count
+        ("count(x_bytes > 1e9)", None),
+        ("count_over_time(x_seconds[5m])", None),
+        ("changes(x_seconds[1h])", None),
+        ("absent(x_bytes)", None),
+        ("timestamp(x_bytes)", None),
+        ("x_seconds > bool 1", None),
+        ("deriv(x_bytes[5m])", "bytes_per_second"),
+        ("deriv(process_cpu_seconds[5m])", "ratio"),
     ],
 )
 def test_the_unit_of_a_query(query: str, unit: str | None) -> None:
     assert unit_for(query, None) == unit
+
+
+def test_hostile_text_is_not_scanned_for_long() -> None:
+    """The alert's own expression reaches unit_for unparsed: an unclosed brace made the scan quadratic
+    (16,000 of them took 5 s on the event loop)."""
+    started = time.perf_counter()
+    assert unit_for("{" * 16_000, None) is None
+    assert unit_for("x_bytes" + " + x_bytes" * 2000, None) is None  # past MAX_UNIT_QUERY
+    assert unit_for("{" * 4000 + "}" * 4000, None) is None
+    assert time.perf_counter() - started < 0.5
 
 
 def test_a_configured_unit_wins() -> None:
@@ -100,6 +120,7 @@ def test_a_configured_unit_wins() -> None:
         (7200.0, "seconds", "2 h"),
         (1e7, "seconds", "116 d"),
         (0.9996, "seconds", "1 s"),  # rounds up into the next scale, not "1e+03 ms"
+        (1e300, "seconds", "1.16e+295 d"),  # not 296 grouped digits
         (2.5e-7, "seconds", "250 ns"),
         (3.2e-6, "seconds", "3.2 µs"),
         (1e-12, "seconds", "0.001 ns"),

@@ -9,6 +9,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -179,7 +180,9 @@ async def test_a_firing_incident_goes_only_once_no_delivery_touched_it_for_the_s
 ) -> None:
     """A receiver with send_resolved: false never resolves anything; Alertmanager re-sends a firing
     group every repeat_interval, and each delivery keeps its incident alive."""
-    await ingest(store, [accepted(g, "firing") for g in ("silent", "alive", "newest")])
+    episode = replace(accepted("watch-episode", "firing"), source="watch")  # reported once, at open
+    await ingest(store, [accepted(g, "firing") for g in ("silent", "alive")] + [episode])
+    await ingest(store, [accepted("newest", "firing")])
     await finish_jobs(store)
     await deliver_all(store)
     silence_from = time.time()
@@ -189,7 +192,7 @@ async def test_a_firing_incident_goes_only_once_no_delivery_touched_it_for_the_s
     assert (await store.prune(time.time() - 3600, batch=100))["incidents"] == 0  # firing: kept
     pruned = await store.prune(time.time() - 3600, batch=100, silent_before=silence_from)
     assert pruned["incidents"] == 1
-    assert {i.group_key for i in await store.list_incidents()} == {"alive", "newest"}
+    assert {i.group_key for i in await store.list_incidents()} == {"alive", "watch-episode", "newest"}
 
 
 async def test_each_call_deletes_at_most_a_batch(store: SqliteStore) -> None:

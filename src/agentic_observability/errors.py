@@ -87,4 +87,9 @@ class DeliveryError(UpstreamError):
 
 
 class ChartUnavailableError(AgenticObsError):
-    """The chart could not be drawn: matplotlib is missing, the data is unusable, or it took too long."""
+    """The chart could not be drawn: matplotlib is missing, the data is unusable, or it took too long
+    (``retryable``: a busy host or a cold font cache, which a later attempt may not meet)."""
+
+    def __init__(self, message: str, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable

@@ -38,6 +38,19 @@ _TOKEN = re.compile(
 )
 
 
+# Functions and aggregations whose values are counts, flags or clock readings, whatever the metric's
+# unit: ``count(x_bytes > 1e9)`` is a number of series, ``timestamp(x_seconds)`` a time.
+_UNITLESS = frozenset(
+    {"count", "count_values", "count_over_time", "absent", "absent_over_time", "present_over_time"}
+    | {"changes", "resets", "timestamp", "group", "sgn", "histogram_count", "histogram_fraction"}
+    | {"day_of_month", "day_of_week", "day_of_year", "days_in_month", "hour", "minute", "month", "year"}
+)
+_DERIVATIVES = ("deriv",)  # of a gauge: its unit per second
+# Longer text is not a signal anyone wrote by hand; the scan (a regex per token) stays linear only
+# when braces balance, so unbalanced text is not scanned at all.
+MAX_UNIT_QUERY = 8192
+
+
 def unit_for(query: str, explicit: str | None) -> str | None:
     """The unit of a signal's values: ``explicit`` (its configured ``unit``) when set, else what its
     metric names say. Names that disagree, or arithmetic with a constant (``x_bytes / 1024``), give
@@ -46,6 +59,10 @@ def unit_for(query: str, explicit: str | None) -> str | None:
         word = explicit.strip()
         known = _ALIASES.get(word.lower(), word.lower())
         return known if known in _FORMATTED else word  # any other word is shown as written ("RPM")
+    if len(query) > MAX_UNIT_QUERY or query.count("{") != query.count("}"):
+        return None
+    if re.search(r"\bbool\b", query):  # ``x > bool 1``: 0 or 1
+        return None
     uses, arithmetic = _metric_uses(query)
     if not uses:
         return None
@@ -105,8 +122,12 @@ def _use_unit(name: str, functions: Sequence[str]) -> str | None:
     """The unit of one metric where it is used: a counter under ``rate`` is per second, its
     ``increase`` is an amount in the window, a histogram bucket under ``histogram_quantile`` is in
     its base unit."""
+    if any(f in _UNITLESS for f in functions):
+        return None
     if "histogram_quantile" in functions:  # classic (``x_seconds_bucket``) or native (``x_seconds``)
         return _base_unit(name.removesuffix("_bucket"))
+    if any(f in _DERIVATIVES for f in functions):
+        return _per_second(_base_unit(name))
     per_second = any(f in _PER_SECOND for f in functions)
     if name.endswith("_bucket"):
         return None
@@ -192,6 +213,8 @@ def _number(value: float) -> str:
     rounded = _round3(value)
     if rounded == 0:
         return "0"  # never "-0"
+    if abs(rounded) >= 1e12:  # past any scale by a trillion: digits nobody reads
+        return f"{rounded:.3g}"
     if abs(rounded) >= 1000:
         return f"{rounded:,.0f}"
     return f"{rounded:.3g}".replace("e-0", "e-")

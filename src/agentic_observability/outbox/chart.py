@@ -41,6 +41,7 @@ INCIDENT_SHADE, ALERT_COLOUR, ONSET_COLOUR, THRESHOLD_COLOUR = "#D55E00", "#C000
 
 # One drawing at a time, in a thread of its own: matplotlib's font caches are shared, and a burst
 # of charts (a restart with many uploads due) must not take the threads the pipeline's ranking uses.
+MAX_PANELS = 6  # the pipeline keeps at most 3 (the alert, two hypotheses); a stored report is data
 _drawer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chart")
 
 
@@ -51,12 +52,13 @@ async def render_png_async(chart: Mapping[str, Any], seconds: float = RENDER_SEC
         async with asyncio.timeout(seconds):
             return await loop.run_in_executor(_drawer, render_png, chart)
     except TimeoutError:
-        raise ChartUnavailableError(f"drawing the chart took longer than {seconds:g}s") from None
+        message = f"drawing the chart took longer than {seconds:g}s"
+        raise ChartUnavailableError(message, retryable=True) from None
 
 
 def render_png(chart: Mapping[str, Any]) -> bytes:
     """The chart as PNG bytes. Raises ChartUnavailableError, never anything else."""
-    panels = _panels(chart) if isinstance(chart, Mapping) else []
+    panels = _panels(chart)[:MAX_PANELS] if isinstance(chart, Mapping) else []
     if not panels:
         raise ChartUnavailableError("the chart has no series to draw")
     figure_class, canvas_class = _matplotlib()
@@ -105,6 +107,17 @@ def _panels(chart: Mapping[str, Any]) -> list[list[Mapping[str, Any]]]:
 
 
 def _draw(
+    figure_class: Any, canvas_class: Any, chart: Mapping[str, Any], panels: list[list[Mapping[str, Any]]]
+) -> bytes:
+    import matplotlib
+
+    # Titles and legends quote alert text and label values: "$5 and $10" must not be read as
+    # mathtext (italics, or a ValueError on "$\\frac{x$" that would lose the chart).
+    with matplotlib.rc_context({"text.parse_math": False}):
+        return _draw_figure(figure_class, canvas_class, chart, panels)
+
+
+def _draw_figure(
     figure_class: Any, canvas_class: Any, chart: Mapping[str, Any], panels: list[list[Mapping[str, Any]]]
 ) -> bytes:
     figure = figure_class(figsize=(WIDTH_PX / DPI, HEIGHT_PX / DPI), dpi=DPI, layout="constrained")

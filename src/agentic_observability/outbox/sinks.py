@@ -48,11 +48,12 @@ class MemorySink:
 
 async def render_chart(chart: Mapping[str, Any]) -> bytes:
     """An incident's chart for a sink to upload. A chart that cannot be drawn (no matplotlib, bad
-    data, too slow) will not be drawn on a retry either: the upload is given up, saying why."""
+    data) will not be drawn on a retry either: the upload is given up, saying why. One that took too
+    long (a busy host, a cold font cache) is retried like any delivery."""
     try:
         return await render_png_async(chart)
     except ChartUnavailableError as exc:
-        raise DeliveryError(f"chart not drawn: {exc}", permanent=True) from exc
+        raise DeliveryError(f"chart not drawn: {exc}", permanent=not exc.retryable) from exc
 
 
 def _secret(config: Config, name: str) -> str | None:

@@ -266,17 +266,20 @@ def action_failed(conn: sqlite3.Connection, item_id: int, error: str, next_attem
 # An incident still firing but silent since :silent goes too: a receiver with send_resolved: false
 # never resolves anything, and Alertmanager re-sends a firing group every repeat_interval (each
 # delivery touches updated_at), so nothing is heard from a group that stopped firing long ago.
+# Only Alertmanager's: a watch reports an episode once when it opens and once when it closes, and
+# keeps it open across restarts; a long episode is silent by design.
 _PRUNABLE_INCIDENTS = """
 SELECT id FROM incidents i
-WHERE ((status = 'resolved' AND updated_at < :cutoff) OR (status = 'firing' AND updated_at < :silent))
+WHERE ((status = 'resolved' AND updated_at < :cutoff)
+       OR (status = 'firing' AND source = 'alertmanager' AND updated_at < :silent))
   AND id < (SELECT MAX(id) FROM incidents)
   AND NOT EXISTS (SELECT 1 FROM jobs WHERE incident_id = i.id AND done_at IS NULL)
   AND NOT EXISTS (SELECT 1 FROM outbox WHERE incident_id = i.id AND state = 'pending')
   AND NOT EXISTS (SELECT 1 FROM incidents c WHERE c.parent_id = i.id)
   AND NOT EXISTS (SELECT 1 FROM incidents s WHERE s.id = i.parent_id AND s.status = 'firing'
-                  AND s.updated_at >= :silent)
+                  AND (s.source != 'alertmanager' OR s.updated_at >= :silent))
   AND NOT EXISTS (SELECT 1 FROM incidents s WHERE s.parent_id = i.parent_id AND s.status = 'firing'
-                  AND s.updated_at >= :silent)
+                  AND (s.source != 'alertmanager' OR s.updated_at >= :silent))
 ORDER BY updated_at LIMIT :batch
 """
 _INCIDENT_CHILDREN = ("incident_alerts", "jobs", "action_refs", "outbox")  # deleted before the parent
