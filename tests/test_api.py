@@ -254,8 +254,8 @@ async def test_every_feedback_queues_its_own_memory_action(
 ) -> None:
     """A second feedback on an incident is remembered too, even in the same millisecond as the first
     (the route's clock is frozen here): its memory action must not collide with the first and vanish."""
+    from agentic_observability.service import feedback as incidents_route
     from agentic_observability.service.keys import STORE
-    from agentic_observability.service.routes import incidents as incidents_route
 
     await post(client, fixture_body("am-0.25-firing.json"))
 

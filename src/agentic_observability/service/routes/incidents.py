@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import time
-import uuid
-from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
@@ -12,8 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from agentic_observability.errors import ChartUnavailableError
 from agentic_observability.outbox.chart import render_png_async
-from agentic_observability.outbox.plan import remember_action
-from agentic_observability.service.keys import CONFIG, DISPATCHER, MEMORY, STORE
+from agentic_observability.service.feedback import submit_feedback
+from agentic_observability.service.keys import STORE
 from agentic_observability.service.responses import error_response, invalid_body
 from agentic_observability.service.routes.webhook import read_body
 
@@ -95,18 +92,8 @@ async def feedback(request: web.Request) -> web.Response:
         body = FeedbackRequest.model_validate_json(await read_body(request))  # 408 if it stalls
     except ValidationError as exc:
         return invalid_body(exc, "feedback")
-    store = request.app[STORE]
-    incident = await store.get_incident(incident_id)
-    if incident is None:
+    done = await submit_feedback(request.app, incident_id, body.model_dump(exclude_none=True))
+    if done is None:
         return error_response(404, "not found", f"no incident with id {incident_id!r}", "incident_id")
-    merged = {**(incident.feedback or {}), **body.model_dump(exclude_none=True), "at": time.time()}
-    updated = replace(incident, feedback=merged)
-    actions = []
-    if request.app[MEMORY] is not None:
-        entity_label = request.app[CONFIG].file.investigation.entity_label
-        # one memory action per feedback: a key from the clock alone let two in one millisecond collide
-        key = f"remember:feedback:{int(merged['at'] * 1000)}:{uuid.uuid4().hex[:12]}"
-        actions.append(remember_action(updated, incident.report or {}, entity_label, key))
-    await store.save_feedback(incident.id, merged, actions)
-    request.app[DISPATCHER].wake()
-    return web.json_response({"id": incident.id, "feedback": merged, "remembered": bool(actions)})
+    incident, merged, remembered = done
+    return web.json_response({"id": incident.id, "feedback": merged, "remembered": remembered})

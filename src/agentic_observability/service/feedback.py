@@ -1,0 +1,40 @@
+"""Feedback on an incident, from wherever a person gives it: the HTTP API, a Slack button or modal,
+an MCP client. One code path: kept with the incident, and re-remembered in memory (an outbox action
+in the same commit), so later recalls show the confirmed cause and the fix."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from aiohttp import web
+
+from agentic_observability.models import Incident
+from agentic_observability.outbox.plan import remember_action
+from agentic_observability.service.keys import CONFIG, DISPATCHER, MEMORY, STORE
+
+
+async def submit_feedback(
+    app: web.Application, incident_id: str, given: Mapping[str, Any]
+) -> tuple[Incident, dict[str, Any], bool] | None:
+    """Merge ``given`` (any of root_cause, resolution, correct, and who gave it: ``by``) into the
+    incident's feedback. None when there is no such incident; else the incident as it was, the merged
+    feedback, and whether memory will re-remember it."""
+    store = app[STORE]
+    incident = await store.get_incident(incident_id)
+    if incident is None:
+        return None
+    merged = {**(incident.feedback or {}), **given, "at": time.time()}
+    updated = replace(incident, feedback=merged)
+    actions = []
+    if app[MEMORY] is not None:
+        entity_label = app[CONFIG].file.investigation.entity_label
+        # one memory action per feedback: a key from the clock alone let two in one millisecond collide
+        key = f"remember:feedback:{int(merged['at'] * 1000)}:{uuid.uuid4().hex[:12]}"
+        actions.append(remember_action(updated, incident.report or {}, entity_label, key))
+    await store.save_feedback(incident.id, merged, actions)
+    app[DISPATCHER].wake()
+    return incident, merged, bool(actions)
