@@ -253,6 +253,90 @@ INCIDENTS = [
     ),
 ]
 
+# The open incidents as a table, from agentic_obs_incident_open (service/open_incidents.py): one
+# instant query, its labels as columns, newest first (ids grow), each row linking to the incident in
+# the API (the series' url label, set when server.public_url is) and to its Slack thread (the
+# workspace URL is the slack_url variable: the service does not know it).
+OPEN_INCIDENT_COLUMNS = ["id", "title", "service", "severity", "slack_channel"]
+OPEN_INCIDENT_HIDDEN = ["url", "slack_ts"]  # kept (the links read them), not shown
+API_LINK = {"title": "Incident in the API", "url": "${__data.fields.url}", "targetBlank": True}
+SLACK_LINK = {
+    "title": "Slack thread",
+    "url": "${slack_url}/archives/${__data.fields.slack_channel}/p${__data.fields.slack_ts}",
+    "targetBlank": True,
+}
+SLACK_URL = {
+    "name": "slack_url",
+    "type": "textbox",
+    "label": "Slack workspace URL",
+    "description": "https://<workspace>.slack.com: where the table's Slack thread links go",
+    "query": "",
+    "current": {"text": "", "value": ""},
+    "hide": 0,
+}
+
+
+def _open_incidents_table(index: int) -> dict[str, Any]:
+    def links(column: str, link: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "matcher": {"id": "byName", "options": column},
+            "properties": [{"id": "links", "value": [link]}],
+        }
+
+    hidden = [
+        {"matcher": {"id": "byName", "options": c}, "properties": [{"id": "custom.hidden", "value": True}]}
+        for c in OPEN_INCIDENT_HIDDEN
+    ]
+    fields = OPEN_INCIDENT_COLUMNS + OPEN_INCIDENT_HIDDEN
+    return {
+        "id": index + 1,
+        "type": "table",
+        "title": "Open incidents (newest first)",
+        "description": "A fault's members are listed in its incident. At most 500 rows: "
+        "agentic_obs_incident_open_omitted counts the rest.",
+        "datasource": DATASOURCE,
+        "gridPos": {"h": 10, "w": 24, "x": 0, "y": (index + 1) // 2 * 8},
+        "targets": [
+            {
+                "refId": "A",
+                "expr": "agentic_obs_incident_open",
+                "instant": True,
+                "range": False,
+                "format": "table",
+                "datasource": DATASOURCE,
+            }
+        ],
+        "transformations": [
+            {"id": "filterFieldsByName", "options": {"include": {"names": fields}}},
+            {
+                "id": "convertFieldType",
+                "options": {
+                    "fields": {},
+                    "conversions": [{"targetField": "id", "destinationType": "number"}],
+                },
+            },
+            {"id": "sortBy", "options": {"fields": {}, "sort": [{"field": "id", "desc": True}]}},
+            {
+                "id": "organize",
+                "options": {
+                    "excludeByName": {},
+                    "indexByName": {name: n for n, name in enumerate(fields)},
+                    "renameByName": {},
+                },
+            },
+        ],
+        "fieldConfig": {
+            "defaults": {"custom": {"filterable": True}},
+            "overrides": [
+                links("id", API_LINK),
+                links("title", API_LINK),
+                links("slack_channel", SLACK_LINK),
+                *hidden,
+            ],
+        },
+        "options": {"showHeader": True, "cellHeight": "sm", "footer": {"show": False}},
+    }
+
 
 def dashboards() -> dict[str, dict[str, Any]]:
     return {
@@ -265,7 +349,8 @@ def dashboards() -> dict[str, dict[str, Any]]:
         "agentic-obs-incidents.json": _dashboard(
             "agentic-obs-incidents",
             "agentic-observability / incidents",
-            INCIDENTS,
+            [*INCIDENTS, _open_incidents_table(len(INCIDENTS))],
+            (SLACK_URL,),
             annotations=tuple(INCIDENT_ANNOTATIONS),
         ),
     }

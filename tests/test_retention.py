@@ -399,3 +399,12 @@ async def test_a_fault_is_pruned_only_once_nothing_of_it_fires(store: SqliteStor
     second = await store.prune(time.time() + FUTURE, batch=100)
     assert second["incidents"] == 1
     assert [i.group_key for i in await store.list_incidents()] == ["newest"]
+
+
+async def test_action_refs_reads_what_a_sink_gave_each_incident(store: SqliteStore) -> None:
+    """The open-incidents table links each row to its Slack thread from these references."""
+    await ingest(store, [accepted(g, "firing") for g in ("a", "b")])
+    await finish_jobs(store)
+    await deliver_all(store)  # slack gives "ref-<id>"; the file sink gives none
+    assert await store.action_refs("slack", ["1", "2", "99", "x"]) == {"1": "ref-1", "2": "ref-2"}
+    assert await store.action_refs("file", ["1"]) == {}

@@ -9,6 +9,7 @@ before they are written.
 from __future__ import annotations
 
 import contextvars
+import itertools
 import json
 import logging
 import math
@@ -16,7 +17,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -36,6 +37,10 @@ SERVICE_NAME = "agentic-observability"
 _incident_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("incident_id", default=None)
 _STAGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+# agentic_obs_incident_open: one series per open incident, for a Grafana table (service/open_incidents.py)
+OPEN_INCIDENT_LABELS = ("id", "title", "service", "severity", "url", "slack_channel", "slack_ts")
+OPEN_INCIDENT_ROWS = 500
+OPEN_INCIDENT_LABEL_CHARS = 100  # a longer title, service or severity is cut
 
 
 class AnomalyGauges(Collector):
@@ -114,6 +119,22 @@ class Metrics:
             "agentic_obs_incidents_opened", "Incidents opened, by source.", ["source"], registry=r
         )
         self.incidents_open = Gauge("agentic_obs_incidents_open", "Incidents currently firing.", registry=r)
+        self.incident_open = Gauge(
+            "agentic_obs_incident_open",
+            "1 per open incident (a fault's root; its members are no rows of their own), the newest "
+            f"{OPEN_INCIDENT_ROWS} at most; title, service and severity cut to {OPEN_INCIDENT_LABEL_CHARS} "
+            "characters. url: the incident in the API (server.public_url); slack_channel and slack_ts: "
+            "its Slack thread, when known.",
+            OPEN_INCIDENT_LABELS,
+            registry=r,
+        )
+        self.incident_open_omitted = Gauge(
+            "agentic_obs_incident_open_omitted",
+            "Open incidents left out of agentic_obs_incident_open (it keeps the newest "
+            f"{OPEN_INCIDENT_ROWS}), counted up to {OPEN_INCIDENT_ROWS}: that value means at least as many.",
+            registry=r,
+        )
+        self._open_rows: set[tuple[str, ...]] = set()
         self.queue_depth = Gauge(
             "agentic_obs_queue_depth",
             "Work not yet done: inbox rows, pipeline jobs, outbox actions.",
@@ -197,6 +218,21 @@ class Metrics:
             self.model_tokens.labels("completion").inc(reply.completion_tokens)
         if dropped:
             self.model_claims_dropped.inc(dropped)
+
+    def set_open_incidents(self, rows: Iterable[Mapping[str, str]], omitted: int) -> None:
+        """Make ``agentic_obs_incident_open`` these rows (label values by name; the first
+        ``OPEN_INCIDENT_ROWS``): a series no longer among them goes, a new one appears, an unchanged one
+        stays (so a scrape never sees it empty in between)."""
+        wanted = {
+            tuple(row.get(name, "") for name in OPEN_INCIDENT_LABELS)
+            for row in itertools.islice(rows, OPEN_INCIDENT_ROWS)
+        }
+        for labels in self._open_rows - wanted:
+            self.incident_open.remove(*labels)
+        for labels in wanted - self._open_rows:
+            self.incident_open.labels(*labels).set(1)
+        self._open_rows = wanted
+        self.incident_open_omitted.set(omitted)
 
     def snapshot(self) -> dict[str, Any]:
         """The metrics as plain JSON (for ``/api/v1/metrics``)."""

@@ -51,6 +51,7 @@ from agentic_observability.service.keys import (
     TOKEN,
     WORKERS,
 )
+from agentic_observability.service.open_incidents import open_incidents_ctx
 from agentic_observability.service.responses import error_response
 from agentic_observability.service.retention import Retention
 from agentic_observability.service.routes import analyze, incidents, openapi, ops, regroup, webhook
@@ -96,6 +97,7 @@ def init_app(config: Config, environ: Mapping[str, str] | None = None) -> web.Ap
         [_store_ctx, _http_ctx, _memory_ctx, _model_ctx, _outbox_ctx, _workers_ctx, _pollers_ctx]
     )
     app.cleanup_ctx.append(_retention_ctx)
+    app.cleanup_ctx.append(open_incidents_ctx)  # agentic_obs_incident_open: a Grafana table
     app[ENVIRON] = dict(environ or {})
     return app
 

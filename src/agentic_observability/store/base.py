@@ -92,6 +92,11 @@ class Store(Protocol):
 
     async def action_failed(self, item: OutboxItem, error: str, retry_at: float | None) -> None: ...
 
+    async def action_refs(self, sink: str, incident_ids: Sequence[str]) -> dict[str, str]:
+        """What ``sink`` gave each of these incidents (its reference, e.g. the Slack parent's
+        ``<channel>|<ts>``), by incident id."""
+        ...
+
     async def outbox_rows(self, incident_id: str | None = None) -> list[dict[str, Any]]: ...
 
     # retention

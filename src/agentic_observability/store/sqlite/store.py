@@ -203,6 +203,16 @@ class SqliteStore:
 
     # -- outbox ----------------------------------------------------------------------------------
 
+    async def action_refs(self, sink: str, incident_ids: Sequence[str]) -> dict[str, str]:
+        """What ``sink`` gave each of these incidents (the Slack parent's ``<channel>|<ts>``, the
+        Grafana annotation id, ...), by incident id; incidents it gave nothing yet are absent."""
+        rows = await self._reader.execute_fetchall(
+            "SELECT incident_id, external_id FROM action_refs "
+            "WHERE sink = ? AND incident_id IN (SELECT value FROM json_each(?))",
+            (sink, json.dumps([int(i) for i in incident_ids if str(i).isdigit()])),
+        )
+        return {str(incident): str(ref) for incident, ref in rows}
+
     async def due_actions(
         self, now: float, limit: int = 200, exclude: Sequence[int] = ()
     ) -> list[OutboxItem]:
