@@ -103,6 +103,37 @@ SLACK_BLOCKS_TEXT_LIMIT = 12_000
 # title): what conversations.replies returns, and what the sink's crash-window lookup looks for.
 SLACK_ALT_TEXT_LIMIT = 1000
 
+# Interactivity, as Slack documents it:
+# - an actions block: 1 to 25 interactive elements (docs.slack.dev/reference/block-kit/blocks/actions-block),
+#   their action_ids unique in the block; a button (.../block-elements/button-element): a plain_text of
+#   at most 75 characters, an action_id of at most 255, a value of at most 2,000, style primary or
+#   danger; a static_select (.../block-elements/select-menu-element): a placeholder plain_text of at
+#   most 150, 1 to 100 options, each (.../composition-objects/option-object) a plain_text of at most 75
+#   and a unique value of at most 150.
+# - views.open (docs.slack.dev/reference/methods/views.open): ``trigger_id`` and ``view``, the bot token,
+#   errors as ok: false. A modal (docs.slack.dev/reference/views/modal-views): type modal, a title of at
+#   most 24 characters, submit (required with an input block) and close of at most 24, at most 100
+#   blocks, callback_id at most 255, private_metadata at most 3,000. An input block
+#   (.../blocks/input-block): a plain_text label of at most 2,000, one element; a plain_text_input
+#   (.../block-elements/plain-text-input-element): action_id at most 255, min_length and max_length 0
+#   to 3,000, a placeholder of at most 150.
+# - a response_url (docs.slack.dev/interactivity/handling-user-interaction, "Message responses"): a JSON
+#   POST of a message (text and/or blocks) with an optional response_type (in_channel or ephemeral),
+#   replace_original and delete_original (booleans); usable up to 5 times within 30 minutes.
+SLACK_MAX_ACTIONS = 25
+SLACK_BUTTON_TEXT_LIMIT = 75
+SLACK_ACTION_ID_LIMIT = 255
+SLACK_BUTTON_VALUE_LIMIT = 2000
+SLACK_PLACEHOLDER_LIMIT = 150
+SLACK_MAX_OPTIONS = 100
+SLACK_OPTION_VALUE_LIMIT = 150
+SLACK_MODAL_TEXT_LIMIT = 24
+SLACK_MODAL_MAX_BLOCKS = 100
+SLACK_METADATA_LIMIT = 3000
+SLACK_LABEL_LIMIT = 2000
+SLACK_INPUT_LENGTH_LIMIT = 3000
+SLACK_RESPONSE_URL_USES = 5
+
 
 class FakeSlack(Fake):
     """Slack Web API: chat.postMessage and chat.update (JSON or form-encoded bodies, the bot token,
@@ -126,9 +157,12 @@ class FakeSlack(Fake):
         self.stall_uploads = 0  # this many completed uploads are answered only after release()
         self.files: dict[str, dict[str, Any]] = {}  # file id -> name, length, bytes once uploaded
         self.uploads: list[dict[str, Any]] = []  # completed uploads: file, title, channel, thread, comment
+        self.expired_triggers: set[str] = set()  # views.open with one of these: expired_trigger_id
+        self.responses: list[dict[str, Any]] = []  # what came to a response_url: key, and the body
         self._released = asyncio.Event()
         self._last_us = 0
         self._file_ids = itertools.count(1)
+        self._view_ids = itertools.count(1)
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -140,6 +174,8 @@ class FakeSlack(Fake):
         app.router.add_post("/api/files.getUploadURLExternal", self.get_upload_url)
         app.router.add_post("/upload/v1/{file_id}", self.receive_file)
         app.router.add_post("/api/files.completeUploadExternal", self.complete_upload)
+        app.router.add_post("/api/views.open", self.open_view)
+        app.router.add_post("/response/{key}", self.respond)
         return app
 
     def release(self) -> None:
@@ -372,6 +408,54 @@ class FakeSlack(Fake):
             return "invalid_arguments", "initial_comment is a string"
         return None
 
+    async def open_view(self, request: web.Request) -> web.Response:
+        """views.open: a modal for the user who pressed (its trigger_id), checked as Slack checks it."""
+        body, token = await _slack_body(request)
+        auth = _slack_auth(request, token)
+        if auth is not None:
+            return self._refuse(auth, "the bot token is missing or wrong")
+        scripted = self.scripted()
+        if scripted is not None:
+            return scripted
+        if body is None:
+            return self.reject(f"a body neither JSON nor form-encoded ({request.content_type})")
+        view = body.get("view")
+        if isinstance(view, str):  # form-encoded: the view as a JSON string
+            with contextlib.suppress(ValueError):
+                view = json.loads(view)
+        trigger = body.get("trigger_id")
+        if not isinstance(trigger, str) or not trigger:
+            return self._refuse("invalid_arguments", "trigger_id is required")
+        if trigger in self.expired_triggers:
+            return web.json_response({"ok": False, "error": "expired_trigger_id"})
+        problem = _modal_problem(view)
+        if problem is not None:
+            return self._refuse("invalid_arguments", problem)
+        self.requests.append(("views.open", {"trigger_id": trigger, "view": view}))
+        opened = {**view, "id": f"V{next(self._view_ids):010d}", "state": {"values": {}}}
+        return web.json_response({"ok": True, "view": opened})
+
+    async def respond(self, request: web.Request) -> web.Response:
+        """A response_url: a message (to the person, or in the channel), at most 5 times per URL."""
+        key = request.match_info["key"]
+        if request.content_type != "application/json":
+            return self.reject(f"a response_url takes JSON, not {request.content_type}")
+        body = await request.json()
+        if not isinstance(body, dict):
+            return self.reject("a response_url takes a JSON object")
+        uses = sum(1 for r in self.responses if r["key"] == key)
+        if uses >= SLACK_RESPONSE_URL_USES:
+            return self.reject(f"response_url {key} used more than {SLACK_RESPONSE_URL_USES} times", 404)
+        problem = _response_problem(body)
+        if problem is not None:
+            return self.reject(problem)
+        self.responses.append({"key": key, **body})
+        return web.json_response({"ok": True})
+
+    def answers(self, key: str) -> list[dict[str, Any]]:
+        """What came to the response_url ``/response/<key>``, in order."""
+        return [r for r in self.responses if r["key"] == key]
+
     def uploads_in(self, parent_ts: str) -> list[dict[str, Any]]:
         return [u for u in self.uploads if u["thread_ts"] == parent_ts]
 
@@ -452,12 +536,17 @@ async def _uploaded_bytes(request: web.Request) -> bytes:
 
 
 def _block_texts(block: dict[str, Any]) -> list[str]:
+    """Every text a block shows: its own, its fields', its elements' (a context's texts; a button's
+    label; a menu's placeholder and options)."""
     texts = []
     if isinstance(block.get("text"), dict):
         texts.append(str(block["text"].get("text", "")))
     for item in list(block.get("fields") or []) + list(block.get("elements") or []):
-        if isinstance(item, dict) and "text" in item:
-            texts.append(str(item["text"]))
+        if not isinstance(item, dict):
+            continue
+        shown = [item.get("text"), item.get("placeholder")]
+        shown += [o.get("text") for o in item.get("options") or [] if isinstance(o, dict)]
+        texts += [str(t.get("text", "")) if isinstance(t, dict) else str(t) for t in shown if t is not None]
     return texts
 
 
@@ -528,7 +617,113 @@ def _block_problem(block: dict[str, Any]) -> str | None:
         if not isinstance(elements, list) or not 1 <= len(elements) <= SLACK_MAX_CONTEXT_ELEMENTS:
             return f"a context block has 1 to {SLACK_MAX_CONTEXT_ELEMENTS} elements"
         return next(filter(None, (_text_problem(e, SLACK_SECTION_LIMIT) for e in elements)), None)
+    if kind == "actions":
+        return _actions_problem(block.get("elements"))
     return None if kind == "divider" else f"a block type this fake does not know: {kind!r}"
+
+
+def _actions_problem(elements: Any) -> str | None:
+    if not isinstance(elements, list) or not 1 <= len(elements) <= SLACK_MAX_ACTIONS:
+        return f"an actions block has 1 to {SLACK_MAX_ACTIONS} elements"
+    ids = [e.get("action_id") for e in elements if isinstance(e, dict)]
+    if len(ids) != len(elements) or len(set(ids)) != len(ids):
+        return "each element an object, their action_ids unique in the block"
+    return next(filter(None, (_element_problem(e) for e in elements)), None)
+
+
+def _element_problem(element: dict[str, Any]) -> str | None:
+    action_id = element.get("action_id")
+    if not isinstance(action_id, str) or not 1 <= len(action_id) <= SLACK_ACTION_ID_LIMIT:
+        return f"an action_id of 1 to {SLACK_ACTION_ID_LIMIT} characters, got {action_id!r}"
+    if element.get("type") == "button":
+        value, style = element.get("value"), element.get("style")
+        if value is not None and (not isinstance(value, str) or len(value) > SLACK_BUTTON_VALUE_LIMIT):
+            return f"a button's value is a string of at most {SLACK_BUTTON_VALUE_LIMIT} characters"
+        if style not in (None, "primary", "danger"):
+            return f"a button's style is primary or danger, not {style!r}"
+        return _text_problem(element.get("text"), SLACK_BUTTON_TEXT_LIMIT, ("plain_text",))
+    if element.get("type") == "static_select":
+        placeholder = element.get("placeholder")
+        if placeholder is not None and (
+            problem := _text_problem(placeholder, SLACK_PLACEHOLDER_LIMIT, ("plain_text",))
+        ):
+            return problem
+        return _options_problem(element.get("options"))
+    return f"an element type this fake does not know: {element.get('type')!r}"
+
+
+def _options_problem(options: Any) -> str | None:
+    if not isinstance(options, list) or not 1 <= len(options) <= SLACK_MAX_OPTIONS:
+        return f"a static_select has 1 to {SLACK_MAX_OPTIONS} options"
+    values = [o.get("value") for o in options if isinstance(o, dict)]
+    if len(values) != len(options) or len(set(values)) != len(values):
+        return "each option an object with a unique value"
+    for option in options:
+        value = option["value"]
+        if not isinstance(value, str) or not 1 <= len(value) <= SLACK_OPTION_VALUE_LIMIT:
+            return f"an option's value has 1 to {SLACK_OPTION_VALUE_LIMIT} characters, got {len(str(value))}"
+        if problem := _text_problem(option.get("text"), SLACK_BUTTON_TEXT_LIMIT, ("plain_text",)):
+            return problem
+    return None
+
+
+def _modal_problem(view: Any) -> str | None:
+    """What Slack would refuse in a modal view (the limits above FakeSlack)."""
+    if not isinstance(view, dict) or view.get("type") != "modal":
+        return "view must be an object of type modal"
+    blocks = view.get("blocks")
+    if not isinstance(blocks, list) or not 1 <= len(blocks) <= SLACK_MODAL_MAX_BLOCKS:
+        return f"a modal has 1 to {SLACK_MODAL_MAX_BLOCKS} blocks"
+    has_input = any(isinstance(b, dict) and b.get("type") == "input" for b in blocks)
+    if has_input and view.get("submit") is None:
+        return "submit is required with an input block"
+    for name in ("title", "submit", "close"):
+        if (name == "title" or view.get(name) is not None) and (
+            problem := _text_problem(view.get(name), SLACK_MODAL_TEXT_LIMIT, ("plain_text",))
+        ):
+            return f"{name}: {problem}"
+    if len(str(view.get("callback_id") or "")) > SLACK_ACTION_ID_LIMIT:
+        return f"callback_id longer than {SLACK_ACTION_ID_LIMIT}"
+    if len(str(view.get("private_metadata") or "")) > SLACK_METADATA_LIMIT:
+        return f"private_metadata longer than {SLACK_METADATA_LIMIT}"
+    return next(filter(None, (_view_block_problem(b) for b in blocks)), None)
+
+
+def _view_block_problem(block: Any) -> str | None:
+    if not isinstance(block, dict):
+        return "a block is an object"
+    if block.get("type") != "input":
+        return _block_problem(block)
+    if len(str(block.get("block_id") or "")) > SLACK_ACTION_ID_LIMIT:
+        return f"block_id longer than {SLACK_ACTION_ID_LIMIT}"
+    if problem := _text_problem(block.get("label"), SLACK_LABEL_LIMIT, ("plain_text",)):
+        return f"label: {problem}"
+    element = block.get("element")
+    if not isinstance(element, dict) or element.get("type") != "plain_text_input":
+        return "an input's element here is a plain_text_input"
+    if len(str(element.get("action_id") or "")) > SLACK_ACTION_ID_LIMIT:
+        return f"action_id longer than {SLACK_ACTION_ID_LIMIT}"
+    for bound in ("min_length", "max_length"):
+        value = element.get(bound, 0)
+        if not isinstance(value, int) or not 0 <= value <= SLACK_INPUT_LENGTH_LIMIT:
+            return f"{bound} is 0 to {SLACK_INPUT_LENGTH_LIMIT}"
+    placeholder = element.get("placeholder")
+    if placeholder is not None:
+        return _text_problem(placeholder, SLACK_PLACEHOLDER_LIMIT, ("plain_text",))
+    return None
+
+
+def _response_problem(body: dict[str, Any]) -> str | None:
+    """What a response_url refuses: not a message, or flags of the wrong type (see above FakeSlack)."""
+    if body.get("response_type") not in (None, "in_channel", "ephemeral"):
+        return f"response_type is in_channel or ephemeral, not {body.get('response_type')!r}"
+    for flag in ("replace_original", "delete_original"):
+        if flag in body and not isinstance(body[flag], bool):
+            return f"{flag} is a boolean"
+    if re.search(r"<!(channel|here|everyone)>", json.dumps(body.get("blocks") or [])):
+        return "unescaped mass mention"
+    refusal = slack_refusal(body)
+    return None if refusal is None else f"{refusal[0]}: {refusal[1]}"
 
 
 def _text_problem(text: Any, limit: int, types: tuple[str, ...] = ("plain_text", "mrkdwn")) -> str | None:

@@ -465,6 +465,39 @@ def test_the_slack_parent_exactly() -> None:
                 }
             ],
         },
+        {
+            "type": "actions",
+            "elements": [
+                {
+                    "type": "button",
+                    "text": {"type": "plain_text", "text": "Confirm cause"},
+                    "action_id": "agentic_obs:confirm::7",
+                    "value": '{"incident": "7", "install": "", "cause": "db"}',
+                    "style": "primary",
+                },
+                {
+                    "type": "static_select",
+                    "action_id": "agentic_obs:wrong::7",
+                    "placeholder": {"type": "plain_text", "text": "Wrong cause…"},
+                    "options": [
+                        {"text": {"type": "plain_text", "text": "db"}, "value": "entity:db"},
+                        {"text": {"type": "plain_text", "text": "b"}, "value": "entity:b"},
+                        {"text": {"type": "plain_text", "text": "c"}, "value": "entity:c"},
+                        {"text": {"type": "plain_text", "text": "Other…"}, "value": "other"},
+                    ],
+                },
+                {
+                    "type": "button",
+                    "text": {"type": "plain_text", "text": "Resolved by…"},
+                    "action_id": "agentic_obs:resolution::7",
+                },
+                {
+                    "type": "button",
+                    "text": {"type": "plain_text", "text": "Re-investigate"},
+                    "action_id": "agentic_obs:reinvestigate::7",
+                },
+            ],
+        },
     ]
 
 
@@ -478,7 +511,11 @@ def test_a_bare_resolved_parent_has_defaults_and_no_links() -> None:
         "*Severity*\nnone",
         "*Started*\n",
     ]
-    assert len(parent["blocks"]) == 3
+    assert len(parent["blocks"]) == 4
+    # nothing ranked: no cause to confirm, and a resolved incident is not re-investigated
+    buttons = parent["blocks"][3]["elements"]
+    assert [b["action_id"] for b in buttons] == ["agentic_obs:wrong::7", "agentic_obs:resolution::7"]
+    assert buttons[0]["options"] == [{"text": {"type": "plain_text", "text": "Other…"}, "value": "other"}]
 
 
 def test_links_that_just_fit_are_kept() -> None:
@@ -698,7 +735,7 @@ def test_the_plan_passes_the_incident_link_to_every_message() -> None:
     by = {(a.sink, a.action): a.payload for a in actions}
     url = "https://obs.example/X/api/v1/incidents/7"
     assert by["grafana", "open"]["text"] == f's\n<a href="{url}">incident report</a>'
-    assert by["slack", "open"]["blocks"][-1]["elements"][0]["text"] == f"<{url}|Incident report>"
+    assert by["slack", "open"]["blocks"][-2]["elements"][0]["text"] == f"<{url}|Incident report>"
 
 
 def test_slack_actions_all_name_the_incident_and_an_empty_summary_sends_only_the_heading() -> None:

@@ -135,14 +135,14 @@ def test_a_member_joining_is_a_reply_and_an_update_in_the_roots_thread_and_a_fil
         Action("1", "file", "member:2", {"incident": _ROOT_VIEW, "kind": "member", "summary": _NOTE}),
     ]  # no Grafana region, no page, nothing remembered: the fault already has them
     assert parent["blocks"][0]["text"]["text"] == "[FIRING] CartsCpuSaturated"  # the root's report
-    assert parent["blocks"][-2] == {
+    assert parent["blocks"][-3] == {  # then the links, then the buttons
         "type": "section",
         "text": {
             "type": "mrkdwn",
             "text": "*Also in this incident*\n• ShopFrontEndSlow (firing, since 00:00:10 UTC)",
         },
     }
-    assert parent["blocks"][-1]["elements"][0]["text"] == f"<{_ROOT_URL}|Incident report>"
+    assert parent["blocks"][-2]["elements"][0]["text"] == f"<{_ROOT_URL}|Incident report>"
 
 
 def test_each_change_has_its_heading_and_its_keys() -> None:
@@ -191,7 +191,7 @@ def test_a_root_not_analysed_yet_still_gets_its_member_list() -> None:
     assert actions[-1].action == "update:member:2"
     assert parent == messages.slack_parent(_ROOT_VIEW, {}, None)
     assert parent["blocks"][0]["text"]["text"] == "[FIRING] CartsCpuSaturated: cpu high"  # the title
-    assert parent["blocks"][-1]["text"]["text"].startswith("*Also in this incident*\n• ShopFrontEndSlow")
+    assert parent["blocks"][-2]["text"]["text"].startswith("*Also in this incident*\n• ShopFrontEndSlow")
 
 
 def test_a_long_note_is_replied_in_order_before_the_parent_is_updated() -> None:
@@ -279,10 +279,10 @@ def test_the_parent_lists_members_escaped_one_a_line() -> None:
     view = {**_ROOT_VIEW, "members": ["a <!channel> & b", "c"]}
     parent = messages.slack_parent(view, {}, None)
     assert (
-        parent["blocks"][-1]["text"]["text"] == "*Also in this incident*\n• a &lt;!channel&gt; &amp; b\n• c"
+        parent["blocks"][-2]["text"]["text"] == "*Also in this incident*\n• a &lt;!channel&gt; &amp; b\n• c"
     )
     without = messages.slack_parent({**view, "members": []}, {}, None)
-    assert [b["type"] for b in without["blocks"]] == ["header", "section", "section"]
+    assert [b["type"] for b in without["blocks"]] == ["header", "section", "section", "actions"]
 
 
 def test_the_member_list_is_capped_and_the_parent_stays_within_its_budget() -> None:
@@ -320,7 +320,7 @@ def test_the_member_list_is_capped_and_the_parent_stays_within_its_budget() -> N
     assert slack_refusal(parent) is None
     exact = "*Also in this incident*\n• " + "m" * (messages.SLACK_MEMBERS_LIMIT - 26)
     fits = messages.slack_parent({**view, "members": ["m" * (messages.SLACK_MEMBERS_LIMIT - 26)]}, {}, None)
-    assert fits["blocks"][-1]["text"]["text"] == exact  # exactly the limit: not cut
+    assert fits["blocks"][-2]["text"]["text"] == exact  # exactly the limit: not cut (the buttons follow)
 
 
 def test_a_fault_is_remembered_with_every_alert_it_fired() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -148,6 +149,23 @@ def _threshold() -> float:
     ).tunables.anomaly_threshold
 
 
+def _cmd_mcp(args: argparse.Namespace) -> int:
+    """The MCP tools over stdio: a bridge to a running service's /mcp (service/mcp_bridge.py says why).
+    Stdout carries the protocol; everything else goes to stderr."""
+    import anyio
+
+    from agentic_observability.service.mcp_bridge import serve_stdio, service_url
+    from agentic_observability.telemetry import setup_logging
+
+    config = load_config(args.config)
+    setup_logging(config.secrets.values(), level="WARNING")
+    token = config.secrets.webhook_token
+    url = service_url(config, args.url)
+    with contextlib.suppress(KeyboardInterrupt):  # the agent stopped us: a normal end
+        anyio.run(serve_stdio, url, token.get_secret_value() if token else None)
+    return 0
+
+
 def _cmd_detect(args: argparse.Namespace) -> int:
     from agentic_observability.offline.detect import run_detect
 
@@ -214,6 +232,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--shift", type=float, default=0.0, help="give the method a fault time this late (s)"
     )
     backtest.set_defaults(func=_cmd_backtest)
+    mcp = with_config(
+        sub.add_parser("mcp", help="the MCP tools over stdio, bridged to a running service's /mcp")
+    )
+    mcp.add_argument(
+        "--url",
+        help="the service (default: server.public_url, else http://127.0.0.1:<server.port>); "
+        "token from $AGENTIC_OBS_WEBHOOK_TOKEN",
+    )
+    mcp.set_defaults(func=_cmd_mcp)
     return parser
 
 

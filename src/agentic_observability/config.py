@@ -43,6 +43,7 @@ SECRET_ENV: dict[str, str] = {
     "prometheus_username": "PROMETHEUS_USERNAME",
     "prometheus_password": "PROMETHEUS_PASSWORD",
     "slack_webhook_url": "SLACK_WEBHOOK_URL",
+    "slack_signing_secret": "SLACK_SIGNING_SECRET",  # verifies Slack's buttons and slash commands
 }
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)")
@@ -318,6 +319,7 @@ class Secrets(Section):
     prometheus_username: SecretStr | None = None
     prometheus_password: SecretStr | None = None
     slack_webhook_url: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
 
     @field_validator("slack_webhook_url")
     @classmethod

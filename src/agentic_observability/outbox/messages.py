@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import html
+import json
+import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -174,10 +176,12 @@ SLACK_FIELD_LIMIT = 2000
 SLACK_MAX_FIELDS = 10
 SLACK_MESSAGE_BUDGET = 10_000
 _FALLBACK_LIMIT = 1000  # the notification text beside the blocks; the blocks carry the message
-# 4 fields of 1,000 + cause 3,000 + links 1,500 + members 1,000 + header 150 < budget
-_PARENT_FIELD_LIMIT = 1000
+# header 150 + 4 fields of 750 + cause 3,000 + members 1,000 + links 1,500 + feedback 600 + the buttons'
+# labels and menu options 500 (see _ACTIONS_TEXT) = 9,750 < budget
+_PARENT_FIELD_LIMIT = 750
 _PARENT_LINKS_LIMIT = 1500
 SLACK_MEMBERS_LIMIT = 1000  # the other alert groups of the same fault, listed in the parent
+SLACK_FEEDBACK_LIMIT = 600  # what people said through the buttons (or the API), shown under the links
 _HEADING_LIMIT = 200
 _SECTIONS_PER_MESSAGE = min(  # 3: a heading of at most 220 characters and 3 × 3,000 fit the budget
     (SLACK_MESSAGE_BUDGET - _HEADING_LIMIT - 20) // SLACK_TEXT_LIMIT, SLACK_MAX_BLOCKS - 1
@@ -188,11 +192,11 @@ SLACK_MAX_REPLY_MESSAGES = 20
 
 
 def slack_parent(
-    incident: Mapping[str, Any], report: Mapping[str, Any], incident_url: str | None
+    incident: Mapping[str, Any], report: Mapping[str, Any], incident_url: str | None, install_id: str = ""
 ) -> dict[str, Any]:
-    """The one parent message of an incident (posted on open, updated in place on resolve). Every
-    element is capped (label values and the cause quote alert text of any length), and together they
-    stay within ``SLACK_MESSAGE_BUDGET``."""
+    """The one parent message of an incident (posted on open, updated in place on resolve and on
+    feedback), ending with its buttons (``slack_actions``). Every element is capped (label values and
+    the cause quote alert text of any length), and together they stay within ``SLACK_MESSAGE_BUDGET``."""
     facts = report.get("facts") or {}
     status = str(incident["status"])
     title = f"[{status.upper()}] {facts.get('alertname') or incident['title']}"
@@ -221,7 +225,11 @@ def slack_parent(
         blocks.append(_mrkdwn(_clip(f"*Also in this incident*\n{listed}", SLACK_MEMBERS_LIMIT)))
     links = _slack_links(report, incident_url)
     if links:
-        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": links}]})
+        blocks.append(_context(links))
+    feedback = feedback_line(incident.get("feedback"))
+    if feedback:
+        blocks.append(_context(feedback))
+    blocks.append(slack_actions(incident, report, install_id))
     fallback = f"{_status_emoji(status)} {slack_escape(title)}: {cause}"
     return {"text": _clip(fallback, _FALLBACK_LIMIT), "blocks": blocks}
 
@@ -239,6 +247,10 @@ def _slack_links(report: Mapping[str, Any], incident_url: str | None) -> str:
 
 def _mrkdwn(text: str) -> dict[str, Any]:
     return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+
+
+def _context(text: str) -> dict[str, Any]:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text}]}
 
 
 def slack_replies(heading: str, body: str) -> list[dict[str, Any]]:
@@ -273,6 +285,208 @@ def recurrence_text(similar: Sequence[Mapping[str, Any]]) -> str:
         when = format_stored_time(past.get("started_at"))
         lines.append(f"Incident {past['id']} ({when}): root cause {cause}{fixed}")
     return "\n".join(lines)
+
+
+# -- Slack interactivity: the parent's buttons, the feedback it shows, the forms they open -------------
+# Each element names its verb, this installation and the incident in its action_id (a modal, in its
+# callback_id): ``agentic_obs:<verb>:<install>:<incident>``. Incident ids restart at 1 in every store, so
+# a press on a message of a wiped store or of another installation must not land on today's incident of
+# the same id: the handler (service/slack_interactions.py) refuses another install's.
+# Block Kit's limits for what is used here (tests/fakes.py enforces them):
+# - an actions block has at most 25 elements (docs.slack.dev/reference/block-kit/blocks/actions-block);
+# - a button: a plain_text of at most 75 characters, an action_id of at most 255, a value of at most
+#   2,000, style primary or danger (.../block-kit/block-elements/button-element);
+# - a static_select: a placeholder of at most 150, at most 100 options, each a plain_text of at most 75
+#   and a value of at most 150 (.../block-elements/select-menu-element, .../composition-objects/
+#   option-object);
+# - a modal: title, submit and close of at most 24 characters, a callback_id of at most 255,
+#   private_metadata of at most 3,000 (docs.slack.dev/reference/views/modal-views); an input's label at
+#   most 2,000, a plain_text_input's max_length at most 3,000 (.../block-elements/plain-text-input-element).
+ACTION_PREFIX = "agentic_obs"
+CONFIRM, WRONG, RESOLUTION, REINVESTIGATE = "confirm", "wrong", "resolution", "reinvestigate"
+OTHER_CAUSE = "other_cause"  # the modal that asks what the cause was, when it is not in the menu
+OTHER_OPTION = "other"  # the Wrong cause menu's last option
+ENTITY_OPTION = "entity:"  # how the menu's other options' values start
+MODAL_INPUT = "answer"  # the block_id and action_id of a modal's one text input
+SLACK_BUTTON_VALUE_LIMIT = 2000
+SLACK_OPTION_TEXT_LIMIT = 75
+SLACK_OPTION_VALUE_LIMIT = 150
+SLACK_MODAL_TITLE_LIMIT = 24
+SLACK_METADATA_LIMIT = 3000
+_CAUSE_OPTIONS = 5  # the ranked services offered as the real cause (a report keeps at most 5)
+_ACTIONS_TEXT = 500  # labels (< 60), placeholder, 5 options of 75 and "Other…": what the budget counts
+_SLACK_USER = re.compile(r"slack:([UW][A-Z0-9]{2,40})\b")
+_BY_LIMIT = 80
+
+
+def action_id(verb: str, install_id: str, incident_id: object) -> str:
+    return f"{ACTION_PREFIX}:{verb}:{install_id}:{incident_id}"
+
+
+def parse_action_id(value: str) -> tuple[str, str, str] | None:
+    """``(verb, install id, incident id)`` of one of our action or callback ids, else None."""
+    parts = value.split(":")
+    if len(parts) != 4 or parts[0] != ACTION_PREFIX:
+        return None
+    _, verb, install, incident = parts
+    return (verb, install, incident) if incident.isascii() and incident.isdigit() else None
+
+
+def top_entity(report: Mapping[str, Any]) -> str | None:
+    """The entity ranked first (what Confirm cause confirms), or None when nothing was ranked."""
+    hypotheses = report.get("hypotheses") or []
+    return str(hypotheses[0]["entity"]) if hypotheses else None
+
+
+def slack_actions(incident: Mapping[str, Any], report: Mapping[str, Any], install_id: str) -> dict[str, Any]:
+    """The parent's buttons: Confirm cause (the top ranked entity; left out when nothing was ranked),
+    Wrong cause (a menu of the ranked entities and "Other…"), Resolved by… (a modal for the fix) and,
+    while the incident fires, Re-investigate."""
+    incident_id = incident["id"]
+    elements = []
+    top = top_entity(report)
+    if top is not None:
+        value = _confirm_value(incident_id, install_id, top)
+        elements.append(
+            _button("Confirm cause", action_id(CONFIRM, install_id, incident_id), value, "primary")
+        )
+    elements.append(_cause_menu(action_id(WRONG, install_id, incident_id), report))
+    elements.append(_button("Resolved by…", action_id(RESOLUTION, install_id, incident_id)))
+    if incident.get("status") != "resolved":
+        elements.append(_button("Re-investigate", action_id(REINVESTIGATE, install_id, incident_id)))
+    return {"type": "actions", "elements": elements}
+
+
+def _plain(text: str) -> dict[str, str]:
+    return {"type": "plain_text", "text": text}
+
+
+def _button(text: str, action: str, value: str | None = None, style: str | None = None) -> dict[str, Any]:
+    button: dict[str, Any] = {"type": "button", "text": _plain(text), "action_id": action}
+    if value is not None:
+        button["value"] = value
+    if style is not None:
+        button["style"] = style
+    return button
+
+
+def _confirm_value(incident_id: object, install_id: str, cause: str) -> str:
+    """The incident and the cause the person saw. A cause too long for a button's value is left out:
+    the handler then confirms the report's top entity."""
+    value = {"incident": str(incident_id), "install": install_id, "cause": cause}
+    text = json.dumps(value)
+    if len(text) <= SLACK_BUTTON_VALUE_LIMIT:
+        return text
+    return json.dumps({k: v for k, v in value.items() if k != "cause"})
+
+
+def _cause_menu(action: str, report: Mapping[str, Any]) -> dict[str, Any]:
+    """The ranked entities, best first, then "Other…". An entity whose name does not fit an option's
+    value is left out (it can still be typed after "Other…")."""
+    ranked = dict.fromkeys(str(h["entity"]) for h in report.get("hypotheses") or [] if h.get("entity"))
+    fitting = [e for e in ranked if len(ENTITY_OPTION + e) <= SLACK_OPTION_VALUE_LIMIT]
+    options = [_option(e, ENTITY_OPTION + e) for e in fitting[:_CAUSE_OPTIONS]]
+    options.append(_option("Other…", OTHER_OPTION))
+    return {
+        "type": "static_select",
+        "action_id": action,
+        "placeholder": _plain("Wrong cause…"),
+        "options": options,
+    }
+
+
+def _option(text: str, value: str) -> dict[str, Any]:
+    return {"text": _plain(_clip(text, SLACK_OPTION_TEXT_LIMIT)), "value": value}
+
+
+def slack_person(by: object) -> str:
+    """Who gave feedback, in mrkdwn: a Slack user (``slack:U123 (name)``) as a mention, anyone else (an
+    MCP client, an API caller who said) as escaped text."""
+    text = str(by or "")
+    found = _SLACK_USER.match(text)
+    return f"<@{found.group(1)}>" if found else _clip(slack_escape(text), _BY_LIMIT)
+
+
+def feedback_line(feedback: Mapping[str, Any] | None, room: int = SLACK_FEEDBACK_LIMIT) -> str | None:
+    """Feedback as one mrkdwn line: "Feedback from <@U1>: Cause confirmed: *carts* · Fix: rolled back".
+    None when there is none. Its text is people's, escaped; the fix gets what room the rest leaves
+    (it is last, so a cut never reaches a mention)."""
+    if not feedback:
+        return None
+    phrases = _cause_phrases(feedback)
+    who = slack_person(feedback.get("by")) if feedback.get("by") else ""
+    line = (f"Feedback from {who}: " if who else "Feedback: ") + " · ".join(phrases)
+    fix = feedback.get("resolution")
+    if fix:
+        line += (" · " if phrases else "") + "Fix: " + slack_escape(str(fix))
+    return _clip(line, room) if phrases or fix else None
+
+
+def _cause_phrases(feedback: Mapping[str, Any]) -> list[str]:
+    cause, correct = feedback.get("root_cause"), feedback.get("correct")
+    named = f"*{_clip(slack_escape(str(cause)), 250)}*" if cause else ""
+    if correct is True:
+        return [f"Cause confirmed: {named}" if cause else "Cause confirmed"]
+    if correct is False:
+        return [f"The ranked cause was wrong; it was {named}" if cause else "The ranked cause was wrong"]
+    return [f"Cause: {named}"] if cause else []
+
+
+def slack_note(text: str) -> dict[str, Any]:
+    """A short message of mrkdwn already made safe (escaped text, mentions made here): a thread reply
+    or an answer to a button or a command."""
+    return {"text": _clip(text, _FALLBACK_LIMIT), "blocks": [_mrkdwn(_clip(text, SLACK_TEXT_LIMIT))]}
+
+
+def slack_modal(
+    title: str, callback_id: str, prompt: str, label: str, max_length: int, metadata: str = ""
+) -> dict[str, Any]:
+    """A modal with one required text input (``MODAL_INPUT``), for views.open. ``prompt`` is mrkdwn
+    already made safe; ``metadata`` comes back with the submission (at most 3,000 characters)."""
+    text_input = {
+        "type": "plain_text_input",
+        "action_id": MODAL_INPUT,
+        "multiline": max_length > 200,
+        "max_length": max_length,
+    }
+    return {
+        "type": "modal",
+        "callback_id": callback_id,
+        "title": _plain(title[:SLACK_MODAL_TITLE_LIMIT]),
+        "submit": _plain("Save"),
+        "close": _plain("Cancel"),
+        "private_metadata": metadata[:SLACK_METADATA_LIMIT],
+        "blocks": [
+            _mrkdwn(_clip(prompt, SLACK_TEXT_LIMIT)),
+            {"type": "input", "block_id": MODAL_INPUT, "label": _plain(label), "element": text_input},
+        ],
+    }
+
+
+def slack_summary(
+    incident: Mapping[str, Any], report: Mapping[str, Any], incident_url: str | None
+) -> dict[str, Any]:
+    """An incident in a few lines, as ``/agentic-obs incident <id>`` answers in the channel: status,
+    title, service, start, the most likely cause, feedback and the links."""
+    facts = report.get("facts") or {}
+    status = str(incident["status"])
+    title = slack_escape(str(facts.get("alertname") or incident["title"]))
+    started = format_stored_time(incident["started_at"]) if incident.get("started_at") else "unknown"
+    lines = [
+        _clip(f"{_status_emoji(status)} *Incident {incident['id']}* ({status}): {title}", 400),
+        _clip(
+            f"*Service* {slack_escape(str(incident.get('service') or 'unknown'))} · *Started* {started}", 400
+        ),
+        _clip(f"*Most likely cause* {slack_escape(_cause_line(report))}", 2000),
+    ]
+    blocks = [_mrkdwn("\n".join(lines))]
+    feedback = feedback_line(incident.get("feedback"))
+    if feedback:
+        blocks.append(_context(feedback))
+    links = _slack_links(report, incident_url)
+    if links:
+        blocks.append(_context(links))
+    return {"text": _clip(lines[0], _FALLBACK_LIMIT), "blocks": blocks}
 
 
 GRAFANA_TEXT_LIMIT = 2000

@@ -69,7 +69,7 @@ def _grafana(p: Planned) -> list[Action]:
 
 def _slack(p: Planned) -> list[Action]:
     i, report = p.incident.id, p.report
-    parent = messages.slack_parent(p.view, report, p.url)
+    parent = messages.slack_parent(p.view, report, p.url, p.settings.install_id)
     summary = str(report.get("summary") or "")
     if p.kind == "analyze":
         heading = f"Investigation ({report.get('reasoner', 'rules')} reasoner)"
@@ -187,6 +187,15 @@ def _planned(incident: Incident, report: Mapping[str, Any], kind: str, settings:
     return Planned(incident, view, report, kind, settings, url)
 
 
+def slack_view(
+    incident: Incident, settings: ActSettings
+) -> tuple[dict[str, Any], Mapping[str, Any], str | None]:
+    """What Slack messages planned outside the act stage show of ``incident`` (its parent updated after
+    a button, a slash command's answer): its view, its report (with the signed chart link) and URL."""
+    planned = _planned(incident, incident.report or {}, "analyze", settings)
+    return planned.view, planned.report, planned.url
+
+
 # -- one incident per fault: a member joins, resolves or leaves (issue 16) ---------------------------
 # These follow the root, not the group: a reply in the root's Slack thread and its parent message
 # updated with the member list; never a second page or a second Grafana region. Keys carry the
@@ -208,7 +217,7 @@ def plan_member_change(
     actions: list[Action] = []
     for sink in routed_sinks(incident_labels(root), settings):
         if sink == "slack":
-            parent = messages.slack_parent(planned.view, planned.report, planned.url)
+            parent = messages.slack_parent(planned.view, planned.report, planned.url, settings.install_id)
             actions += [
                 *_slack_replies(root.id, key, heading, note),
                 Action(root.id, "slack", f"update:{key}", parent),
@@ -295,6 +304,8 @@ def _view(incident: Incident, labels: Mapping[str, str], entity_label: str) -> d
         view["members"] = [
             f"{m.title} ({m.status}, since {format_time(m.started_at)})" for m in incident.members
         ]
+    if incident.feedback:  # the parent shows it, so every later update keeps it
+        view["feedback"] = dict(incident.feedback)
     return view
 
 

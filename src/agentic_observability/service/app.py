@@ -32,6 +32,7 @@ from agentic_observability.pipeline.ports import PipelineDeps
 # check_config_queries is re-exported for `agentic-obs check-config` (the cli may not import the pipeline)
 from agentic_observability.pipeline.promql import check_config_queries as check_config_queries
 from agentic_observability.pipeline.promql import warn_config_queries
+from agentic_observability.service import mcp_http
 from agentic_observability.service.auth import auth_middleware
 from agentic_observability.service.correlation import Correlator
 from agentic_observability.service.keys import (
@@ -54,7 +55,7 @@ from agentic_observability.service.keys import (
 from agentic_observability.service.open_incidents import open_incidents_ctx
 from agentic_observability.service.responses import error_response
 from agentic_observability.service.retention import Retention
-from agentic_observability.service.routes import analyze, incidents, openapi, ops, regroup, webhook
+from agentic_observability.service.routes import analyze, incidents, openapi, ops, regroup, slack, webhook
 from agentic_observability.service.workers import Workers
 from agentic_observability.store import open_store
 from agentic_observability.telemetry import Metrics, StageTimer, setup_tracing
@@ -93,11 +94,14 @@ def init_app(config: Config, environ: Mapping[str, str] | None = None) -> web.Ap
         app[TOKEN] = token
     for module in (webhook, incidents, regroup, analyze, ops, openapi):
         app.add_routes(module.routes)
+    slack.setup(app)  # /api/v1/slack/interactions, and the work it does after answering Slack
+    app.add_routes(mcp_http.routes)  # /mcp: the MCP tools over streamable HTTP
     app.cleanup_ctx.extend(
         [_store_ctx, _http_ctx, _memory_ctx, _model_ctx, _outbox_ctx, _workers_ctx, _pollers_ctx]
     )
     app.cleanup_ctx.append(_retention_ctx)
     app.cleanup_ctx.append(open_incidents_ctx)  # agentic_obs_incident_open: a Grafana table
+    app.cleanup_ctx.append(mcp_http.mcp_ctx)  # last: /mcp stops before what its tools read
     app[ENVIRON] = dict(environ or {})
     return app
 

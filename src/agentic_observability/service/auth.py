@@ -1,9 +1,10 @@
-"""Bearer-token or basic-auth check for the webhook and the incident API.
+"""Bearer-token or basic-auth check for the webhook, the incident API and the MCP endpoint.
 
 Alertmanager sends either ``Authorization: Bearer <token>`` (http_config.authorization) or basic auth
 (http_config.basic_auth); for basic auth the password must equal the token (any username). Both
-comparisons are constant-time. Health, metrics and the API description stay open for probes, as
-does everything outside /api/ (/metrics, the /docs page and its Swagger UI files under /docs/static).
+comparisons are constant-time. The MCP endpoint (/mcp) needs the same credentials. Health, metrics
+and the API description stay open for probes, as does everything else outside /api/ (/metrics, the
+/docs page and its Swagger UI files under /docs/static).
 An incident's chart also opens with the signature its links carry (``?sig=``, see
 ``outbox.messages.chart_signature``): PagerDuty fetches images without credentials.
 """
@@ -25,6 +26,7 @@ from agentic_observability.service.responses import error_response
 _CHART_PATH = re.compile(r"/api/v1/incidents/([^/]+)/chart\.png")
 OPEN_PATHS = frozenset(
     {"/api/v1/health", "/api/v1/health/ready", "/metrics", "/api/v1/metrics", "/api/v1/openapi.json", "/docs"}
+    | {"/api/v1/slack/interactions"}  # Slack cannot send the token: its signature is checked there instead
 )
 
 
@@ -52,7 +54,7 @@ def credentials_valid(header: str, token: str) -> bool:
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     token = request.app.get(TOKEN)
-    if token is None or request.path in OPEN_PATHS or not request.path.startswith("/api/"):
+    if token is None or request.path in OPEN_PATHS or not _secured(request.path):
         return await handler(request)
     if _signed_chart(request, token):
         return await handler(request)
@@ -61,6 +63,10 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         response.headers["WWW-Authenticate"] = 'Bearer realm="agentic-obs", Basic realm="agentic-obs"'
         return response
     return await handler(request)
+
+
+def _secured(path: str) -> bool:
+    return path.startswith("/api/") or path == "/mcp" or path.startswith("/mcp/")
 
 
 def _signed_chart(request: web.Request, token: str) -> bool:

@@ -207,6 +207,52 @@ PATHS: dict[str, dict[str, Any]] = {
     "/api/v1/metrics": {
         "get": _op("The same metrics as JSON", {"200": _json({"type": "object"}, "Metrics")}, secured=False)
     },
+    "/api/v1/slack/interactions": {
+        "post": _op(
+            "Slack's button presses, modal submissions and slash commands; signed by Slack "
+            "(X-Slack-Signature over X-Slack-Request-Timestamp and the body, SLACK_SIGNING_SECRET), "
+            "so no bearer token",
+            {
+                "200": {"description": "Taken: empty, a modal's errors, or a slash command's answer (JSON)"},
+                **_errors(400, 401, 408, 413),
+                "503": _json(_ERROR, "SLACK_SIGNING_SECRET is not set"),
+            },
+            secured=False,
+            requestBody={
+                "required": True,
+                "content": {
+                    "application/x-www-form-urlencoded": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {
+                                "payload": {
+                                    "type": "string",
+                                    "description": "an interaction payload as JSON: block_actions, "
+                                    "view_submission",
+                                },
+                                "command": {"type": "string", "description": "a slash command: /agentic-obs"},
+                                "text": {"type": "string"},
+                                "user_id": {"type": "string"},
+                                "channel_id": {"type": "string"},
+                                "response_url": {"type": "string"},
+                            },
+                        }
+                    }
+                },
+            },
+        )
+    },
+    "/mcp": {
+        "post": _op(
+            "MCP over streamable HTTP (stateless, JSON answers): the tools `agentic-obs mcp` bridges to",
+            {
+                "200": _json({"type": "object"}, "The JSON-RPC response"),
+                "202": {"description": "A JSON-RPC notification, accepted"},
+                **_errors(400, 401, 408, 413),
+            },
+            requestBody=_json_body({"type": "object", "description": "A JSON-RPC 2.0 message"}),
+        )
+    },
     "/api/v1/openapi.json": {
         "get": _op("This document", {"200": _json({"type": "object"}, "OpenAPI")}, secured=False)
     },
