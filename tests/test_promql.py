@@ -4,7 +4,12 @@ on the AST, and a syntax error names its column."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
+import math
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -21,14 +26,19 @@ from agentic_observability.demo.run import demo_config
 from agentic_observability.errors import ConfigError
 from agentic_observability.models import Alert, Incident
 from agentic_observability.pipeline.promql import (
+    MAX_PROMQL_DEPTH,
+    MAX_PROMQL_LENGTH,
+    MAX_PROMQL_OPERATORS,
     canonical_promql,
     check_config_queries,
     check_promql,
     incident_expressions,
+    parse_promql,
     promql_for_entity,
     promql_problem,
     promql_string,
     split_threshold,
+    warn_config_queries,
     write_promql,
 )
 from agentic_observability.service import init_app
@@ -186,7 +196,8 @@ def _matchers(selector: pp.VectorSelector) -> list[tuple[str, str]]:
             'max by (service) (shop_request_latency_seconds{service="carts"})',
         ),
         ("cpu", 'cpu{service="carts"}'),
-        ('x{service=~"a|b", code="5"}', 'x{code="5", service="carts"}'),  # replaces the matcher on the label
+        # A matcher on the label that carts satisfies goes (see the entity matcher tests below).
+        ('x{service=~"carts|orders", code="5"}', 'x{code="5", service="carts"}'),
         (
             "sum by (service) (rate(x[5m])) / on (service) sum by (service) (rate(y[5m:1m] offset 5m))",
             'sum by (service) (rate(x{service="carts"}[5m])) '
@@ -201,7 +212,7 @@ def _matchers(selector: pp.VectorSelector) -> list[tuple[str, str]]:
         ('x{a="1" or b="2"}', 'x{a="1", service="carts" or b="2", service="carts"}'),
         # A number stays a number: scalar() and scalar arguments are not filtered.
         ("x > scalar(y)", 'x{service="carts"} > scalar(y)'),
-        ("topk(scalar(k), x)", 'topk(scalar(k), x{service="carts"})'),
+        ("topk by (service) (scalar(k), x)", 'topk by (service) (scalar(k), x{service="carts"})'),
         ("clamp_max(x, scalar(m))", 'clamp_max(x{service="carts"}, scalar(m))'),
         # The side matched on other labels is not filtered: it would change the answer.
         (
@@ -215,6 +226,66 @@ def _matchers(selector: pp.VectorSelector) -> list[tuple[str, str]]:
 def test_the_entity_matcher_goes_into_the_selectors(query: str, restricted: str) -> None:
     assert promql_for_entity(query, "service", "carts") == restricted
     pp.parse(restricted)
+
+
+def _joined(query: str) -> str:
+    return f'{query} and on (service) label_replace(vector(1), "service", "carts", "", "")'
+
+
+@pytest.mark.parametrize(
+    ("query", "restricted"),
+    [
+        # carts satisfies the matcher already there: it goes.
+        ('x{service="carts"}', 'x{service="carts"}'),
+        ('x{service!="frontend"}', 'x{service="carts"}'),
+        ('x{service=~"cart.*", a="b"}', 'x{a="b", service="carts"}'),
+        ('x{service!~"front.*|orders"}', 'x{service="carts"}'),
+        ('x{container!="", container!="POD"}', 'x{container!="", container!="POD", service="carts"}'),
+        # It does not: both stay, and the query selects nothing for carts, as it should.
+        ('x{service="frontend"}', 'x{service="frontend", service="carts"}'),
+        ('x{service!="carts"}', 'x{service!="carts", service="carts"}'),
+        ('x{service=~"front.*"}', 'x{service=~"front.*", service="carts"}'),
+        ('x{service=~"cart"}', 'x{service=~"cart", service="carts"}'),  # anchored at both ends
+        ('x{service!~"c.*"}', 'x{service!~"c.*", service="carts"}'),
+        (
+            'x{service="frontend" or a="b"}',
+            'x{service="frontend", service="carts" or a="b", service="carts"}',
+        ),
+        # A regex Python does not read as RE2 does (RE2's \z is Python's \Z): unsure, both stay.
+        ('x{service=~"carts\\\\z"}', 'x{service=~"carts\\\\z", service="carts"}'),
+        ('x{service!~"[[:digit:]]+"}', 'x{service!~"[[:digit:]]+", service="carts"}'),  # POSIX class
+        # A selecting aggregation filtered inside picks other series; per service it picks the same.
+        ("topk(3, x)", _joined("topk(3, x)")),
+        ("bottomk without (service) (3, x)", _joined("bottomk without (service) (3, x)")),
+        ("sum(limitk(2, x))", _joined("sum(limitk(2, x))")),
+        ("limit_ratio(0.5, x) * y", _joined("(limit_ratio(0.5, x) * y)")),
+        ("topk by (service) (3, x)", 'topk by (service) (3, x{service="carts"})'),
+        ("topk without (pod) (3, x)", 'topk without (pod) (3, x{service="carts"})'),
+        # An "or" matched on other labels: b's series come in or not by a's, of any service.
+        ("a or on (pod) b", _joined("(a or on (pod) b)")),
+        ("a or ignoring (service) b", _joined("(a or ignoring (service) b)")),
+        ("sum(x) + (a or on (pod) b)", _joined("(sum(x) + (a or on (pod) b))")),
+        ("a or on (service, pod) b", 'a{service="carts"} or on (service, pod) b{service="carts"}'),
+        ("a or ignoring (pod) b", 'a{service="carts"} or ignoring (pod) b{service="carts"}'),
+        ("a unless on (pod) b", 'a{service="carts"} unless on (pod) b'),
+    ],
+)
+def test_the_entity_matcher_is_added_unless_implied(query: str, restricted: str) -> None:
+    assert promql_for_entity(query, "service", "carts") == restricted
+    pp.parse(restricted)
+
+
+def test_a_copied_label_is_restricted_on_its_source_by_the_same_rules() -> None:
+    copied = 'label_replace(x{container!="POD", container!="frontend"}, "service", "$1", "container", "(.+)")'
+    assert promql_for_entity(copied, "service", "carts") == (
+        'label_replace(x{container="carts"}, "service", "$1", "container", "(.+)")'
+    )
+    kept = 'label_replace(x{container="frontend"}, "service", "$1", "container", "(.+)")'
+    assert promql_for_entity(kept, "service", "carts") == (
+        'label_replace(x{container="frontend", container="carts"}, "service", "$1", "container", "(.+)")'
+    )
+    picked = f"topk(3, {kept})"
+    assert promql_for_entity(picked, "service", "carts") == _joined(picked)
 
 
 def _plain(expr: str) -> bool:
@@ -294,7 +365,7 @@ def test_a_utf8_entity_label_is_quoted() -> None:
 @settings(max_examples=300, deadline=None)
 @given(value=st.text())
 def test_any_entity_value_stays_inside_its_string(value: str) -> None:
-    pushed = pp.parse(promql_for_entity('sum by (service) (rate(x{service="old"}[5m]))', "service", value))
+    pushed = pp.parse(promql_for_entity('sum by (service) (rate(x{service!="old"}[5m]))', "service", value))
     assert [_matchers(s) for s in _selectors(pushed)] == [[("service", value)]]
     joined = pp.parse(
         promql_for_entity('label_replace(x, "service", "x$1", "app", "(.+)")', "service", value)
@@ -332,7 +403,7 @@ def _strings(expr: pp.Expr) -> list[str]:
         ("(sum by (a) (x) != 0)", ("sum by (a) (x)", "!=", 0.0)),
         ("((x{}) > (3))", ("x", ">", 3.0)),
         ("x > -1", ("x", ">", -1.0)),
-        ("x > bool Inf", ("x", ">", float("inf"))),
+        ("x > bool Inf", None),  # no finite threshold (see test_a_threshold_that_is_no_number)
         ('{"http.server.duration"} > 1', ('{"http.server.duration"}', ">", 1.0)),
         (
             "sum by (service) (rate(x[5m])) / sum by (service) (rate(y[5m])) > 0.5",
@@ -347,6 +418,21 @@ def _strings(expr: pp.Expr) -> list[str]:
 )
 def test_split_threshold(expr: str, expected: tuple[str, str, float] | None) -> None:
     assert split_threshold(expr) == expected
+
+
+@pytest.mark.parametrize(
+    "expr", ["x > NaN", "x < Inf", "x > -Inf", "NaN < x", "(x) >= bool (Inf)", "x == -NaN", "x > 1e999"]
+)
+def test_a_threshold_that_is_no_number_is_no_threshold(expr: str) -> None:
+    """A NaN or infinite threshold has no line to draw, and would reach the report as ``NaN``, which
+    is not JSON."""
+    assert split_threshold(expr) is None
+
+
+def test_a_finite_threshold_is_valid_json() -> None:
+    parts = split_threshold("x > 1e308")
+    assert parts is not None and math.isfinite(parts[2])
+    json.dumps(parts, allow_nan=False)
 
 
 @pytest.mark.parametrize("expr", [e for e in _rule_expressions() if split_threshold(e)])
@@ -447,3 +533,198 @@ def test_the_service_warns_about_a_bad_query_and_starts(
     with caplog.at_level(logging.WARNING, logger="agentic_observability.pipeline.promql"):
         init_app(config)
     assert "investigation.signals[0] (cpu).query: PromQL syntax error at column" in caplog.text
+
+
+# -- what the parser must not be given, and where it panics -------------------------------------------
+
+_CHILD = """
+import json, sys
+from agentic_observability.pipeline.promql import (
+    canonical_promql, parse_promql, promql_for_entity, promql_problem, split_threshold
+)
+readable = sys.argv[1] == "readable"
+for name, text in json.load(sys.stdin).items():
+    print(name, flush=True)  # the last name printed is the one that killed the process
+    if readable:  # the limits: a tree comes back, and the printer gives up cleanly if it must
+        assert parse_promql(text) is not None and promql_problem(text) is None
+        canonical_promql(text), split_threshold(text), promql_for_entity(text, "service", "carts")
+        continue
+    assert parse_promql(text) is None
+    assert canonical_promql(text) == text
+    assert split_threshold(text) is None
+    assert promql_problem(text).startswith("PromQL not checked: the query "), promql_problem(text)
+    joined = '({}) and on (service) label_replace(vector(1), "service", "carts", "", "")'.format(text)
+    assert promql_for_entity(text, "service", "carts") == joined
+"""
+
+
+def _in_a_child(texts: dict[str, str], *, readable: bool) -> None:
+    """Check ``texts`` in another interpreter: a stack overflow in the parser kills the process it
+    runs in (SIGSEGV, exit 139), which must not be pytest's. One child for all: each takes seconds
+    to start."""
+    result = subprocess.run(
+        [sys.executable, "-c", _CHILD, "readable" if readable else "refused"],
+        input=json.dumps(texts),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+    last = (result.stdout.split() or ["(none)"])[-1]
+    assert result.returncode == 0, f"exit {result.returncode} on {last}: {result.stderr[-3000:]}"
+    assert result.stdout.split() == list(texts)
+
+
+def test_text_that_would_overflow_the_parser_is_not_given_to_it() -> None:
+    """``pp.parse`` overflows the Rust stack on deep nesting and the process dies: an alert carrying
+    such an expression would crash the pipeline on every retry. It is refused and kept as given."""
+    _in_a_child(
+        {
+            "binary-10k": "-".join(["x"] * 5000),  # the parser dies from about 4,190 operators
+            "unary-16k": "-" * 16000 + "x",
+            "unary-8k": "-" * 8190 + "x",  # short enough, but the parser dies from about 8,180 signs
+            "or-10k": "x" + " or x" * 2000,
+            "parens-16k": "(" * 8180 + "x" + ")" * 8180,
+            "calls-8k": "abs(" * 1600 + "x" + ")" * 1600,  # short enough, too deep
+            "unary-parens-6k": "-(" * 2000 + "x" + ")" * 2000,
+        },
+        readable=False,
+    )
+
+
+def _at_the_limits() -> dict[str, str]:
+    depth, operators = MAX_PROMQL_DEPTH, MAX_PROMQL_OPERATORS
+    chain = "-".join(["x"] * (operators + 1))
+    return {
+        "subqueries": "max_over_time(" * (depth - 1) + f"({chain})" + "[1m:])" * (depth - 1),
+        "unary": "-(" * depth + "-" * (operators - depth) + "x" + ")" * depth,
+        "calls": "abs(" * depth + " or ".join(["x"] * (operators + 1)) + ")" * depth,
+        "binary": "(x-" * depth + "^".join(["x"] * (operators - depth + 1)) + ")" * depth,
+    }
+
+
+def test_the_deepest_text_given_to_the_parser_is_read() -> None:
+    """The limits stay well below where the parser dies (the first of these dies at about six times
+    both limits), with depth and operators both at theirs; one more of either is refused."""
+    texts = _at_the_limits()
+    assert all(len(text) <= MAX_PROMQL_LENGTH for text in texts.values())
+    _in_a_child(texts, readable=True)
+    for text in texts.values():
+        assert parse_promql("-" + text) is None
+        assert parse_promql("(" + text + ")") is None
+
+
+def test_a_long_query_is_refused_unread() -> None:
+    text = "x + " + " " * MAX_PROMQL_LENGTH + "1"
+    assert parse_promql(text) is None
+    assert promql_problem(text) == (
+        f"PromQL not checked: the query is too long to read ({len(text)} characters, "
+        f"at most {MAX_PROMQL_LENGTH})"
+    )
+
+
+def test_strings_and_comments_count_neither_as_depth_nor_operators() -> None:
+    text = f"x{{a=~{promql_string('-' * 1100)}}} # {'(' * 300}{'-' * 1100}\n+ 1"
+    assert parse_promql(text) is not None
+
+
+_PANICS = ["x offset Inf", "x offset 1e300", "x offset -Inf", "rate(x[1e20])", "x[5m:1e300]"]
+
+
+@pytest.mark.parametrize("text", _PANICS)
+def test_a_panic_in_the_parser_is_an_unparsable_query(text: str) -> None:
+    """The Rust parser panics on these; pyo3's PanicException is a BaseException, which would escape
+    every ``except Exception`` in the pipeline and end its worker."""
+    assert parse_promql(text) is None
+    assert canonical_promql(text) == text
+    assert split_threshold(f"{text} > 1") is None
+    assert promql_for_entity(text, "service", "carts") == _joined(f"({text})")
+    problem = promql_problem(text)
+    assert problem is not None and problem.startswith("PromQL syntax error at column "), problem
+    assert "the parser failed: " in problem
+    with pytest.raises(ConfigError):
+        check_promql(text)
+
+
+def test_a_panic_names_the_column_of_its_cause() -> None:
+    problem = promql_problem("sum(rate(x[5m] offset Inf))")
+    assert problem is not None
+    assert problem.startswith(
+        'PromQL syntax error at column 23 (near "m] offset Inf))"): the parser failed: '
+    )
+
+
+_UNPRINTABLE = [
+    "x @ -1",  # valid Prometheus; reading the time before 1970 panics
+    "rate(x[5m] @ -100)",
+    "x @ 1e12",  # past what datetime holds: OverflowError
+    "x @ 1e15",  # ValueError
+    # Read, but deeper than the printer's recursion (two frames a level, Python stops at 1,000).
+    "-".join(["x"] * 500),
+    "(" * 120 + "-".join(["x"] * 390) + ")" * 120,
+]
+
+
+@pytest.mark.parametrize(
+    "text", _UNPRINTABLE, ids=["at-1", "at-100", "at-1e12", "at-1e15", "chain", "nested"]
+)
+def test_a_query_the_printer_cannot_write_is_kept_as_given(text: str) -> None:
+    assert parse_promql(text) is not None
+    assert promql_problem(text) is None  # it is PromQL
+    assert canonical_promql(text) == text
+    assert split_threshold(f"{text} * 1 > 1") is None
+    assert split_threshold(f"1 < {text} * 1") is None
+    assert promql_for_entity(text, "service", "carts") == _joined(f"({text})")
+
+
+def test_incident_expressions_survive_what_the_parser_cannot_take() -> None:
+    def alert(expr: str) -> Alert:
+        url = "http://prometheus/graph?" + urlencode({"g0.expr": expr})
+        return Alert("firing", {"alertname": "A"}, {}, 0.0, None, url, expr)
+
+    exprs = ["x offset Inf > 1", "x @ -1 > 1", "-" * 8190 + "x", "x{} > 1"]
+    alerts = (*map(alert, exprs), Alert("firing", {}, {}, 0.0, None, "http://[::1/graph?g0.expr=up", "up"))
+    incident = Incident("i", "g", "alertmanager", "firing", "A", {}, 0.0, None, alerts)
+    assert incident_expressions(incident) == [*exprs[:3], "x > 1"]
+
+
+def test_the_service_warns_about_queries_the_parser_cannot_take(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    queries = ["x offset Inf", "x @ -1", "-" * 2000 + "x", "rate(x[1e20])", "(" * 300 + "x" + ")" * 300]
+    signals = [{"name": f"s{index}", "query": query} for index, query in enumerate(queries)]
+    config = make_config(tmp_path, investigation={"signals": signals})
+    with caplog.at_level(logging.WARNING, logger="agentic_observability.pipeline.promql"):
+        warn_config_queries(config)
+    assert "signals[0] (s0).query: PromQL syntax error at column 10 " in caplog.text
+    assert "signals[1]" not in caplog.text  # valid
+    assert "signals[2] (s2).query: PromQL not checked: the query has too many operators" in caplog.text
+    assert "signals[3] (s3).query: PromQL syntax error at column 8 " in caplog.text
+    assert "signals[4] (s4).query: PromQL not checked: the query is nested too deep" in caplog.text
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, SystemExit, asyncio.CancelledError, GeneratorExit])
+def test_what_stops_the_interpreter_is_not_taken_for_a_panic(
+    stop: type[BaseException], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def parse(text: str) -> pp.Expr:
+        raise stop
+
+    monkeypatch.setattr(pp, "parse", parse)
+    with pytest.raises(stop):
+        parse_promql("x")
+    with pytest.raises(stop):
+        promql_problem("x")
+
+
+def test_what_stops_the_interpreter_while_printing_is_not_swallowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    import agentic_observability.pipeline.promql as promql
+
+    def vector(node: pp.VectorSelector, only: pp.Matcher | None) -> str:
+        raise asyncio.CancelledError
+
+    monkeypatch.setitem(promql._WRITERS, pp.VectorSelector, vector)
+    with pytest.raises(asyncio.CancelledError):
+        canonical_promql("x")
+    with pytest.raises(asyncio.CancelledError):
+        promql_for_entity("x", "service", "carts")

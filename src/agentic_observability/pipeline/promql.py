@@ -9,10 +9,13 @@ literals unescaped), so the printer here writes PromQL from the AST itself, the 
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 import logging
 import math
 import re
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs, urlsplit
@@ -27,12 +30,45 @@ log = logging.getLogger(__name__)
 
 MAX_QUERIES = 5  # alert expressions recovered per incident
 
+# What the parser is given at most. It is a Rust LR parser that builds (and frees) its tree
+# recursively: past a few thousand levels it overflows the native stack and the process dies
+# (SIGSEGV), which no ``except`` catches, and an alert's stored expression would crash the pipeline on
+# every retry. Measured with promql_parser 0.12 on the 8 MiB main-thread stack, in a subprocess: a chain
+# of binary operators (``x-x-…``, ``x^x^…``, ``x or x or …``) dies at about 4,190 operators, unary
+# signs (``--…x``) at about 8,180, nested parentheses at about 8,180, nested calls (``abs(abs(…))``)
+# at about 5,450, ``max_over_time(…[1m:])`` at about 2,690, ``(x-(x-(…`` at about 2,770 levels. Text
+# at both the depth and the operator limit below, in the worst of those shapes, first dies at six times
+# both limits. They are lower than the stack alone needs because parse time grows faster than the
+# text (a chain of 1,024 operators takes 0.4 s, one at the limits 0.15 s at most), and real queries
+# are far inside them (depth under 20, operators under 100).
+MAX_PROMQL_LENGTH = 8192  # characters: an alert's text is up to 16 KiB; this bounds the parse and the
+# error-position search (which parses every prefix), and no rule or signal comes near it
+MAX_PROMQL_DEPTH = 128  # brackets open at once
+MAX_PROMQL_OPERATORS = 512  # binary operators and unary signs, which nest without brackets
+
+# A Rust panic inside the parser (``x offset Inf``, ``rate(x[1e20])``, reading the time of
+# ``x @ -1``) is raised as pyo3's PanicException, a BaseException that ``except Exception`` misses.
+# pyo3 names its module ``pyo3_runtime`` without always registering one to import; then everything
+# is caught except what the interpreter itself raises to stop.
+try:
+    _PANIC: type[BaseException] = importlib.import_module("pyo3_runtime").PanicException
+except (ImportError, AttributeError):
+    _PANIC = BaseException
+_NOT_PANICS = (KeyboardInterrupt, SystemExit, asyncio.CancelledError, GeneratorExit)
+# What printing a tree can raise: a timestamp Python's datetime cannot hold (``x @ 1e12``: Overflow-,
+# ``x @ 1e15``: ValueError), a panic reading one before 1970 (``x @ -1``, valid Prometheus), and
+# nesting deeper than Python's recursion limit (about 500 levels).
+_PRINT_ERRORS = (OverflowError, ValueError, RecursionError, _PANIC)
+
 
 def expression_from_generator_url(url: str) -> str | None:
     """The PromQL of ``…/graph?g0.expr=…`` (Prometheus, Thanos, VictoriaMetrics vmalert links)."""
     if not url:
         return None
-    query = parse_qs(urlsplit(url).query)
+    try:
+        query = parse_qs(urlsplit(url).query)
+    except ValueError:  # "http://[::1/…": not a URL urlsplit takes
+        return None
     for key in ("g0.expr", "expr", "query"):
         values = query.get(key)
         if values and values[0].strip():
@@ -41,17 +77,92 @@ def expression_from_generator_url(url: str) -> str | None:
 
 
 def parse_promql(text: str) -> pp.Expr | None:
-    """The AST of ``text``, or None when it is not PromQL this parser reads."""
+    """The AST of ``text``, or None when it is not PromQL this parser reads (or is given: see
+    ``MAX_PROMQL_LENGTH``)."""
     try:
-        return pp.parse(text)
+        return _parse(text)
     except ValueError:
         return None
 
 
+def _parse(text: str, shape: _Shape | None = None) -> pp.Expr:
+    """``pp.parse`` made safe for any text: ValueError for what it does not read, for what could
+    overflow its stack (refused before it is tried) and for a panic inside it. The only call to
+    ``pp.parse``. ``shape`` is the text's, when the caller already knows it."""
+    refusal = _refusal(shape if shape is not None else _shape(text))
+    if refusal is not None:
+        raise ValueError(refusal)
+    try:
+        return pp.parse(text)
+    except (ValueError, *_NOT_PANICS):
+        raise
+    except _PANIC as exc:
+        raise ValueError(f"the parser failed: {exc}") from None
+
+
+_OPERATORS = frozenset({"+", "-", "*", "/", "%", "^", "==", "!=", "<", ">", "<=", ">="})
+_WORD_OPERATORS = frozenset({"and", "or", "unless", "atan2"})
+
+
+class _Shape(NamedTuple):
+    """What decides whether a text may be given to the parser."""
+
+    length: int
+    depth: int  # brackets open at once, at most
+    operators: int
+
+
+def _shape(text: str) -> _Shape:
+    """Depth and operators counted with the tokenizer below, so strings and comments do not count
+    (and a text too long to read is not tokenized)."""
+    readable = len(text) <= MAX_PROMQL_LENGTH
+    last = deque(_running_shape(text, _tokens(text)) if readable else (), maxlen=1)
+    depth, operators = last[0] if last else (0, 0)
+    return _Shape(len(text), depth, operators)
+
+
+def _running_shape(text: str, tokens: Iterable[_Token]) -> Iterator[tuple[int, int]]:
+    """(brackets open at once at most, operators) so far, after each token."""
+    depth = deepest = operators = 0
+    for token in tokens:
+        if token.kind == "open":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif token.kind == "close":
+            depth = max(depth - 1, 0)
+        elif token.kind in ("operator", "word"):
+            word = text[token.start : token.end]
+            operators += word in _OPERATORS or word.lower() in _WORD_OPERATORS
+        yield deepest, operators
+
+
+def _refusal(shape: _Shape) -> str | None:
+    """Why a text of this shape is not given to the parser (too long, or nested past what its stack
+    holds), or None."""
+    if shape.length > MAX_PROMQL_LENGTH:
+        return f"the query is too long to read ({shape.length} characters, at most {MAX_PROMQL_LENGTH})"
+    if shape.depth > MAX_PROMQL_DEPTH:
+        return f"the query is nested too deep to read ({shape.depth} brackets, at most {MAX_PROMQL_DEPTH})"
+    if shape.operators > MAX_PROMQL_OPERATORS:
+        return f"the query has too many operators to read ({shape.operators}, at most {MAX_PROMQL_OPERATORS})"
+    return None
+
+
+def _printed(write: Callable[..., str], *args: Any) -> str | None:
+    """``write(*args)``, or None where the printer cannot (see ``_PRINT_ERRORS``)."""
+    try:
+        return write(*args)
+    except _NOT_PANICS:
+        raise
+    except _PRINT_ERRORS:
+        return None
+
+
 def canonical_promql(text: str) -> str:
-    """``text`` as the printer writes it; as given when it does not parse."""
+    """``text`` as the printer writes it; as given when it does not parse or cannot be printed."""
     expr = parse_promql(text)
-    return text if expr is None else write_promql(expr)
+    printed = None if expr is None else _printed(write_promql, expr)
+    return text if printed is None else printed
 
 
 # -- thresholds --------------------------------------------------------------------------------------
@@ -63,7 +174,8 @@ _MIRRORED = {">": "<", "<": ">", ">=": "<=", "<=": ">=", "==": "==", "!=": "!="}
 def split_threshold(expr: str) -> tuple[str, str, float] | None:
     """``rate(x[5m]) > 0.5`` -> (``rate(x[5m])``, ``>``, 0.5); ``0.5 < x`` -> (``x``, ``>``, 0.5).
     None unless the top-level operator (through parentheses) is a comparison, with or without
-    ``bool``, with a number literal on one side."""
+    ``bool``, with a finite number literal on one side (``x > NaN`` has no threshold to draw, and
+    would be written into the report as JSON that is not JSON), and the other side can be printed."""
     parsed = parse_promql(expr)
     node = _unwrapped(parsed) if parsed is not None else None
     if not isinstance(node, pp.BinaryExpr) or str(node.op) not in _MIRRORED:
@@ -71,10 +183,15 @@ def split_threshold(expr: str) -> tuple[str, str, float] | None:
     operator = str(node.op)
     left, right = _unwrapped(node.lhs), _unwrapped(node.rhs)
     if isinstance(right, pp.NumberLiteral):
-        return write_promql(left), operator, right.val
-    if isinstance(left, pp.NumberLiteral):
-        return write_promql(right), _MIRRORED[operator], left.val
-    return None
+        side, number = left, right
+    elif isinstance(left, pp.NumberLiteral):
+        side, number, operator = right, left, _MIRRORED[operator]
+    else:
+        return None
+    if not math.isfinite(number.val):
+        return None
+    printed = _printed(write_promql, side)
+    return None if printed is None else (printed, operator, number.val)
 
 
 def _unwrapped(node: pp.Expr) -> pp.Expr:
@@ -105,17 +222,54 @@ def promql_for_entity(query: str, label: str, value: str) -> str:
     The selectors cannot be filtered on a label the query itself writes (``label_replace`` or
     ``label_join`` into it, ``count_values`` naming it, a ``group_left``/``group_right`` copying it
     from the other side): their raw series do not carry it. Those queries, and any the parser cannot
-    read, are filtered as a whole by a join on a one-series vector instead."""
+    read, are filtered as a whole by a join on a one-series vector instead.
+
+    So are queries where filtering the selectors would change which series the result holds, not
+    just drop the other entities' (see ``_pushable``): ``topk(3, x)`` filtered inside picks carts'
+    top three, not the top three that are carts; ``a or on (pod) b`` would take ``b``'s series whose
+    pod no *carts* series of ``a`` has. And any query the printer cannot write."""
     expr = parse_promql(query)
-    if expr is None:
-        return _joined(f"({query})", label, value)
+    restricted = None if expr is None else _printed(_restricted, expr, label, value)
+    return _joined(f"({query})", label, value) if restricted is None else restricted
+
+
+def _restricted(expr: pp.Expr, label: str, value: str) -> str:
     if _writes_label(expr, label):
         source = _copied_from(expr, label)
-        if source is not None and value:  # service <- container as is: the matcher goes on container
+        # service <- container as is: the matcher goes on container
+        if source is not None and value and _pushable(expr, label) and _pushable(expr, source):
             return write_promql(expr, pp.Matcher(pp.MatchOp.Equal, source, value))
-        text = write_promql(expr)
-        return _joined(f"({text})" if isinstance(expr, pp.BinaryExpr) else text, label, value)
-    return write_promql(expr, pp.Matcher(pp.MatchOp.Equal, label, value))
+    elif _pushable(expr, label):
+        return write_promql(expr, pp.Matcher(pp.MatchOp.Equal, label, value))
+    text = write_promql(expr)
+    return _joined(f"({text})" if isinstance(expr, pp.BinaryExpr) else text, label, value)
+
+
+# Aggregations that pick series: filtered before them, they pick among other series.
+_PICKING = frozenset({"topk", "bottomk", "limitk", "limit_ratio"})
+
+
+def _pushable(expr: pp.Expr, label: str) -> bool:
+    """Whether a matcher on ``label`` in the selectors keeps exactly the result's series with that
+    value: not when an aggregation picks series (``topk``…) other than per value of ``label``, nor
+    through an ``or`` whose ``on``/``ignoring`` matches on other labels."""
+    return not any(_blocks_pushing(node, label) for node in _nodes(expr))
+
+
+def _blocks_pushing(node: pp.Expr, label: str) -> bool:
+    if isinstance(node, pp.AggregateExpr) and str(node.op) in _PICKING:
+        return not _grouped_by(node.modifier, label)
+    if isinstance(node, pp.BinaryExpr) and str(node.op) == "or" and node.modifier is not None:
+        return not _matches_on(node.modifier.matching, label)
+    return False
+
+
+def _grouped_by(modifier: pp.AggModifier | None, label: str) -> bool:
+    """Whether an aggregation works per value of ``label`` (``by (label)``, ``without`` others)."""
+    if modifier is None:
+        return False
+    listed = label in modifier.labels
+    return listed if modifier.type == pp.AggModifierType.By else not listed
 
 
 _IDENTITY_REPLACEMENTS = ("$1", "${1}")
@@ -126,18 +280,12 @@ def _copied_from(expr: pp.Expr, label: str) -> str | None:
     """The source label when ``label`` is only ever a plain copy of it that covers every selector
     (``label_replace(v, "service", "$1", "container", "(.+)")``, the usual way Kubernetes signals
     name their service): then ``service="carts"`` is ``container="carts"`` on the raw series."""
-    copies: list[pp.Call] = []
-    selectors = 0
-
-    def visit(node: pp.Expr) -> bool:
-        nonlocal selectors
-        if isinstance(node, pp.VectorSelector):
-            selectors += 1
-        if isinstance(node, pp.Call) and node.func.name == "label_replace" and _string_arg(node, 1) == label:
-            copies.append(node)
-        return True
-
-    pp.walk(expr, visit)
+    copies = [
+        node
+        for node in _nodes(expr)
+        if isinstance(node, pp.Call) and node.func.name == "label_replace" and _string_arg(node, 1) == label
+    ]
+    selectors = _selector_count(expr)
     sources = {_identity_source(call) for call in copies}
     if len(sources) != 1 or None in sources:
         return None
@@ -157,15 +305,32 @@ def _string_arg(call: pp.Call, index: int) -> str | None:
 
 
 def _selector_count(expr: pp.Expr) -> int:
-    count = 0
+    return sum(isinstance(node, pp.VectorSelector) for node in _nodes(expr))
 
-    def visit(node: pp.Expr) -> bool:
-        nonlocal count
-        count += isinstance(node, pp.VectorSelector)
-        return True
 
-    pp.walk(expr, visit)
-    return count
+def _nodes(expr: pp.Expr) -> Iterator[pp.Expr]:
+    """Every node of ``expr``, parents first (a MatrixSelector's VectorSelector too). Not
+    ``pp.walk``: it takes time growing with about the fourth power of the depth (20 s for 64 calls
+    around 256 operators), where reading the children is instant."""
+    stack = [expr]
+    while stack:
+        node = stack.pop()
+        yield node
+        stack.extend(reversed(_children(node)))
+
+
+def _children(node: pp.Expr) -> list[pp.Expr]:
+    if isinstance(node, pp.BinaryExpr):
+        return [node.lhs, node.rhs]
+    if isinstance(node, (pp.ParenExpr, pp.UnaryExpr, pp.SubqueryExpr)):
+        return [node.expr]
+    if isinstance(node, pp.AggregateExpr):
+        return [child for child in (node.param, node.expr) if child is not None]
+    if isinstance(node, pp.Call):
+        return list(node.args)
+    if isinstance(node, pp.MatrixSelector):
+        return [node.vector_selector]
+    return []
 
 
 def _joined(query: str, label: str, value: str) -> str:
@@ -177,15 +342,7 @@ _LABEL_WRITERS = ("label_replace", "label_join")  # their second argument names 
 
 
 def _writes_label(expr: pp.Expr, label: str) -> bool:
-    found = False
-
-    def visit(node: pp.Expr) -> bool:
-        nonlocal found
-        found = _node_writes_label(node, label)
-        return not found  # stop walking once found
-
-    pp.walk(expr, visit)
-    return found
+    return any(_node_writes_label(node, label) for node in _nodes(expr))
 
 
 def _node_writes_label(node: pp.Expr, label: str) -> bool:
@@ -202,16 +359,15 @@ def _node_writes_label(node: pp.Expr, label: str) -> bool:
 def _restricted_sides(node: pp.BinaryExpr, only: pp.Matcher) -> tuple[pp.Matcher | None, pp.Matcher | None]:
     """Which operands of a binary operator get the entity matcher. Both when the operator matches
     series on the entity label; otherwise only the side whose labels the result keeps (the left one,
-    the right one for ``group_right``, both for ``or``): the other side is matched on other labels,
-    and filtering it would change the answer (``x / ignoring(service) group_left sum(x)``)."""
+    the right one for ``group_right``): the other side is matched on other labels, and filtering it
+    would change the answer (``x / ignoring(service) group_left sum(x)``). An ``or`` matched on
+    other labels keeps both sides' series; no matcher inside it is right, and ``_pushable`` sends
+    such a query to the join."""
     modifier = node.modifier
     if modifier is None or _matches_on(modifier.matching, only.name):
         return only, only
     right_kept = modifier.card == pp.VectorMatchCardinality.OneToMany
-    left_kept = not right_kept
-    if str(node.op) == "or":
-        left_kept = right_kept = True
-    return (only if left_kept else None), (only if right_kept else None)
+    return (None, only) if right_kept else (only, None)
 
 
 def _matches_on(matching: pp.LabelModifier | None, label: str) -> bool:
@@ -373,8 +529,8 @@ def _fill(values: pp.VectorMatchFillValues | None) -> list[str]:
 def _selector(node: pp.VectorSelector, only: pp.Matcher | None) -> str:
     """``name{matchers}``: a bare name without braces, a UTF-8 one quoted inside them."""
     name, groups = _name_and_matchers(node)
-    if only is not None:  # the entity's matcher replaces any other on its label
-        groups = [[m for m in group if m.name != only.name] + [only] for group in groups]
+    if only is not None:  # it replaces a matcher on its label only when that one is then redundant
+        groups = [[m for m in group if not _implied(m, only)] + [only] for group in groups]
     inside = " or ".join(", ".join(_matcher(m) for m in group) for group in groups)
     if name is None:
         return f"{{{inside}}}"
@@ -393,6 +549,40 @@ def _name_and_matchers(node: pp.VectorSelector) -> tuple[str | None, list[list[p
     if len(names) == 1 and names[0].op == pp.MatchOp.Equal:
         return names[0].value, [[m for m in groups[0] if m.name != "__name__"]]
     return None, groups
+
+
+def _implied(matcher: pp.Matcher, only: pp.Matcher) -> bool:
+    """Whether ``only`` (``label="value"``) implies ``matcher``, which may then go: ``container!="POD"``
+    with ``container="carts"``. Otherwise both stay (PromQL takes two matchers on one label), so
+    ``x{service="frontend"}`` restricted to carts selects nothing, as it should."""
+    if matcher.name != only.name:
+        return False
+    if matcher.op == pp.MatchOp.Equal:
+        return matcher.value == only.value
+    if matcher.op == pp.MatchOp.NotEqual:
+        return matcher.value != only.value
+    matches = _regex_matches(matcher.value, only.value)
+    if matches is None:
+        return False
+    return matches if matcher.op == pp.MatchOp.Re else not matches
+
+
+# Python's readings of an RE2 regex that may differ from Prometheus': \d, \w, \s and \b ASCII or
+# Unicode; "." matching a newline or not.
+_REGEX_FLAGS = (0, re.ASCII, re.DOTALL, re.ASCII | re.DOTALL)
+
+
+def _regex_matches(regex: str, value: str) -> bool | None:
+    """Whether the fully anchored ``regex`` (PromQL's are RE2, anchored at both ends) matches
+    ``value``; None unless Python compiles it and every reading above agrees. RE2's POSIX classes
+    (``[[:alpha:]]``) Python reads as a set of ``[:alph`` and a ``]``, so those are unsure too."""
+    if "[:" in regex:
+        return None
+    try:
+        results = {re.fullmatch(regex, value, flags) is not None for flags in _REGEX_FLAGS}
+    except re.error:
+        return None
+    return results.pop() if len(results) == 1 else None
 
 
 def _matcher(matcher: pp.Matcher) -> str:
@@ -484,9 +674,14 @@ _COMPLETIONS = ("", " 0", ' ""', "[1m]", " (x)", " (x) (x)")
 
 
 def promql_problem(expr: str) -> str | None:
-    """None for valid PromQL, else ``PromQL syntax error at column 14 (near "…"): <what>``."""
+    """None for valid PromQL, else ``PromQL syntax error at column 14 (near "…"): <what>``, or
+    why the query is not read at all (too long or too deeply nested: see ``MAX_PROMQL_LENGTH``)."""
+    shape = _shape(expr)
+    refusal = _refusal(shape)
+    if refusal is not None:
+        return f"PromQL not checked: {refusal}"
     try:
-        pp.parse(expr)
+        _parse(expr, shape)
     except ValueError as exc:
         what = str(exc).strip().split("\n")[0] or "invalid query"
         return f"PromQL syntax error at {_place(expr, _error_offset(expr))}: {what}"
@@ -524,7 +719,12 @@ def warn_config_queries(config: Config) -> None:
     VictoriaMetrics server answers (MetricsQL, backtick regexes with escapes, duration arithmetic);
     refusing to start over one of those would take the receiver down. A real typo shows again, in
     Prometheus's own words, as a named problem in every report that uses the query."""
-    for problem in config_query_problems(config):
+    try:
+        problems = config_query_problems(config)
+    except Exception:  # a bug in the check must not stop the receiver either
+        log.exception("the config's PromQL queries could not be checked")
+        return
+    for problem in problems:
         log.warning("%s (the query is kept; `agentic-obs check-config` fails on it)", problem)
 
 
@@ -564,12 +764,26 @@ def _unbalanced_bracket(text: str, tokens: list[_Token]) -> int | None:
 
 
 def _after_longest_viable_prefix(text: str, tokens: list[_Token]) -> int:
+    # Each try's shape comes from the prefix's (a completion opens one bracket at most and writes no
+    # operator): tokenizing every try again would make this search many times slower.
+    shapes = [(0, 0), *_running_shape(text, tokens)]
     for count in range(len(tokens), -1, -1):
         prefix = text[: tokens[count - 1].end] if count else ""
         closers = "".join(_CLOSING[text[t.start]] for t in reversed(_still_open(text, tokens[:count])))
-        if any(parse_promql(prefix + completion + closers) is not None for completion in _COMPLETIONS):
-            return tokens[count].start if count < len(tokens) else len(prefix)
+        depth, operators = shapes[count]
+        for completion in _COMPLETIONS:
+            attempt = prefix + completion + closers
+            if _parses(attempt, _Shape(len(attempt), depth + 1, operators)):
+                return tokens[count].start if count < len(tokens) else len(prefix)
     return 0
+
+
+def _parses(text: str, shape: _Shape) -> bool:
+    try:
+        _parse(text, shape)
+    except ValueError:
+        return False
+    return True
 
 
 def _still_open(text: str, tokens: list[_Token]) -> list[_Token]:
