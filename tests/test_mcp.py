@@ -35,6 +35,7 @@ from agentic_observability.service import mcp_output as out
 from agentic_observability.service.keys import ANALYZE_SLOTS, CONFIG, STORE
 from agentic_observability.service.mcp import IncidentServer
 from tests.conftest import TOKEN, auth_headers, make_config, prometheus_with_history
+from tests.test_correlation import alert
 from tests.test_webhook import incidents, post, wait_for
 
 Client_ = Callable[..., Awaitable[TestClient]]
@@ -80,31 +81,6 @@ def shop_config(tmp_path: Path, prometheus: ManagedProcess) -> Config:
 
 def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
-
-
-def alert(name: str, service: str, at: float) -> dict[str, Any]:
-    labels = {"alertname": name, "service": service, "severity": "critical", "namespace": "shop"}
-    body = {
-        "status": "firing",
-        "labels": labels,
-        "annotations": {"summary": f"{service} is unwell"},
-        "startsAt": iso(at),
-        "endsAt": "0001-01-01T00:00:00Z",
-        "generatorURL": "",
-        "fingerprint": f"{name}-{int(at)}",
-    }
-    return {
-        "version": "4",
-        "groupKey": f'{{}}:{{alertname="{name}"}}',
-        "status": "firing",
-        "receiver": "agentic-obs",
-        "groupLabels": {"alertname": name},
-        "commonLabels": labels,
-        "commonAnnotations": body["annotations"],
-        "externalURL": "http://alertmanager:9093",
-        "truncatedAlerts": 0,
-        "alerts": [body],
-    }
 
 
 async def settled(client: TestClient, count: int) -> bool:

@@ -18,6 +18,7 @@ from agentic_observability.service.open_incidents import OpenIncidents
 from agentic_observability.store import SqliteStore
 from agentic_observability.telemetry import OPEN_INCIDENT_LABELS, Metrics
 from tests.conftest import auth_headers, fixture_body, make_config
+from tests.test_retention import ingest
 
 Client = Callable[..., Awaitable[TestClient]]
 STARTS = 1_700_000_000.0
@@ -41,11 +42,6 @@ def accepted(group: str, status: str = "firing", **labels: str) -> AcceptedAlert
         fingerprint=f"fp-{group}",
     )
     return AcceptedAlert(group_key=group, source="alertmanager", alert=alert)
-
-
-async def ingest(store: SqliteStore, alerts: Sequence[AcceptedAlert]) -> None:
-    await store.accept(alerts)
-    await store.ingest_pending(limit=100_000)
 
 
 async def analyse(store: SqliteStore, joins: Mapping[str, str] | None = None) -> None:
