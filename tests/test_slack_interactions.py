@@ -409,6 +409,19 @@ async def test_confirm_cause_stores_the_feedback_updates_the_parent_and_tells_th
     assert service.fake.errors == []
 
 
+async def test_feedback_through_the_api_also_shows_on_the_parent_and_in_the_thread(service: Service) -> None:
+    """One feedback path: the HTTP API's feedback reaches Slack as a press does, through the outbox."""
+    body = {"root_cause": "checkout", "correct": False, "by": "sam"}
+    response = await service.client.post("/api/v1/incidents/1/feedback", json=body, headers=auth_headers())
+    assert response.status == 200
+    await wait_for(lambda: _replied(service, ":memo:"))
+    await wait_for(lambda: _settled(service))
+    line = "Feedback from sam: The ranked cause was wrong; it was *checkout*"
+    assert any(line in text for text in context_texts(service.parent())), context_texts(service.parent())
+    assert any(line in text for text in reply_texts(service))
+    assert len(service.calls("chat.update")) == 1 and service.fake.errors == []
+
+
 async def _replied(service: Service, start: str) -> bool:
     return any(text.startswith(start) for text in reply_texts(service))
 
@@ -470,16 +483,51 @@ async def test_a_modal_for_an_incident_gone_meanwhile_says_so_in_the_modal(servi
     assert await service.feedback() is None
 
 
-async def test_re_investigate_says_no_analysis_can_be_queued_and_shows_the_signals_now(
-    service: Service,
+async def test_re_investigate_analyses_again_and_the_parent_and_thread_show_the_new_cause(
+    service: Service, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The fault moved on: checkout now ranks first. The press queues a real analysis, whose report
+    replaces the old one, re-renders the parent in place and goes to the thread with who asked."""
+    checkout_first = ({**RANKED[1], "rank": 1, "score": 0.95}, {**RANKED[0], "rank": 2, "score": 0.3})
+
+    async def rank(*args: Any) -> tuple[tuple[dict[str, Any], ...], list[str]]:
+        return checkout_first, []
+
+    monkeypatch.setattr(investigate, "root_cause_hypotheses", rank)
+    assert _cause_shown(service.parent()).strip() == "carts"
     await service.press(messages.REINVESTIGATE)
-    await wait_for(lambda: _replied(service, ":mag:"))
-    (reply,) = [t for t in reply_texts(service) if t.startswith(":mag:")]
-    assert "<@U0123ABCD> asked to re-investigate" in reply and "cannot be queued" in reply
-    assert "*checkout* ranks #2 (score 0.42)" in reply and "• cpu 20% → 90% (9.5× its usual spread)" in reply
-    assert service.calls("chat.update") == []  # nothing about the incident changed
+    await wait_for(lambda: _replied(service, "*Re-investigation"))
+    await wait_for(lambda: _settled(service))
+    replies = reply_texts(service)
+    asked = [t for t in replies if t.startswith(":mag:")]
+    assert asked == [":mag: <@U0123ABCD> asked to re-investigate: the new report follows here."]
+    new_report = next(i for i, t in enumerate(replies) if t.startswith("*Re-investigation"))
+    assert replies.index(asked[0]) < new_report
+    assert _cause_shown(service.parent()).strip() == "checkout"  # the one parent, updated in place
+    (update,) = service.calls("chat.update")
+    assert update["ts"] == service.parent()["ts"]
+    stored = await service.client.app[STORE].get_incident("1")
+    assert stored is not None and stored.report["hypotheses"][0]["entity"] == "checkout"
     assert service.fake.errors == []
+
+
+def _cause_shown(parent: dict[str, Any]) -> str:
+    """The cause as the parent names it (its text, which notifications show, opens with it)."""
+    return str(parent["text"]).split(": ")[2]
+
+
+async def test_re_investigate_pressed_again_while_one_is_queued_analyses_once(service: Service) -> None:
+    store = service.client.app[STORE]
+    first = await store.queue_job("1", "reinvestigate")
+    again = await store.queue_job("1", "reinvestigate")
+    assert first is not None and again is not None
+    assert first[1] is True and again == (first[0], False)  # the same job, not a second one
+    key = await service.press(messages.REINVESTIGATE)  # still queued: the store has it pending
+    await wait_for(lambda: _answered(service, key))
+    (answer,) = service.fake.answers(key)
+    assert "being analysed already" in answer["text"] and answer["response_type"] == "ephemeral"
+    assert not any(t.startswith(":mag:") for t in reply_texts(service))  # no thread noise for a repeat
+    assert await store.queue_job("42", "reinvestigate") is None  # no such incident
 
 
 async def test_a_press_on_an_incident_resolved_meanwhile_is_answered_politely(service: Service) -> None:

@@ -229,6 +229,58 @@ def plan_member_change(
     return actions
 
 
+def plan_feedback(
+    incident: Incident, said: Mapping[str, Any], key: str, settings: ActSettings
+) -> list[Action]:
+    """Feedback was given on ``incident`` (which carries it now): its Slack parent is re-rendered to
+    show it and the thread hears who said what. Queued in the commit that stores the feedback, so both
+    go exactly once whatever fails after it. ``key`` is unique per feedback. Nothing before the
+    incident's first analysis: its parent, when posted, already shows the feedback."""
+    if incident.report is None or not _to_slack(incident, settings):
+        return []
+    planned = _planned(incident, incident.report, "analyze", settings)
+    parent = messages.slack_parent(planned.view, planned.report, planned.url, settings.install_id)
+    note = f":memo: {messages.feedback_line(said, room=messages.SLACK_TEXT_LIMIT - 10)}"
+    return [
+        Action(incident.id, "slack", f"update:feedback:{key}", parent),
+        Action(incident.id, "slack", f"reply:feedback:{key}", messages.slack_note(note)),
+    ]
+
+
+def plan_thread_note(incident: Incident, key: str, text: str, settings: ActSettings) -> list[Action]:
+    """One line in the incident's Slack thread (mrkdwn, made safe by the caller), when it goes to Slack."""
+    if not _to_slack(incident, settings):
+        return []
+    return [Action(incident.id, "slack", f"reply:{key}", messages.slack_note(text))]
+
+
+def _to_slack(incident: Incident, settings: ActSettings) -> bool:
+    return "slack" in routed_sinks(incident_labels(incident), settings)
+
+
+def plan_reinvestigated(
+    incident: Incident, report: Mapping[str, Any], key: str, settings: ActSettings
+) -> list[Action]:
+    """A re-investigation someone asked for finished: the parent and the Grafana annotation show the new
+    report, the thread gets the new investigation. No second page (PagerDuty's incident stands) and
+    nothing remembered (that happens when it resolves)."""
+    planned = _planned(incident, report, "analyze", settings)
+    heading = f"Re-investigation ({report.get('reasoner', 'rules')} reasoner)"
+    actions: list[Action] = []
+    for sink in routed_sinks(incident_labels(incident), settings):
+        if sink == "slack":
+            parent = messages.slack_parent(planned.view, planned.report, planned.url, settings.install_id)
+            actions += [
+                Action(incident.id, "slack", f"update:{key}", parent),
+                *_slack_replies(incident.id, key, heading, str(report.get("summary") or "")),
+            ]
+        elif sink == "grafana":
+            actions += [replace(a, action=f"update:{key}") for a in _grafana(planned)]
+        elif sink == "file":
+            actions += [replace(a, action=key) for a in _file(replace(planned, kind="reinvestigate"))]
+    return actions
+
+
 def plan_merged_away(other: Incident, root: Incident, settings: ActSettings) -> list[Action]:
     """``other`` was merged into ``root`` by hand after it had paged on its own: say so in its
     thread and resolve its page (the fault's one page is ``root``'s)."""

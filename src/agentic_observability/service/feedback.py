@@ -1,6 +1,7 @@
 """Feedback on an incident, from wherever a person gives it: the HTTP API, a Slack button or modal,
-an MCP client. One code path: kept with the incident, and re-remembered in memory (an outbox action
-in the same commit), so later recalls show the confirmed cause and the fix."""
+an MCP client. One code path: kept with the incident and, as outbox actions in the same commit,
+re-remembered in memory (later recalls show the confirmed cause and the fix), shown on the incident's
+Slack parent and said in its thread. Whatever fails after the commit, each goes exactly once."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from typing import Any
 from aiohttp import web
 
 from agentic_observability.models import Incident
-from agentic_observability.outbox.plan import remember_action
-from agentic_observability.service.keys import CONFIG, DISPATCHER, MEMORY, STORE
+from agentic_observability.outbox.plan import plan_feedback, remember_action
+from agentic_observability.service.keys import CONFIG, DISPATCHER, MEMORY, STORE, WORKERS
 
 
 async def submit_feedback(
@@ -29,12 +30,15 @@ async def submit_feedback(
         return None
     merged = {**(incident.feedback or {}), **given, "at": time.time()}
     updated = replace(incident, feedback=merged)
-    actions = []
-    if app[MEMORY] is not None:
+    # one key per feedback: a key from the clock alone let two in one millisecond collide
+    key = f"{int(merged['at'] * 1000)}:{uuid.uuid4().hex[:12]}"
+    actions = plan_feedback(updated, given, key, app[WORKERS].act_settings)
+    remembered = app[MEMORY] is not None
+    if remembered:
         entity_label = app[CONFIG].file.investigation.entity_label
-        # one memory action per feedback: a key from the clock alone let two in one millisecond collide
-        key = f"remember:feedback:{int(merged['at'] * 1000)}:{uuid.uuid4().hex[:12]}"
-        actions.append(remember_action(updated, incident.report or {}, entity_label, key))
+        actions.append(
+            remember_action(updated, incident.report or {}, entity_label, f"remember:feedback:{key}")
+        )
     await store.save_feedback(incident.id, merged, actions)
     app[DISPATCHER].wake()
-    return incident, merged, bool(actions)
+    return incident, merged, remembered

@@ -1,12 +1,12 @@
 """What a press on a parent message's buttons and a modal's submission do. The route
 (``service/routes/slack.py``) has verified and acknowledged them; this runs after Slack got its answer.
 
-Feedback goes through ``service.feedback.submit_feedback``, the one feedback path. Then the parent is
-updated in place (it shows the feedback) and the thread hears who said what, through the Slack sink
-(its breaker, its per-channel rate, its look-before-posting on a retry) with a few retries here. Not
-through the outbox: the outbox takes actions only in the commit that makes the change, and
-submit_feedback makes that commit on its own. Should Slack stay down, the feedback is still stored, the
-person is told so, and the parent's next update (resolve, a member) shows it.
+Feedback goes through ``service.feedback.submit_feedback``, the one feedback path: in the commit that
+stores it, the outbox is given the parent's update (it shows the feedback) and a reply saying who said
+what, so both go exactly once, retried and rate-limited like every Slack message, even if Slack is down
+for a while or the service restarts. *Re-investigate* queues a new analysis of the incident in the
+store (``Store.queue_job``), with a reply saying who asked; the new report then updates the parent and
+the annotation and goes to the thread (``outbox.plan.plan_reinvestigated``).
 
 A press that cannot be acted on (another installation's button, an incident pruned since, a resolved
 one to re-investigate) is answered to the person alone, through Slack's ``response_url``, never with an
@@ -18,8 +18,9 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -29,19 +30,24 @@ from pydantic import BaseModel, Field
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from agentic_observability.errors import DeliveryError, UpstreamError
-from agentic_observability.integrations.slack import SlackSink
-from agentic_observability.models import Incident, OutboxItem
+from agentic_observability.models import Incident
 from agentic_observability.outbox import messages
 from agentic_observability.outbox.messages import slack_escape
-from agentic_observability.outbox.plan import slack_view
+from agentic_observability.outbox.plan import plan_thread_note
 from agentic_observability.pipeline import investigate
 from agentic_observability.readable import describe_change, format_duration, format_time
 from agentic_observability.service.feedback import submit_feedback
-from agentic_observability.service.keys import ANALYZE_PROMETHEUS, CONFIG, HTTP_SESSION, SINKS, STORE, WORKERS
+from agentic_observability.service.keys import (
+    ANALYZE_PROMETHEUS,
+    CONFIG,
+    DISPATCHER,
+    HTTP_SESSION,
+    STORE,
+    WORKERS,
+)
 from agentic_observability.service.routes.analyze import analyze_slot, busy_detail
+from agentic_observability.service.workers import REINVESTIGATE
 
 log = logging.getLogger(__name__)
 
@@ -159,46 +165,6 @@ async def tell_text(app: web.Application, response_url: str | None, text: str) -
     await tell(app, response_url, messages.slack_note(text))
 
 
-async def tell_thread(
-    app: web.Application, incident: Incident, reply: Mapping[str, Any], what: str, update_parent: bool
-) -> bool:
-    """A reply in the incident's thread, after its parent is re-rendered (``update_parent``: it shows
-    the feedback). False when the incident has no Slack thread, or Slack could not be reached."""
-    sink = app[SINKS].get("slack")
-    ref = (await app[STORE].action_refs("slack", [incident.id])).get(incident.id)
-    if not isinstance(sink, SlackSink) or ref is None:
-        return False
-    deliveries: list[tuple[str, Mapping[str, Any]]] = []
-    if update_parent:
-        settings = app[WORKERS].act_settings
-        view, report, url = slack_view(incident, settings)
-        deliveries.append((f"update:{what}", messages.slack_parent(view, report, url, settings.install_id)))
-    deliveries.append((f"reply:{what}", reply))
-    try:
-        for action, payload in deliveries:
-            await _deliver(sink, OutboxItem(0, incident.id, "slack", action, payload, 0, time.time(), ref))
-    except UpstreamError as exc:  # a refusal, still failing after the retries, or the breaker open
-        log.warning("slack: incident %s: %s not delivered: %s", incident.id, what, exc)
-        return False
-    return True
-
-
-async def _deliver(sink: SlackSink, item: OutboxItem) -> None:
-    """Through the sink, as the dispatcher would, retrying a transient failure; a retry counts as an
-    attempt, so the sink first looks for a reply that went although its answer was lost."""
-    retrying = AsyncRetrying(
-        stop=stop_after_attempt(DELIVERY_ATTEMPTS),
-        wait=wait_exponential(multiplier=0.5, max=4.0),
-        retry=retry_if_exception(lambda exc: isinstance(exc, DeliveryError) and not exc.permanent),
-        reraise=True,
-    )
-    async for attempt in retrying:
-        with attempt:
-            tried = replace(item, attempts=attempt.retry_state.attempt_number - 1)
-            await sink.wait_turn(tried)
-            await sink.deliver(tried)
-
-
 # -- presses ---------------------------------------------------------------------------------------------
 
 
@@ -276,25 +242,36 @@ async def _resolution(
 async def _reinvestigate(
     app: web.Application, incident: Incident, press: BlockActions, action: BlockAction
 ) -> None:
-    """The store queues an analysis only when alerts open or resolve an incident; there is no clean way
-    to queue another. The thread hears so, with what the incident's service's signals show now."""
-    if incident.status == "resolved":
-        when = format_time(incident.resolved_at, with_date=True) if incident.resolved_at else "some time ago"
-        note = (
-            f"Incident {incident.id} resolved at {when}: there is nothing to re-investigate. "
-            f"`/agentic-obs incident {incident.id}` shows its report."
-        )
-        await tell_text(app, press.response_url, note)
-        return
-    text = (
-        f":mag: {messages.slack_person(press.user.by)} asked to re-investigate. A new analysis cannot be "
-        "queued for an open incident yet (one runs when it opens and when it resolves): the report stays."
+    """A new analysis of the incident (of the whole fault, when it is one), queued in the store with a
+    reply saying who asked; a press while one is under way queues nothing more."""
+    root_id = incident.parent_id or incident.id  # the fault's root speaks for its members
+    asked = (
+        f":mag: {messages.slack_person(press.user.by)} asked to re-investigate: the new report follows here."
     )
-    view, _, _ = slack_view(incident, app[WORKERS].act_settings)
-    if view.get("service"):
-        text += "\n*Right now:* " + await signals_now(app, str(view["service"]))
-    if not await tell_thread(app, incident, messages.slack_note(text), "reinvestigate", update_parent=False):
-        await tell_text(app, press.response_url, text)
+    key = f"reinvestigate-asked:{uuid.uuid4().hex[:12]}"
+    root = incident if root_id == incident.id else await app[STORE].get_incident(root_id)
+    notes = plan_thread_note(root, key, asked, app[WORKERS].act_settings) if root else []
+    queued = await app[STORE].queue_job(root_id, REINVESTIGATE, notes)
+    if queued is None:
+        await tell_text(app, press.response_url, _not_open(root or incident))
+        return
+    job, new = queued
+    if new:
+        app[WORKERS].run_soon(job)
+        app[DISPATCHER].wake()
+    if not new or not notes:  # nobody in the thread hears of it: the person who pressed does
+        what = "being analysed already" if not new else "being analysed again"
+        await tell_text(app, press.response_url, f"Incident {root_id} is {what}: the new report follows.")
+
+
+def _not_open(incident: Incident) -> str:
+    if incident.status != "resolved":
+        return gone(incident.id)
+    when = format_time(incident.resolved_at, with_date=True) if incident.resolved_at else "some time ago"
+    return (
+        f"Incident {incident.id} resolved at {when}: there is nothing to re-investigate. "
+        f"`/agentic-obs incident {incident.id}` shows its report."
+    )
 
 
 Press = Callable[[web.Application, Incident, BlockActions, BlockAction], Awaitable[None]]
@@ -309,20 +286,16 @@ PRESSES: dict[str, Press] = {
 async def give_feedback(
     app: web.Application, incident: Incident, given: dict[str, Any], user: SlackUser, response_url: str | None
 ) -> None:
-    """Store it (the one feedback path), update the parent, tell the thread; the person hears when the
-    thread cannot be told."""
+    """Store it by the one feedback path (which queues the parent's update and the thread's reply);
+    the person hears it was saved when the incident has no Slack thread to show it."""
     said = {**given, "by": user.by}
     done = await submit_feedback(app, incident.id, said)
     if done is None:
         await tell_text(app, response_url, gone(incident.id))
         return
-    _, merged, _ = done
-    note = f":memo: {messages.feedback_line(said, room=messages.SLACK_TEXT_LIMIT - 10)}"
-    now = replace(incident, feedback=merged)
-    if not await tell_thread(app, now, messages.slack_note(note), "feedback", update_parent=True):
-        await tell_text(
-            app, response_url, f"Saved, but the incident's Slack message could not be updated. {note}"
-        )
+    if not await app[STORE].action_refs("slack", [incident.id]):
+        note = messages.feedback_line(said, room=messages.SLACK_TEXT_LIMIT - 10)
+        await tell_text(app, response_url, f"Saved. {note}")
 
 
 # -- modals ---------------------------------------------------------------------------------------------

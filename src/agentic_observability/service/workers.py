@@ -25,10 +25,10 @@ from aiolimiter import AsyncLimiter
 from agentic_observability import pipeline
 from agentic_observability.errors import StoreError
 from agentic_observability.models import Action, Incident
-from agentic_observability.outbox.plan import ActSettings
+from agentic_observability.outbox.plan import ActSettings, plan_reinvestigated
 from agentic_observability.pipeline.ports import PipelineDeps
 from agentic_observability.pipeline.reason import bare_report
-from agentic_observability.service.correlation import RECHECK_SECONDS, Correlator, Joined
+from agentic_observability.service.correlation import RECHECK_SECONDS, Correlator, Joined, with_timeline
 from agentic_observability.store import Job, Store
 from agentic_observability.telemetry import Metrics, correlation, log_fields
 
@@ -38,6 +38,7 @@ MAX_ATTEMPTS = 5
 INGEST_POLL_SECONDS = 1.0  # safety net: the webhook wakes the loop at once; this catches anything missed
 STORM_WINDOW_SECONDS = 0.05  # a delivery within this window means intake is busy
 STORM_COALESCE_SECONDS = 0.05  # during a storm, ingest this often, in bigger transactions
+REINVESTIGATE = "reinvestigate"  # a job someone asked for (Slack's Re-investigate): see Store.queue_job
 
 
 class Workers:
@@ -104,6 +105,11 @@ class Workers:
 
     def _enqueue(self, job: Job) -> None:
         self._queues[int(job.incident_id) % len(self._queues)].put_nowait(job)
+
+    def run_soon(self, job: Job) -> None:
+        """A job queued in the store outside intake (a re-investigation): run it on its incident's
+        shard, after that incident's earlier jobs. It is in the store already, so a restart resumes it."""
+        self._enqueue(job)
 
     async def _ingest_loop(self) -> None:
         while True:
@@ -186,6 +192,9 @@ class Workers:
         """Analyse, correlate and commit one job; False when it must wait and run again."""
         fault = self.correlator
         subject = fault.subject(incident) if fault else incident
+        if job.kind == REINVESTIGATE:
+            await self._reinvestigate(job, incident, subject)
+            return True
         # a group waiting for an earlier one's analysis keeps its own report: no re-analysis per look
         held = fault.held_report(job) if fault else None
         stored = held or (await pipeline.run(subject, self._deps)).to_dict()
@@ -209,6 +218,18 @@ class Workers:
         self._actions_queued(actions)
         return True
 
+    async def _reinvestigate(self, job: Job, incident: Incident, subject: Incident) -> None:
+        """Analyse again, as someone asked: the report is replaced, and where the incident still fires
+        its parent message and annotation show the new one and its thread gets the investigation."""
+        stored = (await pipeline.run(subject, self._deps)).to_dict()
+        if incident.members:
+            stored = with_timeline(subject, stored)
+        actions: list[Action] = []
+        if incident.status == "firing":
+            actions = plan_reinvestigated(incident, stored, f"{REINVESTIGATE}:{job.id}", self._deps.act)
+        await self._store.complete_job(job.id, incident.id, stored, actions)
+        self._actions_queued(actions)
+
     def _actions_queued(self, actions: list[Action]) -> None:
         if actions and self.on_actions is not None:
             self.on_actions()
@@ -217,7 +238,8 @@ class Workers:
         self._metrics.errors.labels("pipeline").inc()
         last = job.attempts + 1 >= MAX_ATTEMPTS
         log.exception("pipeline failed (attempt %d of %d)", job.attempts + 1, MAX_ATTEMPTS)
-        if last and await self._complete_bare(job, exc):
+        # a re-investigation that keeps failing keeps the report it would have replaced
+        if last and job.kind != REINVESTIGATE and await self._complete_bare(job, exc):
             return
         await self._store.finish_job(job.id, error=f"{type(exc).__name__}: {exc}", give_up=last)
         if not last:

@@ -17,7 +17,8 @@ from agentic_observability.models import AcceptedAlert, Action, Incident, Outbox
 
 @dataclass(frozen=True)
 class Job:
-    """A unit of pipeline work for one incident: ``analyze`` when it opens, ``resolve`` when it ends."""
+    """A unit of pipeline work for one incident: ``analyze`` when it opens, ``resolve`` when it ends,
+    ``reinvestigate`` when someone asks (``Store.queue_job``)."""
 
     id: int
     incident_id: str
@@ -77,6 +78,14 @@ class Store(Protocol):
         self, incident_id: str, earliest: float, latest: float
     ) -> list[Incident]:
         """Open faults (roots) that started within ``[earliest, latest]``, with reports and members."""
+        ...
+
+    async def queue_job(
+        self, incident_id: str, kind: str, actions: Sequence[Action] = ()
+    ) -> tuple[Job, bool] | None:
+        """Queue ``kind`` (``reinvestigate``) for an open incident, with ``actions`` in the same commit;
+        an unfinished job of it is returned instead of a second one (the actions dropped). The job and
+        whether it is new; None when the incident is not open."""
         ...
 
     async def save_feedback(

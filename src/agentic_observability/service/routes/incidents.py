@@ -75,6 +75,7 @@ class FeedbackRequest(BaseModel):
     root_cause: str | None = Field(None, min_length=1, max_length=200)
     resolution: str | None = Field(None, min_length=1, max_length=2000)
     correct: bool | None = None
+    by: str | None = Field(None, min_length=1, max_length=200)  # who says so: shown in Slack
 
     @model_validator(mode="after")
     def _something(self) -> FeedbackRequest:

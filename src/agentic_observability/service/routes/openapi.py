@@ -117,7 +117,8 @@ PATHS: dict[str, dict[str, Any]] = {
     },
     "/api/v1/incidents/{incident_id}/feedback": {
         "post": _op(
-            "What really caused the incident and what fixed it; updates incident memory",
+            "What really caused the incident and what fixed it (and who says so: `by`); updates incident "
+            "memory, and the incident's Slack parent and thread",
             {"200": _json({"type": "object"}, "Feedback saved"), **_errors(400, 401, 404, 408)},
             parameters=[_INCIDENT_ID],
             requestBody=_json_body(
@@ -129,6 +130,7 @@ PATHS: dict[str, dict[str, Any]] = {
                         "root_cause": {"type": "string", "minLength": 1, "maxLength": 200},
                         "resolution": {"type": "string", "minLength": 1, "maxLength": 2000},
                         "correct": {"type": "boolean"},
+                        "by": {"type": "string", "minLength": 1, "maxLength": 200},
                     },
                 }
             ),

@@ -194,6 +194,22 @@ class SqliteStore:
             writes.regroup, int(incident_id), parent, json.dumps(why), list(actions), time.time()
         )
 
+    async def queue_job(
+        self, incident_id: str, kind: str, actions: Sequence[Action] = ()
+    ) -> tuple[Job, bool] | None:
+        """Queue ``kind`` for an open incident, and ``actions`` with it; an unfinished job of it is
+        returned instead of a second one (and the actions dropped). The job, and whether it is new;
+        None when there is no such open incident."""
+        if not str(incident_id).isdigit():
+            return None
+        queued = await self._writer.run(writes.queue_job, int(incident_id), kind, list(actions), time.time())
+        if queued is None:
+            return None
+        job_id, job_kind, new = queued
+        incident = await self.get_incident(str(incident_id))
+        source = incident.source if incident is not None else ""
+        return Job(job_id, str(incident_id), job_kind, 0, source), new
+
     async def save_feedback(
         self, incident_id: str, feedback: dict[str, Any], actions: Sequence[Action] = ()
     ) -> None:

@@ -227,6 +227,32 @@ def save_feedback(
         insert_actions(conn, actions, now)
 
 
+def queue_job(
+    conn: sqlite3.Connection, incident_id: int, kind: str, actions: Sequence[Action], now: float
+) -> tuple[int, str, bool] | None:
+    """Another job for an open incident (a re-investigation someone asked for), with ``actions`` (who
+    asked, said in the thread) when it is new: its id and kind, and whether it is new. A job of the
+    incident still pending is returned instead of a second one, so pressing twice analyses once.
+    None when the incident is not open."""
+    with transaction(conn):
+        row = conn.execute("SELECT status FROM incidents WHERE id = ?", (incident_id,)).fetchone()
+        if row is None or row[0] != "firing":
+            return None
+        pending = conn.execute(
+            "SELECT id, kind FROM jobs WHERE incident_id = ? AND done_at IS NULL ORDER BY id LIMIT 1",
+            (incident_id,),
+        ).fetchone()
+        if pending is not None:
+            return int(pending[0]), str(pending[1]), False
+        cursor = conn.execute(
+            "INSERT INTO jobs (incident_id, kind, created_at) VALUES (?, ?, ?) RETURNING id",
+            (incident_id, kind, now),
+        )
+        job_id = int(cursor.fetchone()[0])
+        insert_actions(conn, actions, now)
+        return job_id, kind, True
+
+
 def action_delivered(
     conn: sqlite3.Connection, item_id: int, incident_id: int, sink: str, ref: str | None, now: float
 ) -> None:
