@@ -546,6 +546,9 @@ def _block_texts(block: dict[str, Any]) -> list[str]:
             continue
         shown = [item.get("text"), item.get("placeholder")]
         shown += [o.get("text") for o in item.get("options") or [] if isinstance(o, dict)]
+        confirm = item.get("confirm")
+        if isinstance(confirm, dict):  # a button's confirmation dialog
+            shown += [confirm.get(k) for k in ("title", "text", "confirm", "deny")]
         texts += [str(t.get("text", "")) if isinstance(t, dict) else str(t) for t in shown if t is not None]
     return texts
 
@@ -641,6 +644,8 @@ def _element_problem(element: dict[str, Any]) -> str | None:
             return f"a button's value is a string of at most {SLACK_BUTTON_VALUE_LIMIT} characters"
         if style not in (None, "primary", "danger"):
             return f"a button's style is primary or danger, not {style!r}"
+        if "confirm" in element and (problem := _confirm_problem(element["confirm"])):
+            return problem
         return _text_problem(element.get("text"), SLACK_BUTTON_TEXT_LIMIT, ("plain_text",))
     if element.get("type") == "static_select":
         placeholder = element.get("placeholder")
@@ -650,6 +655,21 @@ def _element_problem(element: dict[str, Any]) -> str | None:
             return problem
         return _options_problem(element.get("options"))
     return f"an element type this fake does not know: {element.get('type')!r}"
+
+
+def _confirm_problem(confirm: Any) -> str | None:
+    """A confirmation dialog (docs.slack.dev/reference/block-kit/composition-objects/confirmation-dialog-
+    object): title, text, confirm and deny, plain_text of at most 100, 300, 30 and 30 characters."""
+    if not isinstance(confirm, dict):
+        return "a confirm is an object"
+    limits = {"title": 100, "text": 300, "confirm": 30, "deny": 30}
+    for name, limit in limits.items():
+        kinds = ("plain_text", "mrkdwn") if name == "text" else ("plain_text",)
+        if problem := _text_problem(confirm.get(name), limit, kinds):
+            return f"confirm.{name}: {problem}"
+    if confirm.get("style") not in (None, "primary", "danger"):
+        return "confirm.style is primary or danger"
+    return None
 
 
 def _options_problem(options: Any) -> str | None:

@@ -1,6 +1,6 @@
 """Imports point one way (DESIGN.md, README "Architecture"):
 
-    cli, demo, replay -> service -> watch, pipeline -> outbox
+    cli, demo, replay -> service -> watch, remediation, pipeline -> outbox
       -> detectors, investigation, memory, integrations, store  (leaves: never each other)
       -> config, errors, models, readable                       (foundation)
 
@@ -30,10 +30,15 @@ ALLOWED: dict[str, set[str]] = {
     "telemetry": FOUNDATION,
     **{leaf: FOUNDATION for leaf in LEAVES},
     "outbox": FOUNDATION | LEAVES | {"telemetry"},
-    "pipeline": FOUNDATION | {"detectors", "investigation", "memory.records", "outbox"},
+    "pipeline": FOUNDATION
+    | {"detectors", "investigation", "memory.records", "outbox", "remediation.catalogue"},
+    # proposing (pure), running through its adapters, and the outbox sinks that run and follow up
+    "remediation": FOUNDATION | {"integrations", "store", "telemetry", "outbox"},
     "watch": FOUNDATION | {"detectors", "integrations", "store", "telemetry"},
     "offline": FOUNDATION | {"detectors", "investigation"},
-    "service": FOUNDATION | LEAVES | {"telemetry", "outbox", "pipeline", "watch", "__version__"},
+    "service": FOUNDATION
+    | LEAVES
+    | {"telemetry", "outbox", "pipeline", "watch", "remediation", "__version__"},
     "replay": FOUNDATION | {"pipeline", "integrations", "store", "service"},
     "demo": FOUNDATION | {"service"},
     "cli": FOUNDATION

@@ -18,8 +18,9 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from pydantic import BaseModel
 
-from agentic_observability.config import SECRET_ENV, Config, load_config
+from agentic_observability.config import SECRET_ENV, Config, RemediationConfig, load_config
 from agentic_observability.demo.stack import find_binary
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,6 +85,8 @@ def test_optional_parts_follow_their_flags() -> None:
         "PrometheusRule",
         "NetworkPolicy",
         "PodDisruptionBudget",
+        "Role",
+        "RoleBinding",
     }
     assert len(by_kind(render(ALL_ON), "ConfigMap")) == 2  # config + dashboards
 
@@ -118,10 +121,27 @@ def _keys(data: Any, prefix: str = "") -> set[str]:
     return found
 
 
+def _remediation_schema_keys() -> set[str]:
+    """``remediation.*`` keys the service reads (its schema), one level into nested sections."""
+    found = set()
+    for name, field in RemediationConfig.model_fields.items():
+        found.add(f"remediation.{name}")
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            found |= {f"remediation.{name}.{sub}" for sub in field.annotation.model_fields}
+    return found | {"remediation"}
+
+
 def test_every_config_key_is_reachable_from_the_chart() -> None:
+    """config.example.yaml's keys are the chart's `config` keys, plus `remediation`, which the chart
+    takes from its top-level `remediation` values (next to their `rbac`) and renders into the file."""
     example = yaml.safe_load((ROOT / "config.example.yaml").read_text())
-    chart_config = yaml.safe_load((CHART / "values.yaml").read_text())["config"]
-    assert _keys(example) == _keys(chart_config)
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    chart_config = {
+        **values["config"],
+        "remediation": {k: v for k, v in values["remediation"].items() if k != "rbac"},
+    }
+    assert "remediation" not in values["config"]
+    assert _keys(example) | _remediation_schema_keys() == _keys(chart_config)
 
 
 def test_deployment_is_locked_down() -> None:
@@ -322,3 +342,88 @@ def test_compose_grafana_provisions_the_dashboards_and_a_prometheus_datasource()
     assert any(p.endswith(":3000") for p in services["grafana"]["ports"])
     assert grafana.provision_dashboards is False  # Grafana provisions them from the files above
     assert provider["folderUid"] == "agentic-obs"  # the folder the service would push into
+
+
+# -- remediation (issue 22): off by default; RBAC only when asked, limited to the catalogue's verbs ------
+
+CATALOGUE_RULES = [
+    {"apiGroups": ["apps"], "resources": ["deployments", "statefulsets"], "verbs": ["get", "patch"]},
+    {
+        "apiGroups": ["apps"],
+        "resources": ["deployments/scale", "statefulsets/scale"],
+        "verbs": ["get", "update", "patch"],
+    },
+]
+
+
+def test_remediation_is_off_and_grants_nothing_by_default(tmp_path: Path) -> None:
+    docs = render()
+    assert by_kind(docs, "Role") == [] and by_kind(docs, "RoleBinding") == []
+    assert not any(d["kind"].startswith("Cluster") for d in docs)
+    [deployment] = by_kind(docs, "Deployment")
+    assert deployment["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+    config = _config_from(docs, tmp_path)
+    assert config.file.remediation.enabled is False and config.file.remediation.actions == ()
+    # switched on without RBAC (http actions only): still no Role
+    on = render({"remediation": {"enabled": True}})
+    assert by_kind(on, "Role") == [] and by_kind(on, "RoleBinding") == []
+    assert _config_from(on, tmp_path).file.remediation.enabled is True
+
+
+def test_remediation_rbac_is_a_role_per_listed_namespace_with_the_catalogue_verbs(tmp_path: Path) -> None:
+    docs = render(ALL_ON)
+    namespaces = ALL_ON["remediation"]["rbac"]["namespaces"]
+    roles, bindings = by_kind(docs, "Role"), by_kind(docs, "RoleBinding")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == sorted(namespaces)
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == sorted(namespaces)
+    [account] = by_kind(docs, "ServiceAccount")
+    for role in roles:
+        assert role["rules"] == CATALOGUE_RULES
+    for binding in bindings:
+        [role] = [r for r in roles if r["metadata"]["namespace"] == binding["metadata"]["namespace"]]
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Role",
+            "name": role["metadata"]["name"],
+        }
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": "monitoring"}
+        ]
+    assert not any(d["kind"].startswith("Cluster") for d in docs)
+    [deployment] = by_kind(docs, "Deployment")  # the actions authenticate as that account
+    assert deployment["spec"]["template"]["spec"]["automountServiceAccountToken"] is True
+    # the catalogue reaches the config file, without the chart-only rbac key, and the service takes it
+    config = _config_from(docs, tmp_path)
+    assert config.file.remediation.enabled is True
+    assert [a.name for a in config.file.remediation.actions] == ["restart-carts", "scale-carts"]
+    [configmap] = [d for d in by_kind(docs, "ConfigMap") if "config.yaml" in d["data"]]
+    assert "rbac" not in yaml.safe_load(configmap["data"]["config.yaml"])["remediation"]
+
+
+def test_remediation_rbac_needs_its_namespaces() -> None:
+    with pytest.raises(helm.HelmRenderError, match=r"remediation\.rbac\.namespaces is empty"):
+        render({"remediation": {"rbac": {"create": True}}})
+    with pytest.raises(helm.HelmRenderError, match=r"remediation\.rbac\.namespaces is empty"):
+        render({"remediation": {"enabled": True, "rbac": {"create": True, "namespaces": []}}})
+    # an action allowed in a namespace the Role does not cover would only ever get a 403
+    outside = {
+        "remediation": {
+            "enabled": True,
+            "actions": [
+                {
+                    "name": "restart-carts",
+                    "kind": "kubernetes.rollout_restart",
+                    "namespaces": ["shop", "billing"],
+                    "approvers": ["U0123ABCD"],
+                }
+            ],
+            "rbac": {"create": True, "namespaces": ["shop"]},
+        }
+    }
+    with pytest.raises(helm.HelmRenderError, match=r"restart-carts.*\"billing\""):
+        render(outside)
+
+
+def test_remediation_belongs_under_its_own_values_key() -> None:
+    with pytest.raises(helm.HelmRenderError, match="top-level `remediation:` values"):
+        render({"config": {"remediation": {"enabled": True}}})

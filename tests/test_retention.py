@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestClient
 from agentic_observability.config import StorageConfig
 from agentic_observability.errors import StoreError
 from agentic_observability.integrations.filesink import FileSink
-from agentic_observability.models import AcceptedAlert, Action, Alert, OutboxItem
+from agentic_observability.models import AcceptedAlert, Action, Alert, AuditEntry, OutboxItem
 from agentic_observability.outbox.sinks import build_sinks
 from agentic_observability.service import init_app
 from agentic_observability.service.keys import METRICS
@@ -84,7 +84,7 @@ async def resolved_incidents(store: SqliteStore, groups: Sequence[str], starts_a
 
 
 def table_counts(store: SqliteStore) -> dict[str, int]:
-    tables = ("incidents", "incident_alerts", "jobs", "action_refs", "outbox", "inbox")
+    tables = ("incidents", "incident_alerts", "jobs", "action_refs", "outbox", "inbox", "audit")
     with sqlite3.connect(store.path) as conn:
         return {t: conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in tables}
 
@@ -94,9 +94,11 @@ def table_counts(store: SqliteStore) -> dict[str, int]:
 
 async def test_prune_deletes_old_incidents_with_everything_they_own(store: SqliteStore) -> None:
     await resolved_incidents(store, ["a", "b", "c"])
+    for incident in ("1", "2", "3"):  # a remediation was approved on each
+        await store.record_audit(incident, [AuditEntry("approved", "restart", f"k{incident}", STARTS)])
     await ingest(store, [accepted("open", "firing")])  # still firing, and the newest
     before = table_counts(store)
-    assert before["incidents"] == 4 and before["action_refs"] == 3
+    assert before["incidents"] == 4 and before["action_refs"] == 3 and before["audit"] == 3
 
     pruned = await store.prune(time.time() + FUTURE, batch=100)
 
@@ -105,6 +107,7 @@ async def test_prune_deletes_old_incidents_with_everything_they_own(store: Sqlit
         "jobs": 6,  # analyze + resolve
         "action_refs": 3,
         "outbox": 12,  # 2 sinks x 2 jobs
+        "audit": 3,
         "incidents": 3,
         "inbox": 7,  # every delivery: 3 firing, 3 resolved, and the open one's
     }
@@ -388,6 +391,7 @@ async def test_a_fault_is_pruned_only_once_nothing_of_it_fires(store: SqliteStor
         "jobs": 0,
         "action_refs": 0,
         "outbox": 0,
+        "audit": 0,
         "incidents": 0,
         "inbox": 4,  # 3 firing, 1 resolved: deliveries are not the fault's
     }

@@ -659,8 +659,14 @@ def test_the_parent_with_buttons_and_long_feedback_stays_within_slacks_limits() 
         "members": [huge] * 3,
         "feedback": {"correct": False, "root_cause": "<!channel>" * 20, "resolution": "&" * 2000, "by": huge},
     }
+    proposals = [
+        {"action": f"{'n' * 38}{n}", "does": "<!channel> " + huge, "auto": n == 0} for n in range(4)
+    ]  # three are shown, each line and dialog capped
+    report["remediation"] = proposals
     parent = messages.slack_parent(view, report, "https://obs.example/" + "p" * 1400, "abcdef012345")
     assert slack_refusal({"channel": "C1", **parent}) is None
+    approvals = [e for e in _buttons(parent) if e["action_id"].startswith("agentic_obs:approve.")]
+    assert len(approvals) == 3 and all(e["confirm"]["confirm"]["text"] == "Run it" for e in approvals)
     assert sum(len(t) for b in parent["blocks"] for t in _block_texts(b)) <= messages.SLACK_MESSAGE_BUDGET
     assert "<!channel>" not in json.dumps(parent)
     (menu,) = [e for e in _buttons(parent) if e["type"] == "static_select"]

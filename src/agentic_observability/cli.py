@@ -100,7 +100,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     setup_logging(level="WARNING")
     try:
-        return asyncio.run(run_demo(keep_running=args.keep_running))
+        return asyncio.run(run_demo(keep_running=args.keep_running, approve=args.approve))
     except KeyboardInterrupt:
         return 0
 
@@ -197,6 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
     ).set_defaults(func=_cmd_provision)
     demo = sub.add_parser("demo", help="end-to-end demo on a real Prometheus and Alertmanager")
     demo.add_argument("--keep-running", action="store_true", help="leave the stack up and print its URLs")
+    demo.add_argument(
+        "--approve",
+        action="store_true",
+        help="approve the proposed remediation as the on-call would in Slack (a signed request), "
+        "then show it run and its follow-up",
+    )
     demo.set_defaults(func=_cmd_demo)
     replay = with_config(
         sub.add_parser("replay", help="feed a recorded Alertmanager webhook body through the pipeline")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import string
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -26,6 +27,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from agentic_observability.errors import ConfigError
 
@@ -44,6 +46,7 @@ SECRET_ENV: dict[str, str] = {
     "prometheus_password": "PROMETHEUS_PASSWORD",
     "slack_webhook_url": "SLACK_WEBHOOK_URL",
     "slack_signing_secret": "SLACK_SIGNING_SECRET",  # verifies Slack's buttons and slash commands
+    "slack_app_token": "SLACK_APP_TOKEN",  # xapp-…: the same over Socket Mode (no ingress needed)
 }
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)")
@@ -292,6 +295,240 @@ class ActionsConfig(Section):
     first_retry: Duration = 1.0  # a failed delivery waits this, doubling per attempt (max 5 min)
 
 
+# -- remediation (issue 22): allowlisted actions a person approves, run within limits ---------------
+
+_ACTION_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
+_ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+_SLACK_APPROVER = re.compile(r"^[UWS][A-Z0-9]{2,}$")  # a user (U…, W… on Enterprise Grid) or group (S…)
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")  # a Kubernetes namespace name
+TEMPLATE_FIELDS = ("cause", "incident.id", "incident.title", "incident.severity", "action")
+_LABEL_FIELD = re.compile(r"^labels\.[a-zA-Z_][a-zA-Z0-9_]*$")
+_KUBERNETES_ONLY = frozenset({"namespaces", "namespace", "workload", "workload_kind"})
+_SCALE_ONLY = frozenset({"scale_by", "min_replicas", "max_replicas"})
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")  # an RFC 9110 token
+_HTTP_ONLY = frozenset({"url", "body", "headers", "token_env", "token_header", "token_scheme"})
+
+
+def template_parts(text: str) -> list[tuple[str, str | None]]:
+    """A template as (literal text, placeholder or None) pairs. ``{{`` and ``}}`` are literal braces.
+    Only the placeholders in ``TEMPLATE_FIELDS`` and ``{labels.<name>}`` exist; any other (or a format
+    spec) is a ValueError naming it, so a typo fails at load instead of rendering nothing at 3 a.m."""
+    try:
+        parsed = list(string.Formatter().parse(text))
+    except ValueError as exc:
+        raise ValueError(
+            f"{text!r} is not a template ({exc}); write {{{{ and }}}} for literal braces"
+        ) from None
+    parts: list[tuple[str, str | None]] = []
+    for literal, name, spec, conversion in parsed:
+        if name is not None and (spec or conversion or not _known_placeholder(name)):
+            shown = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+            allowed = ", ".join(f"{{{f}}}" for f in TEMPLATE_FIELDS)
+            raise ValueError(
+                f"unknown placeholder {shown} in {text!r} (allowed: {allowed}, {{labels.<name>}})"
+            )
+        parts.append((literal, name))
+    return parts
+
+
+def _known_placeholder(name: str) -> bool:
+    return name in TEMPLATE_FIELDS or _LABEL_FIELD.match(name) is not None
+
+
+def _template_strings(value: Any) -> list[str]:
+    """Every string inside a JSON-like value (an http body): each one is a template."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, Mapping):
+        return [s for item in value.values() for s in _template_strings(item)]
+    if isinstance(value, list | tuple):
+        return [s for item in value for s in _template_strings(item)]
+    return []
+
+
+class RemediationKubernetes(Section):
+    # A kubeconfig file; unset: the in-cluster service account, else $KUBECONFIG, else ~/.kube/config.
+    kubeconfig: str | None = None
+    context: str | None = None  # a context of that kubeconfig; unset: its current-context
+
+
+class RemediationAction(Section):
+    """One allowlisted action: when it applies, what it does, who may approve it and how often it may
+    run. Nothing outside this catalogue is ever proposed or run (see ``remediation/catalogue.py``)."""
+
+    name: str
+    kind: Literal["kubernetes.rollout_restart", "kubernetes.scale", "http"]
+    description: str = ""
+    # When: Alertmanager-style matchers over the incident's labels, an anchored regex on the ranked
+    # cause (the report's top hypothesis) and the fault kind (its first evidence signal).
+    matchers: tuple[str, ...] = ()
+    cause: str | None = None
+    signals: tuple[str, ...] = ()
+    # kubernetes.*: a workload in one of the allowlisted namespaces (templates render the target)
+    namespaces: tuple[str, ...] = ()
+    namespace: str = "{labels.namespace}"
+    workload: str = "{cause}"
+    workload_kind: Literal["Deployment", "StatefulSet"] = "Deployment"
+    scale_by: int = 1
+    min_replicas: int | None = None
+    max_replicas: int | None = None
+    # http: a POST to an automation system; string values of body and headers are templates. The
+    # token is the NAME of an environment variable (sent as a bearer token), never the secret itself.
+    url: HttpUrl | None = None
+    body: dict[str, Any] = {}
+    headers: dict[str, str] = {}
+    token_env: str | None = None
+    # Where the token goes: `Authorization: Bearer <token>` by default; Rundeck takes it as
+    # X-Rundeck-Auth-Token and StackStorm as St2-Api-Key (token_scheme "" for the bare token).
+    token_header: str = "Authorization"
+    token_scheme: str = "Bearer"
+    # Who and when
+    approvers: tuple[str, ...] = ()  # Slack user (U…/W…) or user-group (S…) ids; empty: only auto
+    auto: bool = False  # may run without approval, only for auto_severities
+    auto_severities: tuple[str, ...] = ()
+    min_interval: Duration = 1800.0  # per workload (per url for http)
+    max_per_hour: int = 3  # this action, across all incidents
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RemediationAction:
+        problem = _action_problem(self)
+        if problem is not None:
+            # named by its name: the location pydantic reports only has its index
+            raise _remediation_error(f"remediation.actions[{self.name}]: {problem}")
+        return self
+
+
+def _remediation_error(message: str) -> PydanticCustomError:
+    """A validation error whose message is exactly ``message`` (no "Value error, " before it)."""
+    return PydanticCustomError("remediation", "{message}", {"message": message})
+
+
+def _action_problem(action: RemediationAction) -> str | None:
+    checks = (_name_problem, _when_problem, _fields_problem, _kind_problem, _who_problem, _template_problem)
+    return next((p for p in (check(action) for check in checks) if p is not None), None)
+
+
+def _name_problem(action: RemediationAction) -> str | None:
+    if not _ACTION_NAME.match(action.name):
+        return "name must be 1-40 lower-case letters, digits or '-', starting with a letter or digit"
+    return None
+
+
+def _when_problem(action: RemediationAction) -> str | None:
+    for index, matcher in enumerate(action.matchers):
+        try:
+            parse_matcher(matcher)
+        except ValueError as exc:
+            return f"matchers[{index}]: {exc}"
+    if action.cause is not None:
+        try:
+            re.compile(action.cause)
+        except re.error as exc:
+            return f"cause: {action.cause!r} is not a regular expression: {exc}"
+    if any(not s.strip() for s in action.signals):
+        return "signals: a signal name cannot be empty"
+    return None
+
+
+def _fields_problem(action: RemediationAction) -> str | None:
+    """A key set for another kind is a slip (a scale bound on a restart does nothing): say so."""
+    if action.kind == "http":
+        foreign = _KUBERNETES_ONLY | _SCALE_ONLY
+    elif action.kind == "kubernetes.rollout_restart":
+        foreign = _SCALE_ONLY | _HTTP_ONLY
+    else:
+        foreign = _HTTP_ONLY
+    stray = sorted(action.model_fields_set & foreign)
+    return f"{', '.join(stray)} does not apply to {action.kind}" if stray else None
+
+
+def _kind_problem(action: RemediationAction) -> str | None:
+    if action.kind == "http":
+        return _http_problem(action)
+    if not action.namespaces:
+        return f"{action.kind} needs namespaces (the allowlist of namespaces it may act in)"
+    bad = [n for n in action.namespaces if not _DNS_LABEL.match(n)]
+    if bad:
+        return f"namespaces: {bad[0]!r} is not a Kubernetes namespace name"
+    if action.kind == "kubernetes.scale":
+        low, high = action.min_replicas, action.max_replicas
+        if low is None or high is None:
+            return "kubernetes.scale needs min_replicas and max_replicas"
+        if low < 0 or high < low:
+            return f"min_replicas ({low}) and max_replicas ({high}) need 0 <= min_replicas <= max_replicas"
+        if action.scale_by == 0:
+            return "scale_by must not be 0 (the change in replicas: 1 scales up by one, -1 down)"
+    return None
+
+
+def _http_problem(action: RemediationAction) -> str | None:
+    if action.url is None:
+        return "http needs url (where the POST goes)"
+    if "@" in urlsplit(action.url).netloc:
+        return "url must not carry credentials (user:password@); name an environment variable in token_env"
+    if action.token_env is not None and not _ENV_NAME.match(action.token_env):
+        return f"token_env: {action.token_env!r} is not an environment variable name like RUNDECK_TOKEN"
+    if any(h.lower() in ("authorization", action.token_header.lower()) for h in action.headers):
+        return f"headers: no {action.token_header} header here (never a secret in the file); use token_env"
+    if not _HEADER_NAME.match(action.token_header):
+        return f"token_header: {action.token_header!r} is not an HTTP header name"
+    if any(c in action.token_scheme for c in "\r\n\0 "):
+        return f"token_scheme: {action.token_scheme!r} must be one word, like Bearer, or empty"
+    return None
+
+
+def _who_problem(action: RemediationAction) -> str | None:
+    bad = [a for a in action.approvers if not _SLACK_APPROVER.match(a)]
+    if bad:
+        return f"approvers: {bad[0]!r} is not a Slack user id (U…, W…) or user-group id (S…)"
+    if action.auto and not action.auto_severities:
+        return "auto needs auto_severities (the severities it may run for without approval)"
+    if action.max_per_hour < 1:
+        return "max_per_hour must be at least 1 (the runs of this action allowed in any hour)"
+    return None
+
+
+def _template_problem(action: RemediationAction) -> str | None:
+    templates: list[tuple[str, str]] = []
+    if action.kind == "http":
+        templates += [("body", s) for s in _template_strings(action.body)]
+        templates += [(f"headers.{k}", v) for k, v in action.headers.items()]
+    else:
+        templates += [("namespace", action.namespace), ("workload", action.workload)]
+    for where, text in templates:
+        try:
+            template_parts(text)
+        except ValueError as exc:
+            return f"{where}: {exc}"
+    return None
+
+
+class RemediationConfig(Section):
+    """Off by default. Proposed actions come only from ``actions``; the model never picks one."""
+
+    enabled: bool = False
+    actions: tuple[RemediationAction, ...] = ()
+    kubernetes: RemediationKubernetes = RemediationKubernetes()
+    timeout: Duration = 10.0  # each call to the Kubernetes API or the automation system
+    follow_up: Duration = 600.0  # after an action: whether the signals recovered within this window
+
+    @model_validator(mode="after")
+    def _unique_and_positive(self) -> RemediationConfig:
+        names = [a.name for a in self.actions]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise _remediation_error(
+                f"remediation.actions: names must be unique; repeated: {', '.join(repeated)}"
+            )
+        for key in ("timeout", "follow_up"):
+            if getattr(self, key) <= 0:
+                raise _remediation_error(f"remediation.{key} must be greater than 0")
+        return self
+
+    def action(self, name: str) -> RemediationAction | None:
+        return next((a for a in self.actions if a.name == name), None)
+
+
 class FileConfig(Section):
     """Exactly the YAML file's schema."""
 
@@ -304,6 +541,7 @@ class FileConfig(Section):
     memory: MemoryConfig = MemoryConfig()
     reasoning: ReasoningConfig = ReasoningConfig()
     actions: ActionsConfig = ActionsConfig()
+    remediation: RemediationConfig = RemediationConfig()
 
 
 class Secrets(Section):
@@ -320,6 +558,10 @@ class Secrets(Section):
     prometheus_password: SecretStr | None = None
     slack_webhook_url: SecretStr | None = None
     slack_signing_secret: SecretStr | None = None
+    slack_app_token: SecretStr | None = None
+    # The http remediation actions' bearer tokens, by the environment variable each action's
+    # token_env names (read at load only while remediation is enabled; see _remediation_tokens).
+    remediation_tokens: dict[str, SecretStr] = Field(default_factory=dict)
 
     @field_validator("slack_webhook_url")
     @classmethod
@@ -329,6 +571,14 @@ class Secrets(Section):
             parts = urlsplit(value.get_secret_value())
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise ValueError("must be an http(s) URL such as https://hooks.slack.com/services/...")
+        return value
+
+    @field_validator("slack_app_token")
+    @classmethod
+    def _app_level_token(cls, value: SecretStr | None) -> SecretStr | None:
+        # A bot token (xoxb-) here is the usual slip; Slack would refuse it only at connection time.
+        if value is not None and not value.get_secret_value().startswith("xapp-"):
+            raise ValueError("must be the Slack app's app-level token (xapp-…, scope connections:write)")
         return value
 
     @model_validator(mode="after")
@@ -349,7 +599,8 @@ class Secrets(Section):
     def values(self) -> list[str]:
         """Every secret's plain value, for log scrubbing. Not the Prometheus user name: it is no secret,
         and a common word ("prometheus", "admin") would be starred out of every log line."""
-        found = (getattr(self, name) for name in SECRET_ENV if name != "prometheus_username")
+        found = [getattr(self, name) for name in SECRET_ENV if name != "prometheus_username"]
+        found += self.remediation_tokens.values()
         return [s.get_secret_value() for s in found if s is not None and s.get_secret_value()]
 
 
@@ -377,6 +628,7 @@ class Config(Section):
             env: ("set (masked)" if getattr(self.secrets, name) is not None else "not set")
             for name, env in SECRET_ENV.items()
         }
+        view["secrets"].update({env: "set (masked)" for env in self.secrets.remediation_tokens})
         view["tunables"] = self.tunables.model_dump(mode="json")
         return view
 
@@ -493,7 +745,7 @@ def load_config(
         file_config = FileConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_explain(exc, source, FileConfig)) from exc
-    secrets = _from_env(Secrets, SECRET_ENV, env)
+    secrets = _remediation_tokens(_from_env(Secrets, SECRET_ENV, env), file_config.remediation, env, source)
     tunables = _from_env(Tunables, _TUNABLE_ENV, env)
     config = Config(file=file_config, secrets=secrets, tunables=tunables, source=source)
     _check_consistency(config)
@@ -510,6 +762,40 @@ def _check_consistency(config: Config) -> None:
         if watch.interval <= 0:
             raise ConfigError(f"{config.source}: 'watches[{index}].interval' must be greater than 0")
     _check_prometheus_auth(config)
+    _check_remediation_signals(config)
+
+
+def _remediation_tokens(
+    secrets: Secrets, remediation: RemediationConfig, environ: Mapping[str, str], source: str
+) -> Secrets:
+    """The http actions' tokens from the variables their ``token_env`` names; a missing one fails the
+    load (naming the variable), not the first approval. Kept as SecretStr, so log scrubbing covers them."""
+    if not remediation.enabled:
+        return secrets
+    tokens: dict[str, SecretStr] = {}
+    for action in remediation.actions:
+        if action.token_env is None:
+            continue
+        value = environ.get(action.token_env, "").strip()
+        if not value:
+            raise ConfigError(
+                f"{source}: remediation.actions[{action.name}].token_env names the environment variable "
+                f"{action.token_env}, which is not set; set it (the bearer token for {action.name})"
+            )
+        tokens[action.token_env] = SecretStr(value)
+    return secrets.model_copy(update={"remediation_tokens": tokens}) if tokens else secrets
+
+
+def _check_remediation_signals(config: Config) -> None:
+    """An action's ``signals`` name investigation signals: a typo would silently never match."""
+    known = [s.name for s in config.file.investigation.signals]
+    for action in config.file.remediation.actions:
+        unknown = [s for s in action.signals if s not in known]
+        if unknown:
+            raise ConfigError(
+                f"{config.source}: remediation.actions[{action.name}].signals: {unknown[0]!r} is not one "
+                f"of investigation.signals ({', '.join(known) or 'none configured'})"
+            )
 
 
 def _check_prometheus_auth(config: Config) -> None:

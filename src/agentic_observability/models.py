@@ -157,6 +157,8 @@ class Report:
     # The series to draw (pipeline/chart.py): kept in the report so the PNG can be drawn any time
     # later without Prometheus. Reports written before charts existed have none.
     chart: Mapping[str, Any] | None = None
+    # Remediation the catalogue proposes for it (remediation/catalogue.py): what a person may approve.
+    remediation: tuple[Mapping[str, Any], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -172,6 +174,7 @@ class Report:
             "model": None if self.model is None else dict(self.model),
             "generated_at": self.generated_at,
             "chart": None if self.chart is None else dict(self.chart),
+            "remediation": [dict(r) for r in self.remediation],
         }
 
 
@@ -370,10 +373,38 @@ class Action:
     sink: str
     action: str
     payload: Mapping[str, Any]
+    not_before: float = 0.0  # unix time before which it is not delivered (a follow-up check's due time)
 
     @property
     def dedup_key(self) -> str:
         return f"{self.incident_id}:{self.sink}:{self.action}"
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One step of a remediation, kept with its incident (``GET /api/v1/incidents/{id}``): proposed
+    actions live in the report; this is what people and the service did about them. ``event``:
+    approved, refused, dry-run, ran, failed, recovered, not-recovered. ``key``: one approved run's
+    idempotency key, which every step of that run shares."""
+
+    event: str
+    action: str
+    key: str
+    at: float
+    by: str | None = None
+    target: str | None = None
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "event": self.event,
+            "action": self.action,
+            "key": self.key,
+            "at": iso_time(self.at),
+            "by": self.by,
+            "target": self.target,
+            "detail": dict(self.detail),
+        }
 
 
 @dataclass(frozen=True)

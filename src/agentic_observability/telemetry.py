@@ -203,6 +203,13 @@ class Metrics:
             "Claims in model answers that named something absent from the evidence.",
             registry=r,
         )
+        self.remediations = Counter(
+            "agentic_obs_remediations",
+            "Remediation steps by catalogue action and event (approved, refused, dry-run, ran, failed, "
+            "recovered, not-recovered).",
+            ["action", "event"],
+            registry=r,
+        )
         self.pruned_rows = Counter(
             "agentic_obs_pruned_rows",
             "Rows deleted by retention (storage.retention), by table.",

@@ -13,18 +13,27 @@ many seconds (a rollout, a node drain): its series stop and a new pod's start, a
 In the last ``drain`` seconds of its life a pod gets no traffic, so its error ratio
 (``rate(errors) / rate(requests)``) is 0/0. ``kube_pod_info`` is exported in kube-state-metrics' shape.
 
-Values are computed from the time alone (``families(now)``), so the same cluster is scraped live
-(``shop_app``) or rendered as history for ``promtool tsdb create-blocks-from openmetrics``
-(``history_openmetrics``).
+A rollout restart (``POST /restart/{service}`` on ``shop_app``, or ``ShopCollector.restart``) is what
+the remediation demo runs: the restarted service's current fault window ends at that moment (its
+callers recover ``HOP_SECONDS`` later per hop, as at a fault's end) and its pods are replaced (new
+names, ages from the restart). Restarts are recorded with their time and ``Idempotency-Key``; a
+repeat with a key already seen does nothing more.
+
+Values are computed from the time and the recorded restarts alone (``families(now)``; a restart
+counts from its moment on), so the same cluster is scraped live (``shop_app``) or rendered as history
+for ``promtool tsdb create-blocks-from openmetrics`` (``history_openmetrics``).
 """
 
 from __future__ import annotations
 
+import bisect
+import json
 import math
 import random
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
@@ -49,6 +58,13 @@ class Cluster:
 
 
 @dataclass(frozen=True)
+class Restart:
+    service: str
+    at: float  # unix seconds
+    key: str | None  # the request's Idempotency-Key, when it had one
+
+
+@dataclass(frozen=True)
 class Pod:
     service: str
     name: str
@@ -67,12 +83,41 @@ class ShopCollector(Collector):
         # (at, duration, service) windows, seconds after start
         self.faults = tuple((f[0], f[1], f[2] if len(f) > 2 else FAULT_SERVICE) for f in faults)
         self.cluster = cluster or Cluster()
+        self.restarts: list[Restart] = []  # in time order
         self._rng = random.Random(7)
+
+    def restart(self, service: str, now: float | None = None, key: str | None = None) -> Restart:
+        """A rollout restart of ``service`` at ``now``; with a ``key`` seen before, that restart again
+        (nothing more happens)."""
+        if service not in SERVICES:
+            raise KeyError(service)
+        if key is not None:
+            for done in self.restarts:
+                if done.key == key:
+                    return done
+        record = Restart(service, time.time() if now is None else now, key)
+        bisect.insort(self.restarts, record, key=lambda r: r.at)
+        return record
+
+    def windows(self, now: float) -> list[tuple[float, float, str]]:
+        """The fault windows (at, duration, service) as seen at ``now``: a restart of the service hit,
+        recorded by ``now`` and inside its window, ends that window at the restart."""
+        found = []
+        for at, duration, hit in self.faults:
+            start = self.started + at
+            for done in self.restarts:
+                if done.at > now:
+                    break
+                if done.service == hit and start <= done.at < start + duration:
+                    duration = done.at - start
+                    break
+            found.append((at, duration, hit))
+        return found
 
     def fault_level(self, service: str, now: float) -> float:
         """0..1: how strongly ``service`` feels a fault right now (ramps up over 3 s)."""
         levels = [0.0]
-        for at, duration, hit in self.faults:
+        for at, duration, hit in self.windows(now):
             hops = call_distance(service, hit)
             if hops is None:
                 continue
@@ -85,23 +130,29 @@ class ShopCollector(Collector):
     def hog(self, service: str, now: float) -> float:
         """0..1: the CPU hog on ``service`` itself (only the service a fault hits burns CPU)."""
         levels = [0.0]
-        for at, duration, hit in self.faults:
+        for at, duration, hit in self.windows(now):
             elapsed = now - self.started - at
             if hit == service and 0 <= elapsed <= duration:
                 levels.append(min(elapsed / 3.0, 1.0))
         return max(levels)
 
     def pods(self, service: str, now: float) -> list[Pod]:
-        """The pods of ``service`` alive at ``now``; replacements are staggered across pods."""
-        elapsed, life, found = now - self.started, self.cluster.churn_every, []
+        """The pods of ``service`` alive at ``now``; replacements are staggered across pods. After a
+        restart every pod is new: its name carries the restart's number, its age counts from it."""
+        restarted = [r.at for r in self.restarts if r.service == service and r.at <= now]
+        since = restarted[-1] if restarted else self.started
+        prefix = f"{service}-r{len(restarted)}" if restarted else service
+        elapsed, life, found = now - since, self.cluster.churn_every, []
         for index in range(self.cluster.pods):
             if life <= 0:
-                found.append(Pod(service, f"{service}-{index}", elapsed, False))
+                found.append(Pod(service, f"{prefix}-{index}", elapsed, False))
                 continue
             shifted = elapsed + life * index / self.cluster.pods
             generation, age = divmod(shifted, life)
             draining = age >= life - self.cluster.drain
-            found.append(Pod(service, f"{service}-{int(generation)}-{index}", age, draining))
+            if restarted:
+                age = min(age, elapsed)  # the first pods after a restart are as old as the restart
+            found.append(Pod(service, f"{prefix}-{int(generation)}-{index}", age, draining))
         return found
 
     def collect(self) -> Iterator[Metric]:
@@ -160,15 +211,38 @@ def call_distance(caller: str, callee: str) -> int | None:
     return None
 
 
+def _iso(moment: float) -> str:
+    return datetime.fromtimestamp(moment, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def shop_app(collector: ShopCollector) -> web.Application:
+    """``GET /metrics`` (the scrape) and ``POST /restart/{service}`` (a rollout restart: the demo's
+    remediation target; a JSON body is accepted and its fields ignored)."""
     registry = CollectorRegistry()
     registry.register(collector)
 
     async def metrics(request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(registry), content_type="text/plain")
 
+    async def restart(request: web.Request) -> web.Response:
+        service = request.match_info["service"]
+        if service not in SERVICES:
+            error = f"unknown service {service!r}; the shop runs {', '.join(SERVICES)}"
+            return web.json_response({"error": error, "service": service}, status=404)
+        raw = await request.read()
+        if raw.strip():
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                body = None
+            if not isinstance(body, dict):
+                return web.json_response({"error": "the body must be a JSON object"}, status=400)
+        done = collector.restart(service, key=request.headers.get("Idempotency-Key") or None)
+        return web.json_response({"restarted": done.service, "at": _iso(done.at)})
+
     app = web.Application()
     app.router.add_get("/metrics", metrics)
+    app.router.add_post("/restart/{service}", restart)
     return app
 
 

@@ -208,6 +208,8 @@ def slack_parent(
         ("Started", format_stored_time(incident["started_at"]) if incident.get("started_at") else ""),
     ]
     cause = slack_escape(_cause_line(report))
+    proposals = slack_proposals(incident, report)
+    cause_room = SLACK_TEXT_LIMIT - (_REMEDIATION_ROOM if proposals else 0)
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": _clip(title, SLACK_HEADER_LIMIT)}},
         {
@@ -217,7 +219,7 @@ def slack_parent(
                 for k, v in fields[:SLACK_MAX_FIELDS]
             ],
         },
-        _mrkdwn(_clip(f"*Most likely cause*\n{cause}", SLACK_TEXT_LIMIT)),
+        _mrkdwn(_clip(f"*Most likely cause*\n{cause}", cause_room)),
     ]
     members = incident.get("members") or []
     if members:
@@ -230,6 +232,8 @@ def slack_parent(
     if feedback:
         blocks.append(_context(feedback))
     blocks.append(slack_actions(incident, report, install_id))
+    if proposals:
+        blocks += remediation_blocks(incident, proposals, install_id)
     fallback = f"{_status_emoji(status)} {slack_escape(title)}: {cause}"
     return {"text": _clip(fallback, _FALLBACK_LIMIT), "blocks": blocks}
 
@@ -355,6 +359,91 @@ def slack_actions(incident: Mapping[str, Any], report: Mapping[str, Any], instal
     if incident.get("status") != "resolved":
         elements.append(_button("Re-investigate", action_id(REINVESTIGATE, install_id, incident_id)))
     return {"type": "actions", "elements": elements}
+
+
+# -- remediation: proposed actions on the parent, each with Approve and Dry run (issue 22) --------------
+# At most _PROPOSALS_SHOWN, while the incident fires. The cause gives up _REMEDIATION_ROOM characters
+# when there are some: the proposals' lines (3 × 200), their buttons' labels (6 × 75) and the confirm
+# dialogs (3 × 330) fit in it, and the parent stays within SLACK_MESSAGE_BUDGET.
+APPROVE, DRY_RUN = "approve", "dryrun"
+_PROPOSALS_SHOWN = 3
+_PROPOSAL_LINE = 200
+_REMEDIATION_ROOM = 2000
+SLACK_CONFIRM_TITLE_LIMIT, SLACK_CONFIRM_TEXT_LIMIT, SLACK_CONFIRM_BUTTON_LIMIT = 100, 300, 30
+
+
+def slack_proposals(incident: Mapping[str, Any], report: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The remediation proposals the parent offers: none once the incident resolved."""
+    if incident.get("status") == "resolved":
+        return []
+    return list(report.get("remediation") or [])[:_PROPOSALS_SHOWN]
+
+
+def remediation_blocks(
+    incident: Mapping[str, Any], proposals: Sequence[Mapping[str, Any]], install_id: str
+) -> list[dict[str, Any]]:
+    """What each proposal will do, then an Approve (with Slack's confirmation dialog) and a Dry run
+    button per proposal. The catalogue entry's name rides in the verb (``approve.<name>``)."""
+    lines = []
+    for proposal in proposals:
+        auto = " _(runs automatically for this severity)_" if proposal.get("auto") else ""
+        if proposal.get("suggested_by") == "model":
+            auto = " _(the model's suggestion)_"
+        lines.append(_clip(f"• {slack_escape(str(proposal.get('does', '')))}{auto}", _PROPOSAL_LINE))
+    elements = []
+    for proposal in proposals:
+        name = str(proposal.get("action", ""))
+        does = str(proposal.get("does", ""))
+        approve = _button(
+            f"Approve: {name}"[:SLACK_OPTION_TEXT_LIMIT],
+            action_id(f"{APPROVE}.{name}", install_id, incident["id"]),
+            proposal_value(proposal),
+            style="danger",
+        )
+        approve["confirm"] = {
+            "title": _plain(f"Run {name}?"[:SLACK_CONFIRM_TITLE_LIMIT]),
+            "text": _plain(
+                _clip(
+                    f"{_plain_safe(does)}. A dry run goes first; the result follows in the thread.",
+                    SLACK_CONFIRM_TEXT_LIMIT,
+                )
+            ),
+            "confirm": _plain("Run it"),
+            "deny": _plain("Cancel"),
+        }
+        elements.append(approve)
+        elements.append(
+            _button(
+                f"Dry run: {name}"[:SLACK_OPTION_TEXT_LIMIT],
+                action_id(f"{DRY_RUN}.{name}", install_id, incident["id"]),
+                proposal_value(proposal),
+            )
+        )
+    return [
+        _mrkdwn(
+            "*Proposed remediation* (a person approves; nothing runs on the model's word)\n"
+            + "\n".join(lines)
+        ),
+        {"type": "actions", "elements": elements},
+    ]
+
+
+def proposal_value(proposal: Mapping[str, Any]) -> str:
+    """What an Approve button carries: the target the person saw, so an approval of a proposal that
+    changed since (another workload after a re-investigation) is refused, not run on the new one."""
+    return json.dumps(proposal.get("target") or {}, sort_keys=True)[:SLACK_BUTTON_VALUE_LIMIT]
+
+
+def _plain_safe(text: str) -> str:
+    """Text for a plain_text field, where Slack shows escapes literally: no angle brackets, so no
+    ``<!channel>`` can even look like a mention."""
+    return text.replace("<", "‹").replace(">", "›")
+
+
+def parse_verb(verb: str) -> tuple[str, str]:
+    """``approve.carts-restart`` -> (``approve``, ``carts-restart``); a bare verb -> (verb, "")."""
+    base, _, argument = verb.partition(".")
+    return base, argument
 
 
 def _plain(text: str) -> dict[str, str]:

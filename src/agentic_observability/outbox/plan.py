@@ -146,7 +146,32 @@ def _file(p: Planned) -> list[Action]:
         "summary": p.report.get("summary", ""),
         "reasoner": p.report.get("reasoner"),
     }
+    proposed = [str(r.get("does")) for r in p.report.get("remediation") or [] if p.kind == "analyze"]
+    if proposed:
+        summary["proposed"] = proposed
     return [Action(p.incident.id, "file", p.kind, summary)]
+
+
+def _remediation(p: Planned) -> list[Action]:
+    """Proposed actions the catalogue lets run without approval for this incident (``auto``, a listed
+    severity): queued with the analysis. The proposals were matched by config over the alert's labels
+    and the ranked cause (remediation/catalogue.py), never by the model. Guardrails apply at the run."""
+    if p.kind != "analyze":
+        return []
+    at = float(p.report.get("generated_at") or p.incident.started_at)  # fixed: a replan is the same run
+    return [
+        remediation_run(p.incident.id, proposal, f"auto-{p.incident.id}-{proposal['action']}", at, "auto")
+        for proposal in p.report.get("remediation") or []
+        if proposal.get("auto")
+    ]
+
+
+def remediation_run(incident_id: str, proposal: Mapping[str, Any], key: str, at: float, by: str) -> Action:
+    """The outbox action that runs a proposal (its dict) under ``key``, its idempotency key (one per
+    approval; Store.queue_remediation lets only one run of an entry be pending or done per incident).
+    ``at`` fixes what it stamps (restartedAt)."""
+    payload = {"proposal": dict(proposal), "key": key, "at": at, "by": by}
+    return Action(incident_id, "remediation", f"run:{proposal['action']}:{key}", payload)
 
 
 def _memory(p: Planned) -> list[Action]:
@@ -156,15 +181,17 @@ def _memory(p: Planned) -> list[Action]:
 
 
 # One entry per sink, in the order their actions are planned. Memory is not routed by labels:
-# every resolved incident is remembered when memory is on.
+# every resolved incident is remembered when memory is on; nor is remediation, whose catalogue
+# entries carry their own matchers.
 PLANNERS: dict[str, Callable[[Planned], list[Action]]] = {
     "grafana": _grafana,
     "slack": _slack,
     "pagerduty": _pagerduty,
     "file": _file,
     "memory": _memory,
+    "remediation": _remediation,
 }
-UNROUTED = frozenset({"memory"})
+UNROUTED = frozenset({"memory", "remediation"})
 
 
 def plan_actions(
@@ -230,20 +257,24 @@ def plan_member_change(
 
 
 def plan_feedback(
-    incident: Incident, said: Mapping[str, Any], key: str, settings: ActSettings
+    incident: Incident, said: Mapping[str, Any], key: str, settings: ActSettings, root: Incident | None = None
 ) -> list[Action]:
     """Feedback was given on ``incident`` (which carries it now): its Slack parent is re-rendered to
     show it and the thread hears who said what. Queued in the commit that stores the feedback, so both
     go exactly once whatever fails after it. ``key`` is unique per feedback. Nothing before the
-    incident's first analysis: its parent, when posted, already shows the feedback."""
+    incident's first analysis: its parent, when posted, already shows the feedback. A member of a fault
+    (``root``: the fault's root) has no Slack message of its own: the root's thread hears it."""
+    line = messages.feedback_line(said, room=messages.SLACK_TEXT_LIMIT - 200) or ""
+    if root is not None:
+        about = messages.slack_escape(f"{incident.title} (incident {incident.id})")
+        return plan_thread_note(root, f"feedback:{key}", f":memo: On {about}: {line}", settings)
     if incident.report is None or not _to_slack(incident, settings):
         return []
     planned = _planned(incident, incident.report, "analyze", settings)
     parent = messages.slack_parent(planned.view, planned.report, planned.url, settings.install_id)
-    note = f":memo: {messages.feedback_line(said, room=messages.SLACK_TEXT_LIMIT - 10)}"
     return [
         Action(incident.id, "slack", f"update:feedback:{key}", parent),
-        Action(incident.id, "slack", f"reply:feedback:{key}", messages.slack_note(note)),
+        Action(incident.id, "slack", f"reply:feedback:{key}", messages.slack_note(f":memo: {line}")),
     ]
 
 

@@ -20,6 +20,7 @@ from agentic_observability.pipeline import investigate, reason, recall
 from agentic_observability.pipeline.act import actions_for
 from agentic_observability.pipeline.chart import chart_data
 from agentic_observability.pipeline.ports import MetricsSource, PipelineDeps
+from agentic_observability.remediation.catalogue import propose
 
 __all__ = ["MetricsSource", "PipelineDeps", "actions_for", "run"]
 
@@ -68,7 +69,42 @@ async def run(incident: Incident, deps: PipelineDeps, now: float | None = None) 
         bare = reason.bare_report(incident, moment, f"The report could not be written ({_name(exc)})")
         return replace(bare, chart=chart)
     with deps.stage_timer("reason"):
-        return replace(await _reasoned(rules, incident, deps), chart=chart)
+        reasoned = replace(await _reasoned(rules, incident, deps), chart=chart)
+    return _with_remediation(reasoned, rules, incident, deps)
+
+
+def _with_remediation(report: Report, rules: Report, incident: Incident, deps: PipelineDeps) -> Report:
+    """The catalogue's actions that match the incident and the rules' ranked cause, listed in the
+    report for a person to approve. When a model put another cause first, what the catalogue has for
+    that cause is listed too, as the model's suggestion, never to run on its own (auto is off for it):
+    the model can point at a catalogue entry, not name an action, and never trigger one."""
+    if not deps.remediation.enabled:
+        return report
+    try:
+        entity_label = deps.investigation.entity_label
+        matched = [p.to_dict() for p in propose(incident, rules.to_dict(), deps.remediation, entity_label)]
+        if report.reasoner == "llm":
+            named = {p["action"] for p in matched}
+            suggested = propose(incident, report.to_dict(), deps.remediation, entity_label)
+            matched += [
+                {**p.to_dict(), "auto": False, "suggested_by": "model"}
+                for p in suggested
+                if p.action not in named
+            ]
+    except Exception:
+        log.exception("matching the remediation catalogue failed; the report goes out without proposals")
+        return report
+    if not matched:
+        return report
+    lines = "\n".join(f"- {p['does']}" + _proposal_note(p) for p in matched)
+    summary = f"{report.summary}\n\nProposed remediation (approve in Slack):\n{lines}"
+    return replace(report, summary=summary, remediation=tuple(matched))
+
+
+def _proposal_note(proposal: dict[str, object]) -> str:
+    if proposal.get("suggested_by") == "model":
+        return " (the model's suggestion: it named this cause)"
+    return " (runs automatically)" if proposal.get("auto") else ""
 
 
 async def _reasoned(rules: Report, incident: Incident, deps: PipelineDeps) -> Report:

@@ -8,7 +8,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from agentic_observability.config import InvestigationConfig
+from agentic_observability.config import InvestigationConfig, RemediationConfig
 from agentic_observability.models import ModelReply, PastIncident, Series, SimilarIncident
 from agentic_observability.outbox.plan import ActSettings
 
@@ -56,3 +56,4 @@ class PipelineDeps:
     reasoning_timeout: float = 20.0
     observe_model: ModelObserver = field(default=_no_observer)
     act: ActSettings = field(default_factory=ActSettings)
+    remediation: RemediationConfig = field(default_factory=RemediationConfig)  # off unless configured

@@ -24,15 +24,18 @@ from agentic_observability.integrations.llm import ChatClient
 from agentic_observability.integrations.prometheus import PrometheusClient
 from agentic_observability.integrations.resilience import Guard
 from agentic_observability.memory import ReconnectingMemory, open_memory
+from agentic_observability.models import Action, Incident
 from agentic_observability.outbox.dispatcher import Dispatcher
-from agentic_observability.outbox.plan import ActSettings
+from agentic_observability.outbox.plan import ActSettings, plan_thread_note
 from agentic_observability.outbox.sinks import build_sinks, provision_dashboards
 from agentic_observability.pipeline.ports import PipelineDeps
 
 # check_config_queries is re-exported for `agentic-obs check-config` (the cli may not import the pipeline)
 from agentic_observability.pipeline.promql import check_config_queries as check_config_queries
 from agentic_observability.pipeline.promql import warn_config_queries
-from agentic_observability.service import mcp_http
+from agentic_observability.remediation.executor import Executor
+from agentic_observability.remediation.sink import FollowUpSink, RemediationSink
+from agentic_observability.service import mcp_http, slack_socket
 from agentic_observability.service.auth import auth_middleware
 from agentic_observability.service.correlation import Correlator
 from agentic_observability.service.keys import (
@@ -47,6 +50,7 @@ from agentic_observability.service.keys import (
     METRICS,
     POLLERS,
     PROMETHEUS,
+    REMEDIATION,
     SINKS,
     STORE,
     TOKEN,
@@ -94,6 +98,7 @@ def init_app(config: Config, environ: Mapping[str, str] | None = None) -> web.Ap
         app[TOKEN] = token
     for module in (webhook, incidents, regroup, analyze, ops, openapi):
         app.add_routes(module.routes)
+    slack_socket.setup(app)  # Socket Mode (SLACK_APP_TOKEN); first: on shutdown it stops taking envelopes
     slack.setup(app)  # /api/v1/slack/interactions, and the work it does after answering Slack
     app.add_routes(mcp_http.routes)  # /mcp: the MCP tools over streamable HTTP
     app.cleanup_ctx.extend(
@@ -182,6 +187,7 @@ async def _model_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _outbox_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     sinks = build_sinks(config, app[HTTP_SESSION], app[MEMORY], app[INSTALL_ID])
+    executor = _remediation(app, sinks)
     app[SINKS] = sinks
     actions = config.file.actions
     dispatcher = Dispatcher(app[STORE], sinks, app[METRICS], actions.timeout, actions.first_retry)
@@ -195,6 +201,27 @@ async def _outbox_ctx(app: web.Application) -> AsyncIterator[None]:
     if provisioning is not None:
         provisioning.cancel()
     await dispatcher.stop(deadline=min(actions.timeout, config.file.server.shutdown_timeout))
+    if executor is not None:
+        await executor.close()
+
+
+def _remediation(app: web.Application, sinks: dict[str, Any]) -> Executor | None:
+    """With ``remediation.enabled``: the executor (dry runs on a press) and the two outbox sinks that
+    run approved actions and follow them up. Their thread replies are planned as the workers plan."""
+    config = app[CONFIG]
+    settings = config.file.remediation
+    if not settings.enabled:
+        return None
+    executor = Executor(settings, config.secrets, app[HTTP_SESSION])
+    app[REMEDIATION] = executor
+
+    def notes(incident: Incident, key: str, text: str) -> list[Action]:
+        return plan_thread_note(incident, key, text, app[WORKERS].act_settings)
+
+    store, metrics = app[STORE], app[METRICS]
+    sinks["remediation"] = RemediationSink(executor, store, settings, notes, metrics)
+    sinks["followup"] = FollowUpSink(app[PROMETHEUS].query, store, notes, metrics)
+    return executor
 
 
 async def _workers_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -212,6 +239,7 @@ async def _workers_ctx(app: web.Application) -> AsyncIterator[None]:
         chat=app[CHAT],
         reasoning_timeout=config.file.reasoning.timeout,
         observe_model=metrics.observe_model,
+        remediation=config.file.remediation,
         act=ActSettings(
             enabled=frozenset(sinks),
             actions=config.file.actions,

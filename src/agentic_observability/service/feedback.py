@@ -32,7 +32,8 @@ async def submit_feedback(
     updated = replace(incident, feedback=merged)
     # one key per feedback: a key from the clock alone let two in one millisecond collide
     key = f"{int(merged['at'] * 1000)}:{uuid.uuid4().hex[:12]}"
-    actions = plan_feedback(updated, given, key, app[WORKERS].act_settings)
+    root = await store.get_incident(incident.parent_id) if incident.parent_id else None
+    actions = plan_feedback(updated, given, key, app[WORKERS].act_settings, root)
     remembered = app[MEMORY] is not None
     if remembered:
         entity_label = app[CONFIG].file.investigation.entity_label

@@ -13,6 +13,7 @@ from agentic_observability.integrations.llm import ChatClient
 from agentic_observability.integrations.prometheus import PrometheusClient
 from agentic_observability.memory import ReconnectingMemory
 from agentic_observability.outbox.dispatcher import Dispatcher
+from agentic_observability.remediation.executor import Executor
 from agentic_observability.service.workers import Workers
 from agentic_observability.store import Store
 from agentic_observability.telemetry import Metrics
@@ -35,3 +36,6 @@ CHAT: web.AppKey[ChatClient | None] = web.AppKey("chat", object)  # type: ignore
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 SINKS: web.AppKey[dict[str, Any]] = web.AppKey("sinks", dict)
 POLLERS: web.AppKey[list[Any]] = web.AppKey("pollers", list)  # the WatchPollers
+# Runs remediation (dry runs on a press; the outbox's remediation sink runs approved ones). Set only
+# when remediation.enabled: ``app.get(REMEDIATION)``.
+REMEDIATION = web.AppKey("remediation", Executor)

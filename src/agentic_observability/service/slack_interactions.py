@@ -186,7 +186,7 @@ async def on_press(app: web.Application, press: BlockActions) -> None:
     """One press (Slack sends one action per payload): find its incident, then do what its verb says."""
     action = press.actions[0]
     parsed = messages.parse_action_id(action.action_id)
-    handler = PRESSES.get(parsed[0]) if parsed else None
+    handler = PRESSES.get(messages.parse_verb(parsed[0])[0]) if parsed else None
     if parsed is None or handler is None:
         log.info("slack: ignoring an action that is not ours: %.80s", action.action_id)
         return
@@ -274,12 +274,23 @@ def _not_open(incident: Incident) -> str:
     )
 
 
+async def _remediation(
+    app: web.Application, incident: Incident, press: BlockActions, action: BlockAction
+) -> None:
+    # Imported here: remediation_presses builds on this module's payloads and answers.
+    from agentic_observability.service.remediation_presses import on_remediation
+
+    await on_remediation(app, incident, press, action)
+
+
 Press = Callable[[web.Application, Incident, BlockActions, BlockAction], Awaitable[None]]
-PRESSES: dict[str, Press] = {
+PRESSES: dict[str, Press] = {  # by the verb before any ".argument" (approve.<catalogue entry>)
     messages.CONFIRM: _confirm,
     messages.WRONG: _wrong,
     messages.RESOLUTION: _resolution,
     messages.REINVESTIGATE: _reinvestigate,
+    messages.APPROVE: _remediation,
+    messages.DRY_RUN: _remediation,
 }
 
 
@@ -324,15 +335,10 @@ async def open_modal(app: web.Application, incident: Incident, press: BlockActio
     metadata = json.dumps({"response_url": press.response_url}) if press.response_url else ""
     callback = messages.action_id(verb, app[WORKERS].act_settings.install_id, incident.id)
     view = messages.slack_modal(title, callback, prompt, label, longest, metadata)
-    slack = app[CONFIG].file.actions.slack
-    client = AsyncWebClient(
-        token=token.get_secret_value(),
-        base_url=str(slack.api_url).rstrip("/") + "/",
-        timeout=int(app[CONFIG].file.actions.timeout),
-        session=app[HTTP_SESSION],
-    )
     try:
-        await client.views_open(trigger_id=press.trigger_id, view=view)
+        await slack_web_client(app, token.get_secret_value()).views_open(
+            trigger_id=press.trigger_id, view=view
+        )
     except SlackApiError as exc:
         await tell_text(
             app, press.response_url, f"The form did not open ({exc.response.get('error')}): press again."
@@ -341,6 +347,18 @@ async def open_modal(app: web.Application, incident: Incident, press: BlockActio
         await tell_text(
             app, press.response_url, f"The form did not open ({type(exc).__name__}): press again."
         )
+
+
+def slack_web_client(app: web.Application, token: str) -> AsyncWebClient:
+    """Slack's Web API (or the configured Slack-compatible server) with the bot token, the app's
+    timeout and HTTP session."""
+    config = app[CONFIG].file.actions
+    return AsyncWebClient(
+        token=token,
+        base_url=str(config.slack.api_url).rstrip("/") + "/",
+        timeout=int(config.timeout),
+        session=app[HTTP_SESSION],
+    )
 
 
 @dataclass(frozen=True)

@@ -221,12 +221,13 @@ class Workers:
     async def _reinvestigate(self, job: Job, incident: Incident, subject: Incident) -> None:
         """Analyse again, as someone asked: the report is replaced, and where the incident still fires
         its parent message and annotation show the new one and its thread gets the investigation."""
+        if incident.status != "firing":  # resolved meanwhile: its final report (and memory's) stands
+            await self._store.finish_job(job.id)
+            return
         stored = (await pipeline.run(subject, self._deps)).to_dict()
         if incident.members:
             stored = with_timeline(subject, stored)
-        actions: list[Action] = []
-        if incident.status == "firing":
-            actions = plan_reinvestigated(incident, stored, f"{REINVESTIGATE}:{job.id}", self._deps.act)
+        actions = plan_reinvestigated(incident, stored, f"{REINVESTIGATE}:{job.id}", self._deps.act)
         await self._store.complete_job(job.id, incident.id, stored, actions)
         self._actions_queued(actions)
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from agentic_observability.models import AcceptedAlert, Action, Incident, OutboxItem
+from agentic_observability.models import AcceptedAlert, Action, AuditEntry, Incident, OutboxItem
 
 
 @dataclass(frozen=True)
@@ -109,6 +109,26 @@ class Store(Protocol):
     async def outbox_rows(self, incident_id: str | None = None) -> list[dict[str, Any]]: ...
 
     # retention
+    async def record_audit(
+        self, incident_id: str, entries: Sequence[AuditEntry], actions: Sequence[Action] = ()
+    ) -> None:
+        """Remediation's audit entries with the outbox actions they call for, in one transaction."""
+        ...
+
+    async def queue_remediation(
+        self, incident_id: str, action: str, entries: Sequence[AuditEntry], actions: Sequence[Action]
+    ) -> bool:
+        """An approved run of catalogue entry ``action`` (its audit entries and notes with it), unless one
+        is pending or ran already for this incident: whether it was queued."""
+        ...
+
+    async def audit_log(self, incident_id: str | None = None, key: str | None = None) -> list[AuditEntry]: ...
+
+    async def remediation_runs(self, since: float) -> list[tuple[str, str, float]]:
+        """(action, target, when) of the remediations that ran (or failed after their real call) since
+        ``since``: guardrails count them."""
+        ...
+
     async def prune(
         self, older_than: float, batch: int, silent_before: float | None = None
     ) -> dict[str, int]:

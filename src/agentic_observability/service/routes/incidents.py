@@ -48,7 +48,11 @@ async def get_incident(request: web.Request) -> web.Response:
     incident = await request.app[STORE].get_incident(incident_id)
     if incident is None:
         return error_response(404, "not found", f"no incident with id {incident_id!r}", "incident_id")
-    return web.json_response(incident.to_dict())
+    body = incident.to_dict()
+    audit = await request.app[STORE].audit_log(incident.id)
+    if audit:  # remediation: who approved what, its dry run, its result, the recovery (oldest first)
+        body["remediation"] = [entry.to_dict() for entry in audit]
+    return web.json_response(body)
 
 
 @routes.get("/api/v1/incidents/{incident_id}/chart.png")
@@ -79,6 +83,9 @@ class FeedbackRequest(BaseModel):
 
     @model_validator(mode="after")
     def _something(self) -> FeedbackRequest:
+        if self.by is not None and self.by.lower().startswith("slack:"):
+            # Slack's own presses record "slack:<user id>", which Slack shows as a mention
+            raise ValueError("by: 'slack:' is reserved for feedback given in Slack")
         if self.root_cause is None and self.resolution is None and self.correct is None:
             raise ValueError("give at least one of root_cause, resolution, correct")
         return self

@@ -14,6 +14,10 @@ token is not asked for, since Slack cannot send it (service/auth.py leaves this 
 Slack waits 3 seconds for the response, so it goes at once; the work (feedback, the parent message
 updated, a reply in the thread, a slow command's answer) runs after it, in tasks the app keeps and
 waits for at shutdown (up to ``server.shutdown_timeout``). A failure there is logged and counted.
+
+What a payload does does not depend on how it came: ``handle_interaction`` and ``handle_command`` take
+the payload (or the command's fields) and give the response body; ``service/slack_socket.py`` feeds them
+the same payloads arriving over Socket Mode (SLACK_APP_TOKEN), for clusters Slack cannot reach.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -138,10 +142,14 @@ async def interactions(request: web.Request) -> web.StreamResponse:
     form = _form(body) if request.content_type == _FORM else None
     if form is None:
         return error_response(400, "invalid Slack request", f"the body must be {_FORM}")
-    if "payload" in form:
-        return await _interaction(app, form["payload"])
-    if "command" in form:
-        return await _command(app, form)
+    try:
+        if "payload" in form:
+            answered = await handle_interaction(app, _payload(form["payload"]))
+            return web.json_response(answered) if answered is not None else web.Response()
+        if "command" in form:
+            return web.json_response(await handle_command(app, form))
+    except InvalidSlackRequest as exc:
+        return exc.response()
     return error_response(
         400, "invalid Slack request", "neither an interaction payload nor a command", "payload"
     )
@@ -181,13 +189,37 @@ def _form(body: bytes) -> dict[str, str] | None:
         return None
 
 
-async def _interaction(app: web.Application, raw: str) -> web.StreamResponse:
-    """block_actions: answered empty at once (Slack keeps the message), the press handled after.
-    view_submission: checked first, so the modal can show why it was not taken."""
+class InvalidSlackRequest(ValueError):
+    """What Slack sent is not JSON, or not in the documented shape. Over HTTP it is a 400 naming the
+    field (``response``); over Socket Mode the envelope is acknowledged and the problem logged."""
+
+    def __init__(self, what: str, problem: ValidationError | str, field: str | None = None) -> None:
+        self.what, self.problem, self.field = what, problem, field
+        if isinstance(problem, ValidationError):
+            problem = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or '(body)'}: {e['msg']}" for e in problem.errors()
+            )
+        super().__init__(f"invalid {what}: {problem}")
+
+    def response(self) -> web.Response:
+        if isinstance(self.problem, ValidationError):
+            return invalid_body(self.problem, self.what)
+        return error_response(400, f"invalid {self.what}", self.problem, self.field)
+
+
+def _payload(raw: str) -> Any:
     try:
-        payload: Any = json.loads(raw)
+        return json.loads(raw)
     except ValueError:
-        return error_response(400, "invalid Slack request", "payload is not JSON", "payload")
+        raise InvalidSlackRequest("Slack request", "payload is not JSON", "payload") from None
+
+
+async def handle_interaction(app: web.Application, payload: Any) -> dict[str, Any] | None:
+    """An interaction payload, from either transport: the response body for Slack, or None (an empty
+    200 over HTTP, a bare acknowledgement over Socket Mode). block_actions: answered empty at once (Slack
+    keeps the message), the press handled after. view_submission: checked first, so the modal can show
+    why it was not taken. Anything else (a view_closed, say) is nothing to do.
+    Raises InvalidSlackRequest when the payload is not in Slack's documented shape."""
     kind = payload.get("type") if isinstance(payload, dict) else None
     try:
         if kind == "block_actions":
@@ -195,22 +227,24 @@ async def _interaction(app: web.Application, raw: str) -> web.StreamResponse:
         elif kind == "view_submission":
             checked = await check_submission(app, ViewSubmission.model_validate(payload))
             if not isinstance(checked, Answer):
-                return web.json_response(checked) if checked else web.Response()
+                return checked or None
             app[AFTER].run(on_answer(app, checked), "modal answer")
     except ValidationError as exc:
-        return invalid_body(exc, "Slack payload")
-    return web.Response()  # 200, empty: taken (anything else, a view_closed say, is nothing to do)
+        raise InvalidSlackRequest("Slack payload", exc) from None
+    return None
 
 
-async def _command(app: web.Application, form: dict[str, str]) -> web.StreamResponse:
+async def handle_command(app: web.Application, form: Mapping[str, Any]) -> dict[str, Any]:
+    """A slash command's fields, from either transport: the answer Slack shows at once; a slow answer
+    follows through the command's response_url. Raises InvalidSlackRequest on a malformed command."""
     try:
         command = SlashCommand.model_validate(form)
     except ValidationError as exc:
-        return invalid_body(exc, "slash command")
+        raise InvalidSlackRequest("slash command", exc) from None
     reply = await answer(app, command)
     if reply.later is not None:
         app[AFTER].run(_answer_later(app, command.response_url, reply.later), "command")
-    return web.json_response(reply.now)
+    return reply.now
 
 
 async def _answer_later(

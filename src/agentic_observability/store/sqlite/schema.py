@@ -7,7 +7,7 @@ from pathlib import Path
 
 from agentic_observability.errors import StoreError
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 DB_FILENAME = "agentic-obs.sqlite3"
 
 # WAL + synchronous=NORMAL: a commit survives a process crash (SIGKILL, OOM); only an OS crash or
@@ -119,6 +119,24 @@ MIGRATIONS: dict[int, str] = {
     ALTER TABLE incidents ADD COLUMN correlation TEXT;
     CREATE INDEX incidents_by_parent ON incidents(parent_id) WHERE parent_id IS NOT NULL;
     CREATE INDEX incidents_roots_by_start ON incidents(started_at) WHERE parent_id IS NULL;
+    """,
+    # 6: remediation's audit log (issue 22): who approved what, its dry run, its result, the recovery.
+    # By key, a redelivered run finds what it already did; by time, the guardrails count recent runs.
+    6: """
+    CREATE TABLE audit (
+        id           INTEGER PRIMARY KEY,
+        incident_id  INTEGER NOT NULL REFERENCES incidents(id),
+        at           REAL NOT NULL,
+        event        TEXT NOT NULL,
+        action       TEXT NOT NULL,
+        key          TEXT NOT NULL,
+        by           TEXT,
+        target       TEXT,
+        detail       TEXT NOT NULL
+    );
+    CREATE INDEX audit_by_incident ON audit(incident_id, id);
+    CREATE INDEX audit_by_key ON audit(key);
+    CREATE INDEX audit_runs ON audit(at) WHERE event IN ('ran', 'failed');
     """,
 }
 

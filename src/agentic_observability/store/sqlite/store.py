@@ -31,6 +31,7 @@ from agentic_observability.models import (
     AcceptedAlert,
     Action,
     Alert,
+    AuditEntry,
     Incident,
     IncidentStatus,
     Member,
@@ -268,6 +269,53 @@ class SqliteStore:
         )
         keys = ("id", "incident_id", "sink", "action", "state", "attempts", "last_error", "delivered_at")
         return [dict(zip(keys, row, strict=True)) for row in rows]
+
+    # -- remediation's audit log ------------------------------------------------------------------
+
+    async def record_audit(
+        self, incident_id: str, entries: Sequence[AuditEntry], actions: Sequence[Action] = ()
+    ) -> None:
+        """Keep ``entries`` and queue ``actions`` in one transaction."""
+        await self._write_audit(
+            writes.record_audit, int(incident_id), list(entries), list(actions), time.time()
+        )
+
+    async def queue_remediation(
+        self, incident_id: str, action: str, entries: Sequence[AuditEntry], actions: Sequence[Action]
+    ) -> bool:
+        """Queue an approved run of catalogue entry ``action`` with its audit entries and notes, unless a
+        run of it for this incident is pending or ran already. Whether it was queued."""
+        return bool(
+            await self._write_audit(
+                writes.queue_remediation, int(incident_id), action, list(entries), list(actions), time.time()
+            )
+        )
+
+    async def _write_audit(self, write: Callable[..., T], *args: Any) -> T:
+        try:
+            return await self._writer.run(write, *args)
+        except sqlite3.Error as exc:
+            raise StoreError(f"remediation audit not recorded: {exc}") from exc
+
+    async def audit_log(self, incident_id: str | None = None, key: str | None = None) -> list[AuditEntry]:
+        """An incident's audit entries (or one run's, by ``key``), oldest first."""
+        where, params = (
+            ("key = ?", (key,)) if key is not None else ("incident_id = ?", (int(incident_id or 0),))
+        )
+        rows = await self._reader.execute_fetchall(
+            f"SELECT event, action, key, at, by, target, detail FROM audit WHERE {where} ORDER BY id", params
+        )
+        return [AuditEntry(e, a, k, float(at), by, t, json.loads(d)) for e, a, k, at, by, t, d in rows]
+
+    async def remediation_runs(self, since: float) -> list[tuple[str, str, float]]:
+        """(action, target, when) of every remediation that ran since ``since``, or failed once its real
+        call was made (a timed-out write may have happened): what guardrails count."""
+        rows = await self._reader.execute_fetchall(
+            "SELECT action, COALESCE(target, ''), at FROM audit WHERE event IN ('ran', 'failed') "
+            "AND at >= ? AND (event = 'ran' OR json_extract(detail, '$.attempted')) ORDER BY at",
+            (since,),
+        )
+        return [(str(a), str(t), float(at)) for a, t, at in rows]
 
     # -- retention -------------------------------------------------------------------------------
 

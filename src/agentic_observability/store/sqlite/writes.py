@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from agentic_observability.models import AcceptedAlert, Action
+from agentic_observability.models import AcceptedAlert, Action, AuditEntry
 from agentic_observability.store.intake import IngestPlan, IngestPlanner, PlannedJob
 
 ROWS_PER_STATEMENT = 2000  # 4 parameters a row, well under SQLite's 32,766-parameter limit
@@ -208,11 +208,70 @@ def finish_job(conn: sqlite3.Connection, job_id: int, done_at: float | None, err
 def insert_actions(conn: sqlite3.Connection, actions: Sequence[Action], now: float) -> None:
     """Queue actions; one already queued under the same dedup key (a retried job) is not queued again."""
     conn.executemany(
-        "INSERT OR IGNORE INTO outbox (incident_id, sink, action, dedup_key, payload, created_at) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT OR IGNORE INTO outbox "
+        "(incident_id, sink, action, dedup_key, payload, created_at, next_attempt_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
         [
-            (int(a.incident_id), a.sink, a.action, a.dedup_key, json.dumps(dict(a.payload)), now)
+            (
+                int(a.incident_id),
+                a.sink,
+                a.action,
+                a.dedup_key,
+                json.dumps(dict(a.payload)),
+                now,
+                a.not_before,
+            )
             for a in actions
+        ],
+    )
+
+
+def record_audit(
+    conn: sqlite3.Connection,
+    incident_id: int,
+    entries: Sequence[AuditEntry],
+    actions: Sequence[Action],
+    now: float,
+) -> None:
+    """Audit entries and the outbox actions they call for, in one transaction."""
+    with transaction(conn):
+        _insert_audit(conn, incident_id, entries)
+        insert_actions(conn, actions, now)
+
+
+def queue_remediation(
+    conn: sqlite3.Connection,
+    incident_id: int,
+    action: str,
+    entries: Sequence[AuditEntry],
+    actions: Sequence[Action],
+    now: float,
+) -> bool:
+    """An approved run of catalogue entry ``action``, with its audit entries and thread reply, unless
+    one of the incident is still pending or already ran (then nothing is written: False). A run that
+    was refused or failed may be approved again."""
+    with transaction(conn):
+        # run actions are "run:<entry>:<key>"; entry names are [a-z0-9-], nothing LIKE treats specially
+        live = conn.execute(
+            "SELECT 1 FROM outbox WHERE incident_id = ? AND sink = 'remediation' AND state = 'pending' "
+            "AND action LIKE ? UNION ALL "
+            "SELECT 1 FROM audit WHERE incident_id = ? AND action = ? AND event = 'ran' LIMIT 1",
+            (incident_id, f"run:{action}:%", incident_id, action),
+        ).fetchone()
+        if live is not None:
+            return False
+        _insert_audit(conn, incident_id, entries)
+        insert_actions(conn, actions, now)
+    return True
+
+
+def _insert_audit(conn: sqlite3.Connection, incident_id: int, entries: Sequence[AuditEntry]) -> None:
+    conn.executemany(
+        "INSERT INTO audit (incident_id, at, event, action, key, by, target, detail) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (incident_id, e.at, e.event, e.action, e.key, e.by, e.target, json.dumps(dict(e.detail)))
+            for e in entries
         ],
     )
 
@@ -308,7 +367,13 @@ WHERE ((status = 'resolved' AND updated_at < :cutoff)
                   AND (s.source != 'alertmanager' OR s.updated_at >= :silent))
 ORDER BY updated_at LIMIT :batch
 """
-_INCIDENT_CHILDREN = ("incident_alerts", "jobs", "action_refs", "outbox")  # deleted before the parent
+_INCIDENT_CHILDREN = (
+    "incident_alerts",
+    "jobs",
+    "action_refs",
+    "outbox",
+    "audit",
+)  # deleted before the parent
 
 
 def prune(conn: sqlite3.Connection, cutoff: float, batch: int, silent_before: float | None) -> dict[str, int]:
