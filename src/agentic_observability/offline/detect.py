@@ -27,7 +27,8 @@ from typing import TextIO
 
 import numpy as np
 
-from agentic_observability.detectors import create
+from agentic_observability.detectors import DEFAULT_EPISODE_GAP, create
+from agentic_observability.detectors.bulk import BULK
 from agentic_observability.detectors.episodes import episode_rows
 from agentic_observability.detectors.joint import joint_scores
 from agentic_observability.errors import BadInputError, ConfigError
@@ -59,6 +60,10 @@ def score_columns(
     ``alerts`` at most once per episode gap, ``raw`` every sample's score before that gating."""
     if values.shape[1] == 0:
         return np.zeros(values.shape), np.zeros(values.shape)
+    if detector in BULK:  # every column in one call, with the per-column detector's scores exactly
+        bulk = BULK[detector](values.shape[1], threshold, DEFAULT_EPISODE_GAP, interval)
+        block_alerts, block_raw = bulk.score(values.T)
+        return block_alerts.T, block_raw.T
     alerts, raw = [], []
     for column in range(values.shape[1]):
         scorer = create(detector, threshold, interval=interval)

@@ -22,7 +22,8 @@ from urllib.parse import urlencode
 import numpy as np
 
 from agentic_observability.config import WatchConfig
-from agentic_observability.detectors import DEFAULT_THRESHOLD, Detector, create
+from agentic_observability.detectors import DEFAULT_EPISODE_GAP, DEFAULT_THRESHOLD, Detector, create
+from agentic_observability.detectors.bulk import BULK, KeyedEnsemble
 from agentic_observability.detectors.episodes import EpisodeTracker, breaches
 from agentic_observability.errors import AgenticObsError, ConfigError
 from agentic_observability.integrations.prometheus import PrometheusClient
@@ -66,6 +67,11 @@ class WatchPoller:
             except ValueError as exc:
                 raise ConfigError(f"watch {watch.name}: {exc}") from None
         self._detectors: dict[str, Detector] = {}
+        # the default detector scores every series of a poll in one call (warm-up too): a watch may
+        # hold 100,000 series; other detectors keep one instance per series
+        self._bulk: KeyedEnsemble | None = None
+        if self.uses_detector and watch.detector in BULK:
+            self._bulk = KeyedEnsemble(threshold, DEFAULT_EPISODE_GAP, watch.interval)
         self._warmed = False
         self._prometheus = prometheus
         self._store = store
@@ -188,6 +194,8 @@ class WatchPoller:
         labels = self._labels.pop(key)
         self._absent.pop(key, None)
         self._detectors.pop(key, None)
+        if self._bulk is not None:
+            self._bulk.forget(key)
         self._metrics.anomaly.forget(self.watch.name, labels)
         if len(self._labels) < 0.9 * self.watch.max_series:
             self._warned_full = False
@@ -195,6 +203,8 @@ class WatchPoller:
     def _score(self, keyed: list[tuple[str, Sample]]) -> list[bool]:
         """Score each sample with its series' detector (runs in a worker thread); whether it breaches
         is ``EpisodeTracker.breaching``, the rule ``detect`` replays too."""
+        if self._bulk is not None:
+            return self._score_bulk(self._bulk, keyed)
         hits = []
         for key, sample in keyed:
             detector = self._detectors.get(key)
@@ -204,6 +214,19 @@ class WatchPoller:
             raw = float(getattr(detector, "last_raw", [alert])[0])
             self._metrics.anomaly.set(self.watch.name, sample.labels, raw, detector.band())
             hits.append(self.tracker.breaching(key, alert >= self.threshold, raw >= self.threshold))
+        return hits
+
+    def _score_bulk(self, bulk: KeyedEnsemble, keyed: list[tuple[str, Sample]]) -> list[bool]:
+        """``_score`` with one bulk call for all the poll's series (a new one starts cold)."""
+        if not keyed:
+            return []
+        values = np.array([[sample.value] for _, sample in keyed], dtype=float)
+        alerts, raw = bulk.score([key for key, _ in keyed], values)
+        bands = bulk.bulk.bands()
+        hits = []
+        for (key, sample), alert, score in zip(keyed, alerts[:, 0], raw[:, 0], strict=True):
+            self._metrics.anomaly.set(self.watch.name, sample.labels, float(score), bulk.band(key, bands))
+            hits.append(self.tracker.breaching(key, alert >= self.threshold, score >= self.threshold))
         return hits
 
     def _new_detector(self) -> Detector:
@@ -233,6 +256,9 @@ class WatchPoller:
         return watch_group_key(self.watch, series.labels)
 
     def _feed_history(self, history: list[Series]) -> None:
+        if self._bulk is not None:
+            self._feed_bulk(self._bulk, history[: self.watch.max_series])
+            return
         for series in history[: self.watch.max_series]:
             detector = self._new_detector()
             detector.score(np.asarray(series.values, dtype=float))
@@ -242,6 +268,19 @@ class WatchPoller:
             key = self._key(series)
             self._detectors[key] = detector
             self._labels[key] = dict(series.labels)
+
+    def _feed_bulk(self, bulk: KeyedEnsemble, history: list[Series]) -> None:
+        """The warm-up in one bulk call per history length (series with gaps are shorter)."""
+        by_length: dict[int, list[Series]] = {}
+        for series in history:
+            by_length.setdefault(len(series.values), []).append(series)
+        for group in by_length.values():
+            keys = [self._key(series) for series in group]
+            bulk.score(keys, np.array([series.values for series in group], dtype=float))
+            bulk.rearm(keys)  # an alert inside the history must not keep the live series from paging
+            bulk.prepare(keys)  # distance profiles now, so the first poll is as quick as the rest
+            for key, series in zip(keys, group, strict=True):
+                self._labels[key] = dict(series.labels)
 
     def _transition(self, key: str, hit: bool, now: float, value: float | None) -> list[AcceptedAlert]:
         before = self.tracker.states.get(key)

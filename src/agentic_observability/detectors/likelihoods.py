@@ -1,0 +1,96 @@
+"""``TailLikelihood`` (likelihood.py) for many series at once: one step updates every series.
+
+Bulk scoring must give the per-sample detector's scores exactly, so every running sum here takes
+the same floating-point steps in the same order as the per-series class (a sum of floats depends on
+its order). Only the order *across* series is free, and that is what is vectorised. ``erfc`` and
+``log10`` come from ``math`` (numpy's and scipy's differ from it in the last bit).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from agentic_observability.detectors.likelihood import DECADES_AT_ONE
+
+_erfc = np.frompyfunc(math.erfc, 1, 1)
+_log10 = np.frompyfunc(math.log10, 1, 1)
+
+
+class Likelihoods:
+    def __init__(
+        self,
+        series: int,
+        history: int = 4000,
+        recent: int = 10,
+        minimum: int = 20,
+        decades: float = DECADES_AT_ONE,
+    ) -> None:
+        self._decades, self._minimum, self._recent_len = decades, minimum, recent
+        self._recent = np.zeros((series, recent))  # a ring: the newest ``recent`` raw scores
+        self._recent_count = np.zeros(series, np.int64)  # raw scores added so far
+        self._recent_sum = np.zeros(series)
+        self._past = np.zeros((series, history - recent))
+        self._count = np.zeros(series, np.int64)  # values pushed into ``_past`` so far
+        self._sum = np.zeros(series)
+        self._sum_sq = np.zeros(series)
+        self._since_exact = np.zeros(series, np.int64)
+
+    @property
+    def nbytes(self) -> int:
+        arrays = (self._recent, self._recent_count, self._recent_sum, self._past, self._count)
+        return sum(a.nbytes for a in arrays) + 3 * self._sum.nbytes
+
+    def update(self, raw: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Add ``raw[i]`` to series ``rows[i]``; return those series' likelihood scores."""
+        recent_len = self._recent_len
+        slot = self._recent_count[rows] % recent_len
+        leaving = self._recent[rows, slot]  # the raw score that drops out of ``recent`` (if full)
+        full = self._recent_count[rows] >= recent_len
+        self._recent[rows, slot] = raw
+        self._recent_count[rows] += 1
+        self._recent_sum[rows] += raw
+        if full.any():
+            self._push_past(leaving[full], rows[full])
+        return self._score(rows)
+
+    def quantile(self, row: int, q: float) -> float | None:
+        """The ``q`` quantile of series ``row``'s older raw scores (None before there are any)."""
+        count = int(self._count[row])
+        return float(np.quantile(self._past[row, : min(count, self._past.shape[1])], q)) if count else None
+
+    def _push_past(self, value: np.ndarray, rows: np.ndarray) -> None:
+        self._recent_sum[rows] -= value
+        size = self._past.shape[1]
+        slot = self._count[rows] % size
+        wrapped = self._count[rows] >= size
+        old = self._past[rows, slot]
+        self._past[rows, slot] = value
+        self._count[rows] += 1
+        self._sum[rows] += value
+        self._sum_sq[rows] += value * value
+        # x - 0.0 is x, so subtracting nothing where the ring was not full yet changes no bit
+        self._sum[rows] -= np.where(wrapped, old, 0.0)
+        self._sum_sq[rows] -= np.where(wrapped, old * old, 0.0)
+        self._since_exact[rows] += 1
+        for row in rows[self._since_exact[rows] >= size]:  # running sums drift: recompute now and then
+            held = self._past[row]
+            self._sum[row] = math.fsum(held)
+            self._sum_sq[row] = math.fsum(held * held)
+            self._since_exact[row] = 0
+
+    def _score(self, rows: np.ndarray) -> np.ndarray:
+        scores = np.zeros(rows.size)
+        count = np.minimum(self._count[rows], self._past.shape[1])
+        ready = (count >= self._minimum) & (self._recent_count[rows] >= self._recent_len)
+        mean = self._sum[rows] / np.maximum(count, 1)
+        variance = np.maximum(self._sum_sq[rows] / np.maximum(count, 1) - mean * mean, 0.0)
+        spread = np.sqrt(variance) + 1e-9 + 1e-3 * np.abs(mean)
+        recent = self._recent_sum[rows] / self._recent_len
+        high = ready & (recent > mean)  # only unusually high raw scores matter
+        if high.any():
+            z = (recent[high] - mean[high]) / spread[high] / math.sqrt(2)
+            tail = np.maximum(0.5 * _erfc(z).astype(float), 1e-300)
+            scores[high] = np.minimum(1.0, -_log10(tail).astype(float) / self._decades)
+        return scores
