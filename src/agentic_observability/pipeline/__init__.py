@@ -78,7 +78,7 @@ def _with_remediation(report: Report, rules: Report, incident: Incident, deps: P
     report for a person to approve. When a model put another cause first, what the catalogue has for
     that cause is listed too, as the model's suggestion, never to run on its own (auto is off for it):
     the model can point at a catalogue entry, not name an action, and never trigger one."""
-    if not deps.remediation.enabled:
+    if not deps.remediation.enabled or incident.status == "resolved":  # nothing left to fix
         return report
     try:
         entity_label = deps.investigation.entity_label
