@@ -229,7 +229,9 @@ async def test_the_demo_action_restarts_carts_through_the_endpoint_once(tmp_path
 
 def test_the_demo_press_is_a_signed_block_actions_payload() -> None:
     secret = "0123456789abcdef0123456789abcdef"
-    body = approve_press("a1b2c3d4", "7", "http://127.0.0.1:1/actions/1")
+    target = {"url": "http://127.0.0.1:2/restart/carts"}
+    incident = {"id": "7", "report": {"remediation": [{"action": REMEDIATION, "target": target}]}}
+    body = approve_press("a1b2c3d4", incident, "http://127.0.0.1:1/actions/1")
     headers = slack_headers(secret, body)
     verifier = SignatureVerifier(secret)
     assert verifier.is_valid(body, headers["X-Slack-Request-Timestamp"], headers["X-Slack-Signature"])
@@ -241,6 +243,7 @@ def test_the_demo_press_is_a_signed_block_actions_payload() -> None:
     assert field == "payload" and press.user.id == ON_CALL["id"]
     assert messages.parse_action_id(press.actions[0].action_id) == (f"approve.{REMEDIATION}", "a1b2c3d4", "7")
     assert press.response_url == "http://127.0.0.1:1/actions/1"
+    assert press.actions[0].value == messages.proposal_value({"target": target})  # what the parent shows
 
 
 def test_the_demo_config_keeps_the_signing_secret_out_of_the_file(tmp_path: Path) -> None:

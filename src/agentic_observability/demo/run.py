@@ -32,6 +32,7 @@ import secrets
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -294,10 +295,14 @@ def slack_headers(secret: str, body: str, timestamp: int | None = None) -> dict[
     }
 
 
-def approve_press(install_id: str, incident_id: str, response_url: str) -> str:
+def approve_press(install_id: str, incident: Mapping[str, Any], response_url: str) -> str:
     """The form body Slack posts when ``ON_CALL`` presses *Approve* on the incident's parent message
     (a block_actions payload, docs.slack.dev/reference/interaction-payloads/block_actions-payload). The
-    button's action_id is the one the parent carries: ``agentic_obs:approve.<entry>:<install>:<id>``."""
+    button's action_id is the one the parent carries: ``agentic_obs:approve.<entry>:<install>:<id>``;
+    its value, the target the parent showed (the service refuses an approval of a changed proposal)."""
+    incident_id = incident["id"]
+    proposal = next(p for p in incident["report"]["remediation"] if p.get("action") == REMEDIATION)
+    shown = json.dumps(proposal.get("target") or {}, sort_keys=True)
     now = f"{time.time():.6f}"
     action_id = f"agentic_obs:approve.{REMEDIATION}:{install_id}:{incident_id}"
     payload: dict[str, Any] = {
@@ -320,6 +325,7 @@ def approve_press(install_id: str, incident_id: str, response_url: str) -> str:
                 "block_id": "remediation",
                 "text": {"type": "plain_text", "text": f"Approve: {REMEDIATION}"},
                 "style": "danger",
+                "value": shown,
                 "action_ts": now,
             }
         ],
@@ -354,7 +360,7 @@ class Approval:
         if incident is None:
             _say(f"no incident proposed {REMEDIATION} within the time limit: nothing to approve")
             return False
-        body = approve_press(self.install_id, incident["id"], f"{self.slack_url}/actions/1")
+        body = approve_press(self.install_id, incident, f"{self.slack_url}/actions/1")
         _say(
             f"on-call {ON_CALL['id']} presses 'Approve: {REMEDIATION}' on incident {incident['id']} "
             "(simulated: a block_actions payload signed with this run's SLACK_SIGNING_SECRET, "
