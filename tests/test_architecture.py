@@ -35,10 +35,11 @@ ALLOWED: dict[str, set[str]] = {
     # proposing (pure), running through its adapters, and the outbox sinks that run and follow up
     "remediation": FOUNDATION | {"integrations", "store", "telemetry", "outbox"},
     "watch": FOUNDATION | {"detectors", "integrations", "store", "telemetry"},
+    "changes": FOUNDATION | {"integrations", "store", "telemetry"},  # polled change events, like watch
     "offline": FOUNDATION | {"detectors", "investigation"},
     "service": FOUNDATION
     | LEAVES
-    | {"telemetry", "outbox", "pipeline", "watch", "remediation", "__version__"},
+    | {"telemetry", "outbox", "pipeline", "watch", "changes", "remediation", "__version__"},
     "replay": FOUNDATION | {"pipeline", "integrations", "store", "service"},
     "demo": FOUNDATION | {"service"},
     "cli": FOUNDATION

@@ -84,7 +84,7 @@ async def resolved_incidents(store: SqliteStore, groups: Sequence[str], starts_a
 
 
 def table_counts(store: SqliteStore) -> dict[str, int]:
-    tables = ("incidents", "incident_alerts", "jobs", "action_refs", "outbox", "inbox", "audit")
+    tables = ("incidents", "incident_alerts", "jobs", "action_refs", "outbox", "inbox", "audit", "changes")
     with sqlite3.connect(store.path) as conn:
         return {t: conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in tables}
 
@@ -110,6 +110,7 @@ async def test_prune_deletes_old_incidents_with_everything_they_own(store: Sqlit
         "audit": 3,
         "incidents": 3,
         "inbox": 7,  # every delivery: 3 firing, 3 resolved, and the open one's
+        "changes": 0,
     }
     assert [i.group_key for i in await store.list_incidents()] == ["open"]
     after = table_counts(store)
@@ -394,6 +395,7 @@ async def test_a_fault_is_pruned_only_once_nothing_of_it_fires(store: SqliteStor
         "audit": 0,
         "incidents": 0,
         "inbox": 4,  # 3 firing, 1 resolved: deliveries are not the fault's
+        "changes": 0,
     }
     await ingest(store, [accepted("member", "resolved")])
     await finish_jobs(store)

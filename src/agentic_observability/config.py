@@ -47,6 +47,9 @@ SECRET_ENV: dict[str, str] = {
     "slack_webhook_url": "SLACK_WEBHOOK_URL",
     "slack_signing_secret": "SLACK_SIGNING_SECRET",  # verifies Slack's buttons and slash commands
     "slack_app_token": "SLACK_APP_TOKEN",  # xapp-…: the same over Socket Mode (no ingress needed)
+    "loki_bearer_token": "LOKI_BEARER_TOKEN",
+    "loki_username": "LOKI_USERNAME",
+    "loki_password": "LOKI_PASSWORD",
 }
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)")
@@ -191,6 +194,42 @@ class InvestigationConfig(Section):
     baseline: Duration = 1800.0
     after: Duration = 600.0
     evidence_window: Duration = 3600.0
+    # A change event (changes:) this long before the onset, on a ranked entity or a callee, is shown
+    # at the top of the report and counts as evidence in the ranking.
+    change_window: Duration = 1800.0
+
+
+# kube-state-metrics series carry the workload (deployment, statefulset, daemonset); the entity an
+# investigation ranks (investigation.entity_label, e.g. service) is the first of these labels present
+# on the workload's series or its kube_<kind>_labels (labels allowlisted in kube-state-metrics'
+# --metric-labels-allowlist), ``workload`` being the workload's own name.
+DEFAULT_ENTITY_FROM = (
+    "label_app_kubernetes_io_name",
+    "label_app",
+    "label_service",
+    "deployment",
+    "statefulset",
+    "daemonset",
+    "workload",
+)
+
+
+class ChangesConfig(Section):
+    """Change events (issue 18): kube-state-metrics polled through Prometheus, Grafana annotations
+    tagged as deploys (when actions.grafana.url is set), and POST /api/v1/changes."""
+
+    enabled: bool = True  # off: nothing is polled and reports do not look (the route still stores)
+    poll_interval: Duration = 60.0
+    entity_from: tuple[str, ...] = Field(DEFAULT_ENTITY_FROM, min_length=1)
+    grafana_tag: str = Field("deploy", min_length=1)
+    kube_state_metrics: bool = True
+
+    @field_validator("poll_interval")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be greater than 0")
+        return value
 
 
 class CorrelationConfig(Section):
@@ -204,6 +243,175 @@ class CorrelationConfig(Section):
     # A group that arrives while an earlier one is still being analysed waits this long for that
     # analysis (its cause is what decides), then decides without it.
     wait: Duration = 60.0
+
+
+# -- logs (issue 18): error lines and new log templates from Grafana Loki ----------------------------
+
+LOG_PLACEHOLDERS = ("entity", "namespace")
+_LOG_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_LOG_MATCHER = re.compile(r'\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*("(?:[^"\\]|\\.)*"|`[^`]*`)\s*')
+_LOG_FILTER = re.compile(r'\s*(\|=|!=|\|~|!~)\s*("(?:[^"\\]|\\.)*"|`[^`]*`)\s*')
+_LOG_PARSER_STAGE = re.compile(r"\s*\|\s*(json|logfmt)\b\s*")
+_GO_ESCAPES = {"\\": "\\", '"': '"', "n": "\n", "t": "\t", "r": "\r"}
+
+
+def _log_parse_error(text: str, at: int, what: str) -> ValueError:
+    # the form Loki's own parser uses, so a message reads the same from the config and from Loki
+    return ValueError(f"{text!r}: parse error at line 1, col {at + 1}: {what}")
+
+
+def log_string(quoted: str) -> str:
+    """The value of a LogQL string literal (``"..."`` with Go escapes, or a raw ```...```)."""
+    if quoted.startswith("`"):
+        return quoted[1:-1]
+    out, chars, index = [], quoted[1:-1], 0
+    while index < len(chars):
+        char = chars[index]
+        if char == "\\":
+            code = chars[index + 1]
+            if code not in _GO_ESCAPES:
+                raise ValueError(f"unknown escape \\{code} in {quoted} (write \\\\ for a backslash)")
+            out.append(_GO_ESCAPES[code])
+            index += 2
+            continue
+        out.append(char)
+        index += 1
+    return "".join(out)
+
+
+def parse_log_selector(text: str) -> list[tuple[str, str, str]]:
+    """A LogQL stream selector ``{name="value", name=~"regex", ...}`` as (name, operator, value).
+    A ValueError names the column, as Loki would; regexes must compile and one matcher must select
+    something (Loki refuses a selector every stream matches)."""
+    start = len(text) - len(text.lstrip())
+    if not text[start:].startswith("{"):
+        raise _log_parse_error(text, start, "a stream selector starts with {")
+    matchers, at = [], start + 1
+    while True:
+        found = _LOG_MATCHER.match(text, at)
+        if found is None:
+            raise _log_parse_error(text, at, 'expected a matcher like app="carts" (unbalanced quotes?)')
+        name, op, quoted = found.groups()
+        value = log_string(quoted)
+        if op in ("=~", "!~"):
+            try:
+                re.compile(_LOG_PLACEHOLDER.sub("x", value))
+            except re.error as exc:
+                raise _log_parse_error(text, found.start(3), f"invalid regular expression: {exc}") from None
+        matchers.append((name, op, value))
+        at = found.end()
+        if text.startswith(",", at):
+            at += 1
+            continue
+        if text.startswith("}", at) and not text[at + 1 :].strip():
+            break
+        raise _log_parse_error(text, at, "expected , or a closing } at the end")
+    if not any(_selects(op, _LOG_PLACEHOLDER.sub("x", value)) for _, op, value in matchers):
+        raise ValueError(
+            f"{text!r}: needs one = or =~ matcher that cannot match the empty value (Loki refuses "
+            'app=~".*" alone; app=~".+" is fine)'
+        )
+    return matchers
+
+
+def _selects(op: str, value: str) -> bool:
+    return (op == "=" and value != "") or (op == "=~" and re.fullmatch(value, "") is None)
+
+
+def check_log_filter(text: str) -> str:
+    """A LogQL pipeline of line filters (``|=``, ``!=``, ``|~``, ``!~``) and ``| json`` / ``| logfmt``:
+    what goes between the stream selector and the range of a metric query."""
+    at = 0
+    while text[at:].strip():
+        stage = _LOG_FILTER.match(text, at)
+        if stage is not None:
+            if stage.group(1) in ("|~", "!~"):
+                try:
+                    re.compile(log_string(stage.group(2)))
+                except re.error as exc:
+                    where = stage.start(2)
+                    raise _log_parse_error(text, where, f"invalid regular expression: {exc}") from None
+            else:
+                log_string(stage.group(2))
+        else:
+            stage = _LOG_PARSER_STAGE.match(text, at)
+        if stage is None:
+            raise _log_parse_error(text, at, 'expected a line filter (|= != |~ !~ "...") or | json, | logfmt')
+        at = stage.end()
+    return text
+
+
+class LogsConfig(Section):
+    """Log evidence from Grafana Loki (issue 18); off while ``url`` is unset.
+
+    Credentials come from the environment only: LOKI_BEARER_TOKEN, or LOKI_USERNAME + LOKI_PASSWORD
+    (basic auth, e.g. Grafana Cloud Logs). ``tenant`` is sent as X-Scope-OrgID (multi-tenant Loki).
+
+    ``selector`` maps an investigation entity to its log streams: a LogQL stream selector in which
+    ``{entity}`` is the entity's value and ``{namespace}`` the incident's namespace label (a matcher
+    with ``{namespace}`` is left out when the incident has none). Values are escaped for the string
+    (and regex) they land in. Pick the labels your log agent writes:
+      Promtail/Alloy kubernetes_sd:  {namespace="{namespace}", app="{entity}"}   (pod label app)
+      by container name:             {namespace="{namespace}", container="{entity}"}
+      OpenTelemetry / Loki 3:        {service_name="{entity}"}
+    ``grafana_datasource`` is the uid of the Loki datasource in Grafana (actions.grafana.url), used in
+    the Explore links of log evidence; Grafana does not default a pane to it, so it must match.
+    """
+
+    url: HttpUrl | None = None
+    tenant: str | None = None
+    timeout: Duration = 10.0  # each request; transient failures (429, 5xx, timeouts) are retried
+    retries: int = Field(2, ge=0, le=10)
+    budget: Duration = 30.0  # all log evidence of one report; what is unread by then is named
+    max_response_bytes: int = Field(16 * 1_048_576, ge=1024)
+    selector: str = '{namespace=~".+", app="{entity}"}'
+    error_filter: str = '|~ "(?i)(error|exception|panic|fatal)"'
+    sample_lines: int = Field(500, ge=10, le=5000)  # lines before and after the onset, for templates
+    max_templates: int = Field(5, ge=1, le=50)
+    max_entities: int = Field(5, ge=1, le=20)  # candidate entities queried per report
+    grafana_datasource: str = Field("loki", min_length=1)
+
+    @field_validator("url")
+    @classmethod
+    def _no_userinfo(cls, value: str | None) -> str | None:
+        if value is not None and "@" in urlsplit(value).netloc:
+            raise ValueError(
+                f"{_shown(value)!r} carries credentials (user:password@); set LOKI_BEARER_TOKEN or "
+                "LOKI_USERNAME + LOKI_PASSWORD in the environment instead"
+            )
+        return value
+
+    @field_validator("tenant")
+    @classmethod
+    def _header_value(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or any(c in value for c in "\r\n\0")):
+            raise ValueError("must be a non-empty X-Scope-OrgID value on one line")
+        return value
+
+    @field_validator("selector")
+    @classmethod
+    def _valid_selector(cls, value: str) -> str:
+        unknown = sorted({p for p in _LOG_PLACEHOLDER.findall(value) if p not in LOG_PLACEHOLDERS})
+        if unknown:
+            raise ValueError(
+                f"unknown placeholder {{{unknown[0]}}} in {value!r} (allowed: {{entity}}, {{namespace}})"
+            )
+        if "{entity}" not in value:
+            raise ValueError(
+                f'{value!r} must contain {{entity}} (e.g. app="{{entity}}"): else all read one stream'
+            )
+        kept = [m for m in parse_log_selector(value) if "{namespace}" not in m[2]]
+        if not any(_selects(op, _LOG_PLACEHOLDER.sub("x", v)) for _, op, v in kept):
+            raise ValueError(
+                f"{value!r}: without its {{namespace}} matchers (an incident with no namespace label) "
+                "no = or =~ matcher is left that selects anything"
+            )
+        return value
+
+    @field_validator("error_filter")
+    @classmethod
+    def _valid_filter(cls, value: str) -> str:
+        return check_log_filter(value)
 
 
 class MemoryConfig(Section):
@@ -538,6 +746,8 @@ class FileConfig(Section):
     watches: tuple[WatchConfig, ...] = ()
     investigation: InvestigationConfig = InvestigationConfig()
     correlation: CorrelationConfig = CorrelationConfig()
+    changes: ChangesConfig = ChangesConfig()
+    logs: LogsConfig = LogsConfig()
     memory: MemoryConfig = MemoryConfig()
     reasoning: ReasoningConfig = ReasoningConfig()
     actions: ActionsConfig = ActionsConfig()
@@ -559,6 +769,9 @@ class Secrets(Section):
     slack_webhook_url: SecretStr | None = None
     slack_signing_secret: SecretStr | None = None
     slack_app_token: SecretStr | None = None
+    loki_bearer_token: SecretStr | None = None
+    loki_username: SecretStr | None = None
+    loki_password: SecretStr | None = None
     # The http remediation actions' bearer tokens, by the environment variable each action's
     # token_env names (read at load only while remediation is enabled; see _remediation_tokens).
     remediation_tokens: dict[str, SecretStr] = Field(default_factory=dict)
@@ -596,10 +809,22 @@ class Secrets(Section):
             )
         return self
 
+    @model_validator(mode="after")
+    def _one_loki_auth(self) -> Secrets:
+        user, password = self.loki_username, self.loki_password
+        if (user is None) != (password is None):
+            raise ValueError("LOKI_USERNAME and LOKI_PASSWORD go together (basic auth): set both or neither")
+        if user is not None and ":" in user.get_secret_value():
+            raise ValueError("LOKI_USERNAME cannot contain ':' (basic auth separates on it)")
+        if self.loki_bearer_token is not None and user is not None:
+            raise ValueError("set either LOKI_BEARER_TOKEN or LOKI_USERNAME + LOKI_PASSWORD, not both")
+        return self
+
     def values(self) -> list[str]:
-        """Every secret's plain value, for log scrubbing. Not the Prometheus user name: it is no secret,
-        and a common word ("prometheus", "admin") would be starred out of every log line."""
-        found = [getattr(self, name) for name in SECRET_ENV if name != "prometheus_username"]
+        """Every secret's plain value, for log scrubbing. Not the Prometheus or Loki user name: it is no
+        secret, and a common word ("prometheus", "admin") would be starred out of every log line."""
+        users = ("prometheus_username", "loki_username")
+        found = [getattr(self, name) for name in SECRET_ENV if name not in users]
         found += self.remediation_tokens.values()
         return [s.get_secret_value() for s in found if s is not None and s.get_secret_value()]
 

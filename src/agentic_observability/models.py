@@ -159,6 +159,12 @@ class Report:
     chart: Mapping[str, Any] | None = None
     # Remediation the catalogue proposes for it (remediation/catalogue.py): what a person may approve.
     remediation: tuple[Mapping[str, Any], ...] = ()
+    # What changed around the onset on the ranked entities and their callees (``Change.to_dict``,
+    # with ``before_onset`` seconds and how the entity relates to the cause).
+    changes: tuple[Mapping[str, Any], ...] = ()
+    # What Loki's logs say (pipeline/logs.py ``LogEvidence.as_dict``): error lines per entity before
+    # and after the onset, and the new log templates after it; None when log evidence is off.
+    logs: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -175,6 +181,50 @@ class Report:
             "generated_at": self.generated_at,
             "chart": None if self.chart is None else dict(self.chart),
             "remediation": [dict(r) for r in self.remediation],
+            "changes": [dict(c) for c in self.changes],
+            "logs": None if self.logs is None else dict(self.logs),
+        }
+
+
+ChangeSourceName = Literal["ksm", "webhook", "pagerduty", "grafana"]
+ChangeKind = Literal["rollout", "image", "config", "replicaset", "deploy", "other"]
+CHANGE_KINDS: tuple[str, ...] = ("rollout", "image", "config", "replicaset", "deploy", "other")
+
+
+@dataclass(frozen=True)
+class Change:
+    """Something that changed in the system (issue 18): a rollout, a new image, a config edit, a deploy
+    a CI system announced. ``entity`` is the investigation entity it belongs to (a service name);
+    ``dedup_key`` is the same for a re-poll or a retried delivery of the same change, so it is stored
+    once. Times are unix seconds."""
+
+    source: ChangeSourceName
+    at: float
+    entity: str
+    kind: ChangeKind
+    summary: str  # one line: "image v1.4.2 → v1.4.3"
+    dedup_key: str
+    namespace: str | None = None
+    workload: str | None = None
+    old: str | None = None
+    new: str | None = None
+    link: str | None = None
+    received_at: float | None = None
+    id: int | None = None  # the store's, once stored
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "at": iso_time(self.at),
+            "at_unix": self.at,
+            "entity": self.entity,
+            "namespace": self.namespace,
+            "workload": self.workload,
+            "kind": self.kind,
+            "summary": self.summary,
+            "old": self.old,
+            "new": self.new,
+            "link": self.link,
         }
 
 

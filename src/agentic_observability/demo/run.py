@@ -5,11 +5,15 @@ routed to the service, and the service itself (webhook + one PromQL watch, incid
 Edge, actions to the local ``actions.jsonl``). A CPU hog hits carts after ~30 s; it trips the watch
 and the front-end latency alert, which become one incident (the alert joins the watch's incident as
 the same fault). The demo prints every report as it arrives and as it resolves, with the incident's
-members, then sends feedback on it (confirmed cause and the fix). The same fault returns; the new
-report recalls the first incident ("seen before", with the fix). Each incident's chart
+members, then sends feedback on it (confirmed cause and the fix). The same fault returns, 20 s after
+a "new version" of carts rolled out (issue 18): the shop's kube-state-metrics series show the new
+image (the service polls them every 5 s), and a CI system announces the deploy on
+``POST /api/v1/changes``. The new report names the change at its top ("What changed: carts: image
+v1.4.2 → v1.4.3 at …, 20 s before the onset"), which the demo prints, and recalls the first
+incident ("seen before", with the fix). Each incident's chart
 (``/api/v1/incidents/{id}/chart.png``) is saved in the demo's work directory and its path printed.
-Exit 0 once every incident of both rounds has resolved and each round was one incident; 1 if not
-within the time limit, or a round's fault became more than one incident.
+Exit 0 once every incident of both rounds has resolved, each round was one incident and the second
+round's report named the rollout; 1 if not within the time limit, or otherwise.
 
 Remediation (issue 22) is on, with one catalogue entry: ``shop-restart``, an ``http`` action that POSTs
 to the shop's own restart endpoint for a carts cause, approvable by the demo on-call ``U0DEMOOPS``. The
@@ -48,6 +52,23 @@ from agentic_observability.service import init_app
 from agentic_observability.service.app import INSTALL_ID
 
 FAULTS = ((30.0, 45.0), (140.0, 40.0))  # (at, for) seconds after start: the same fault, twice
+NEW_VERSION = "v1.4.3"  # every shop service runs v1.4.2 until a deploy
+DEPLOY = (
+    120.0,
+    "carts",
+    f"registry.example/shop/carts:{NEW_VERSION}",
+)  # (at, service, image): before round 2
+CI_EVENT = {  # what a CI system posts to /api/v1/changes once it has rolled the new version out
+    "service": "carts",
+    "namespace": "shop",
+    "workload": "deployment/carts",
+    "kind": "deploy",
+    "summary": f"deploy carts {NEW_VERSION} (pipeline 812)",
+    "old": "v1.4.2",
+    "new": NEW_VERSION,
+    "link": "https://ci.example/shop/carts/pipelines/812",
+    "id": "ci-shop-carts-812",
+}
 TIME_LIMIT = 300.0
 FEEDBACK = {
     "root_cause": "carts",
@@ -127,6 +148,7 @@ def demo_config(
                     {"caller": "orders", "callee": "payment"},
                 ],
             },
+            "changes": {"poll_interval": "5s"},  # the shop's kube-state-metrics series, polled
             "watches": [
                 {
                     "name": "CartsCpuSaturated",
@@ -161,6 +183,12 @@ def print_report(incident: dict[str, Any]) -> None:
         )
     for line in str(report.get("summary", "(no report yet)")).splitlines():
         print(f"    {line}", flush=True)
+
+
+def changed_line(incident: dict[str, Any]) -> str | None:
+    """The report's "What changed: …" line, when it names a change before the onset."""
+    summary = str((incident.get("report") or {}).get("summary", ""))
+    return next((line for line in summary.splitlines() if line.startswith("What changed: ")), None)
 
 
 def _shown_as(incident: dict[str, Any]) -> tuple[Any, ...]:
@@ -206,8 +234,12 @@ async def _watch_incidents(
         for incident in reversed(incidents):
             now_shown = _shown_as(incident)
             if now_shown[0] and shown.get(incident["id"]) != now_shown:
+                first_time = incident["id"] not in shown
                 shown[incident["id"]] = now_shown
                 print_report(incident)
+                line = changed_line(incident)
+                if line and first_time:
+                    _say(f"incident {incident['id']}: {line}")
                 if incident["status"] == "firing":
                     _say_proposals(incident, proposed, approve)
         everyone_done = all((i.get("report") or {}).get("status") == "resolved" for i in incidents)
@@ -276,8 +308,37 @@ async def _rounds(
     both = await _watch_incidents(http, api, deadline, shown, len(first), proposed, approve)
     if both is None:
         return False
-    await _save_charts(http, api, both[: len(both) - len(first)], workdir)
-    return _one_incident(2, both[: len(both) - len(first)])
+    second = both[: len(both) - len(first)]
+    await _save_charts(http, api, second, workdir)
+    return _one_incident(2, second) and _named_the_rollout(second)
+
+
+def _named_the_rollout(incidents: list[dict[str, Any]]) -> bool:
+    """The second round followed a new version of carts: its report must say so at the top."""
+    lines = [line for line in map(changed_line, incidents) if line]
+    if not lines or "carts" not in lines[0]:
+        _say("round 2: the report did not name the rollout of carts before the fault")
+        return False
+    _say(f"round 2 followed a new version of carts, and the report says so: {lines[0]}")
+    return True
+
+
+async def announce_deploy(api: str, token: str, shop: ShopCollector) -> None:
+    """At the deploy's moment (``DEPLOY``), as a CI system would once its rollout is done: the change
+    event to ``POST /api/v1/changes``. The shop's image label moves on its own at the same moment."""
+    at = shop.started + DEPLOY[0]
+    await asyncio.sleep(max(at - time.time(), 0.0))
+    event = {**CI_EVENT, "at": at}
+    _say(f"CI rolled out carts {NEW_VERSION} (image {DEPLOY[2]}); POST /api/v1/changes {json.dumps(event)}")
+    headers = {"Authorization": f"Bearer {token}"}
+    try:
+        async with (
+            aiohttp.ClientSession(headers=headers) as http,
+            http.post(f"{api}/api/v1/changes", json=event) as response,
+        ):
+            _say(f"POST /api/v1/changes: HTTP {response.status} {await response.text()}")
+    except aiohttp.ClientError as exc:
+        _say(f"POST /api/v1/changes failed: {exc}")
 
 
 # -- --approve: the on-call presses Approve in Slack (simulated by a signed request) ---------------------
@@ -472,12 +533,16 @@ async def run_demo(keep_running: bool = False, approve: bool = False) -> int:
     runners: list[web.AppRunner] = []
     try:
         shop_port, service_port, slack_port = free_port(), free_port(), free_port()
-        shop = ShopCollector(FAULTS)
+        shop = ShopCollector(FAULTS, deploys=[DEPLOY])
         runners.append(await _start_site(shop_app(shop), shop_port))
         slack_url = f"http://127.0.0.1:{slack_port}"
         runners.append(await _start_site(slack_stand_in(), slack_port))
         first_fault = FAULTS[0][0]
         _say(f"shop exporter on http://127.0.0.1:{shop_port}/metrics; carts CPU hog in {first_fault:.0f}s")
+        _say(
+            f"carts {NEW_VERSION} rolls out in {DEPLOY[0]:.0f}s, {FAULTS[1][0] - DEPLOY[0]:.0f}s before "
+            "the fault's second round"
+        )
         service_url = f"http://127.0.0.1:{service_port}"
         am = await asyncio.to_thread(
             start_alertmanager, workdir / "alertmanager", f"{service_url}/api/v1/webhook/alertmanager", token
@@ -502,7 +567,11 @@ async def run_demo(keep_running: bool = False, approve: bool = False) -> int:
             return await _keep_running(service_url, token, prom, am)
         # the install id the service puts in its Slack buttons (the store's): the press must carry it
         approval = Approval(signing_secret, service[INSTALL_ID], slack_url, shop) if approve else None
-        done = await _two_rounds(service_url, token, time.monotonic() + TIME_LIMIT, workdir, approval)
+        deploying = asyncio.create_task(announce_deploy(service_url, token, shop))
+        try:
+            done = await _two_rounds(service_url, token, time.monotonic() + TIME_LIMIT, workdir, approval)
+        finally:
+            deploying.cancel()
         _summarise_actions(workdir / "state" / "actions.jsonl")
         if done:
             _say("all incidents of both rounds resolved; demo finished")

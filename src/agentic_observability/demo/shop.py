@@ -13,6 +13,15 @@ many seconds (a rollout, a node drain): its series stop and a new pod's start, a
 In the last ``drain`` seconds of its life a pod gets no traffic, so its error ratio
 (``rate(errors) / rate(requests)``) is 0/0. ``kube_pod_info`` is exported in kube-state-metrics' shape.
 
+Each service is a Deployment, exported as kube-state-metrics does (issue 18's change events):
+``kube_deployment_metadata_generation``, ``kube_deployment_labels`` (``label_app_kubernetes_io_name``),
+``kube_replicaset_created`` and ``kube_replicaset_owner`` for each ReplicaSet, and per pod
+``kube_pod_owner`` and ``kube_pod_container_info{image}``. A deploy (``deploys``: ``(at, service,
+image)``, ``at`` seconds after start, like the fault windows) rolls out a new image of one service:
+its generation moves, a new ReplicaSet (named after the image) owns its pods and they report the new
+image. The pods keep their names and their metrics are untouched: a deploy is a change event, and
+what follows it is up to the fault windows.
+
 A rollout restart (``POST /restart/{service}`` on ``shop_app``, or ``ShopCollector.restart``) is what
 the remediation demo runs: the restarted service's current fault window ends at that moment (its
 callers recover ``HOP_SECONDS`` later per hop, as at a fault's end) and its pods are replaced (new
@@ -27,6 +36,7 @@ for ``promtool tsdb create-blocks-from openmetrics`` (``history_openmetrics``).
 from __future__ import annotations
 
 import bisect
+import hashlib
 import json
 import math
 import random
@@ -48,6 +58,8 @@ HOP_SECONDS = 4.0  # a callee's fault reaches each caller this much later
 FAULT_SERVICE = "carts"  # hit when a fault window names no service
 NAMESPACE = "shop"
 REQUESTS_PER_POD = 10.0  # per second, while a pod serves
+IMAGE = "registry.example/shop/{service}:v1.4.2"  # every service's image until a deploy
+_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # Kubernetes' generated names (k8s.io/apimachinery rand)
 
 
 @dataclass(frozen=True)
@@ -78,10 +90,12 @@ class ShopCollector(Collector):
         faults: Sequence[tuple[float, float] | tuple[float, float, str]],
         started: float | None = None,
         cluster: Cluster | None = None,
+        deploys: Sequence[tuple[float, str, str]] = (),
     ) -> None:
         self.started = time.time() if started is None else started
         # (at, duration, service) windows, seconds after start
         self.faults = tuple((f[0], f[1], f[2] if len(f) > 2 else FAULT_SERVICE) for f in faults)
+        self.deploys = tuple(sorted(deploys))  # (at, service, image), seconds after start
         self.cluster = cluster or Cluster()
         self.restarts: list[Restart] = []  # in time order
         self._rng = random.Random(7)
@@ -155,6 +169,19 @@ class ShopCollector(Collector):
             found.append(Pod(service, f"{prefix}-{int(generation)}-{index}", age, draining))
         return found
 
+    def releases(self, service: str, now: float) -> list[tuple[float, str]]:
+        """(since, image) of each image ``service`` has run by ``now``, oldest first: the first from
+        the start, one per deploy of it."""
+        found = [(self.started, IMAGE.format(service=service))]
+        for at, hit, image in self.deploys:
+            if hit == service and self.started + at <= now:
+                found.append((self.started + at, image))
+        return found
+
+    def image(self, service: str, now: float) -> str:
+        """The image ``service`` runs at ``now``."""
+        return self.releases(service, now)[-1][1]
+
     def collect(self) -> Iterator[Metric]:
         yield from self.families(time.time())
 
@@ -168,7 +195,7 @@ class ShopCollector(Collector):
             latency.add_metric([service], BASE_LATENCY[service] * wobble + level * 1.1)
             cpu.add_metric([service], self._cpu(service, self.hog(service, now), wobble))
             requests.add_metric([service], (now - self.started) * 20.0)
-        return [latency, cpu, requests, *self._pod_families(now)]
+        return [latency, cpu, requests, *self._pod_families(now), *self._workload_families(now)]
 
     def _pod_families(self, now: float) -> list[Metric]:
         labels = ["namespace", "service", "pod"]
@@ -178,9 +205,22 @@ class ShopCollector(Collector):
         info = GaugeMetricFamily(
             "kube_pod_info", "kube-state-metrics pod info", labels=["namespace", "pod", "created_by_name"]
         )
+        images = GaugeMetricFamily(
+            "kube_pod_container_info",
+            "kube-state-metrics container info",
+            labels=["namespace", "pod", "container", "image"],
+        )
+        owners = GaugeMetricFamily(
+            "kube_pod_owner",
+            "kube-state-metrics pod owner",
+            labels=["namespace", "pod", "owner_kind", "owner_name"],
+        )
         for service in SERVICES:
             level, hog = self.fault_level(service, now), self.hog(service, now)
+            image = self.image(service, now)
             for pod in self.pods(service, now):
+                images.add_metric([NAMESPACE, pod.name, service, image], 1.0)
+                owners.add_metric([NAMESPACE, pod.name, "ReplicaSet", replicaset_name(service, image)], 1.0)
                 key = [NAMESPACE, service, pod.name]
                 cpu.add_metric(key, self._cpu(service, hog, self._wobble(pod.name, now)))
                 # a draining pod serves nothing more: its counters stand still, so rate/rate is 0/0
@@ -189,7 +229,35 @@ class ShopCollector(Collector):
                 served.add_metric(key, total)
                 errors.add_metric(key, total * (0.01 + 0.2 * level))
                 info.add_metric([NAMESPACE, pod.name, service], 1.0)
-        return [cpu, served, errors, info]
+        return [cpu, served, errors, info, images, owners]
+
+    def _workload_families(self, now: float) -> list[Metric]:
+        """Each service's Deployment and ReplicaSets, as kube-state-metrics exports them."""
+        generation = GaugeMetricFamily(
+            "kube_deployment_metadata_generation", "Deployment generation", labels=["namespace", "deployment"]
+        )
+        labels = GaugeMetricFamily(
+            "kube_deployment_labels",
+            "Deployment labels",
+            labels=["namespace", "deployment", "label_app_kubernetes_io_name"],
+        )
+        created = GaugeMetricFamily(
+            "kube_replicaset_created", "ReplicaSet creation time", labels=["namespace", "replicaset"]
+        )
+        owner = GaugeMetricFamily(
+            "kube_replicaset_owner",
+            "ReplicaSet owner",
+            labels=["namespace", "replicaset", "owner_kind", "owner_name"],
+        )
+        for service in SERVICES:
+            releases = self.releases(service, now)
+            generation.add_metric([NAMESPACE, service], float(len(releases)))
+            labels.add_metric([NAMESPACE, service, service], 1.0)
+            for since, image in releases:
+                name = replicaset_name(service, image)
+                created.add_metric([NAMESPACE, name], float(int(since)))
+                owner.add_metric([NAMESPACE, name, "Deployment", service], 1.0)
+        return [generation, labels, created, owner]
 
     def _wobble(self, name: str, now: float) -> float:
         return 1 + 0.05 * math.sin(now / 7 + len(name)) + self._rng.uniform(-0.03, 0.03)
@@ -197,6 +265,13 @@ class ShopCollector(Collector):
     @staticmethod
     def _cpu(service: str, hog: float, wobble: float) -> float:
         return min(BASE_CPU[service] * wobble + 0.7 * hog, 1.0)
+
+
+def replicaset_name(service: str, image: str) -> str:
+    """A ReplicaSet's name: the Deployment's and a pod-template hash (here of the image alone), in the
+    alphabet of Kubernetes' generated names."""
+    digest = hashlib.sha256(image.encode()).digest()
+    return f"{service}-{''.join(_NAME_ALPHABET[b % len(_NAME_ALPHABET)] for b in digest[:9])}"
 
 
 def call_distance(caller: str, callee: str) -> int | None:

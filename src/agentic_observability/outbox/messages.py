@@ -177,11 +177,12 @@ SLACK_MAX_FIELDS = 10
 SLACK_MESSAGE_BUDGET = 10_000
 _FALLBACK_LIMIT = 1000  # the notification text beside the blocks; the blocks carry the message
 # header 150 + 4 fields of 750 + cause 3,000 + members 1,000 + links 1,500 + feedback 600 + the buttons'
-# labels and menu options 500 (see _ACTIONS_TEXT) = 9,750 < budget
+# labels and menu options 500 (see _ACTIONS_TEXT) + what changed before the onset 240 = 9,990 < budget
 _PARENT_FIELD_LIMIT = 750
 _PARENT_LINKS_LIMIT = 1500
 SLACK_MEMBERS_LIMIT = 1000  # the other alert groups of the same fault, listed in the parent
 SLACK_FEEDBACK_LIMIT = 600  # what people said through the buttons (or the API), shown under the links
+SLACK_CHANGE_LIMIT = 240  # "Changed before the onset": the report's first named change, one line
 _HEADING_LIMIT = 200
 _SECTIONS_PER_MESSAGE = min(  # 3: a heading of at most 220 characters and 3 × 3,000 fit the budget
     (SLACK_MESSAGE_BUDGET - _HEADING_LIMIT - 20) // SLACK_TEXT_LIMIT, SLACK_MAX_BLOCKS - 1
@@ -221,6 +222,9 @@ def slack_parent(
         },
         _mrkdwn(_clip(f"*Most likely cause*\n{cause}", cause_room)),
     ]
+    changed = _slack_change(report)
+    if changed:
+        blocks.append(_context(changed))
     members = incident.get("members") or []
     if members:
         listed = "\n".join(f"• {slack_escape(str(m))}" for m in members)
@@ -236,6 +240,24 @@ def slack_parent(
         blocks += remediation_blocks(incident, proposals, install_id)
     fallback = f"{_status_emoji(status)} {slack_escape(title)}: {cause}"
     return {"text": _clip(fallback, _FALLBACK_LIMIT), "blocks": blocks}
+
+
+def named_change(report: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The first change the report's summary names (``line``: "carts: image v1.4.2 → v1.4.3 at
+    09:41:00 UTC, 2 min before the onset"), or None."""
+    return next((c for c in report.get("changes") or [] if isinstance(c, Mapping) and c.get("line")), None)
+
+
+def _slack_change(report: Mapping[str, Any]) -> str | None:
+    """ "*Changed before the onset* carts: image … · <link|details>", within ``SLACK_CHANGE_LIMIT``; the
+    link only when it fits whole."""
+    change = named_change(report)
+    if change is None:
+        return None
+    text = _clip(f"*Changed before the onset* {slack_escape(str(change['line']))}", SLACK_CHANGE_LIMIT)
+    href = safe_link(change["line_link"]) if isinstance(change.get("line_link"), str) else None
+    link = f" · <{href}|details>" if href else ""
+    return text + link if len(text) + len(link) <= SLACK_CHANGE_LIMIT else text
 
 
 def _slack_links(report: Mapping[str, Any], incident_url: str | None) -> str:
@@ -582,13 +604,20 @@ GRAFANA_TEXT_LIMIT = 2000
 
 
 def grafana_text(incident: Mapping[str, Any], report: Mapping[str, Any], incident_url: str | None) -> str:
-    """The report's summary (its first line names the alert and state), capped and HTML-escaped
-    (Grafana renders annotation text as HTML, and the summary quotes alert text), and links back: the
-    incident report and, when there is one, its chart."""
+    """The report's summary (its first line names the alert and state; a change before the onset,
+    "What changed: …", is among the next), capped and HTML-escaped (Grafana renders annotation text
+    as HTML, and the summary quotes alert text), and links back: the incident report, its chart when
+    there is one, and the change's own link (a pipeline run, an Argo CD app) when it has one."""
     summary = str(report.get("summary") or f"{incident['title']} ({incident['status']})")
+    change = named_change(report)
     if len(summary) > GRAFANA_TEXT_LIMIT:
         summary = summary[:GRAFANA_TEXT_LIMIT].rsplit("\n", 1)[0] + "\n…"
-    candidates = ((incident_url, "incident report"), (chart_url(report, incident_url), "chart"))
+    changed_link = change.get("line_link") if change is not None else None
+    candidates = (
+        (incident_url, "incident report"),
+        (chart_url(report, incident_url), "chart"),
+        (changed_link if isinstance(changed_link, str) else None, "change"),
+    )
     anchors = [_anchor(url, text) for url, text in candidates if url]
     shown = " · ".join(a for a in anchors if a)
     return html.escape(summary, quote=False) + (f"\n{shown}" if shown else "")

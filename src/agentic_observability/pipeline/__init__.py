@@ -1,10 +1,11 @@
 """The incident pipeline: one module per stage and a straight-line ``run()``.
 
-investigate (evidence from the alert's own PromQL, root-cause ranking over the configured signals)
--> chart (the series behind the alert and the top hypotheses, kept in the report for its picture)
--> recall (similar past incidents from memory) -> reason (rules, or a language model with the rules
-report as fallback). The act stage (act.py) turns the report into outbox actions, planned per sink in
-``outbox/plan.py``; the caller commits them together with the report.
+investigate (evidence from the alert's own PromQL, root-cause ranking over the configured signals,
+the change events before the onset) -> chart (the series behind the alert and the top hypotheses,
+kept in the report for its picture) -> recall (similar past incidents from memory) -> reason (rules,
+or a language model with the rules report as fallback). The act stage (act.py) turns the report into
+outbox actions, planned per sink in ``outbox/plan.py``; the caller commits them together with the
+report.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ import logging
 import time
 from collections.abc import Awaitable
 from dataclasses import replace
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from agentic_observability.models import Incident, Report
 from agentic_observability.pipeline import investigate, reason, recall
 from agentic_observability.pipeline.act import actions_for
 from agentic_observability.pipeline.chart import chart_data
+from agentic_observability.pipeline.logs import LogEvidence, LogProbe, grafana_log_links
 from agentic_observability.pipeline.ports import MetricsSource, PipelineDeps
 from agentic_observability.remediation.catalogue import propose
 
@@ -41,12 +43,16 @@ async def run(incident: Incident, deps: PipelineDeps, now: float | None = None) 
             (),
             failed,
         )
+        probe = _log_probe(incident, deps, moment)
         hypotheses, problems = await _degrade(
             "Root-cause ranking",
-            investigate.root_cause_hypotheses(incident, source, deps.investigation, moment),
+            investigate.root_cause_hypotheses(
+                incident, source, deps.investigation, moment, deps.changes, probe
+            ),
             ((), []),
             failed,
         )
+        changes = await _changes(incident, hypotheses, deps, failed)
     # Its own stage: the investigate figures stay comparable, and what the chart costs shows apart.
     with deps.stage_timer("chart"):
         chart = await _degrade(
@@ -62,7 +68,14 @@ async def run(incident: Incident, deps: PipelineDeps, now: float | None = None) 
     unavailable = [*failed, *([memory_note] if memory_note else [])]
     try:
         rules = reason.rules_report(
-            incident, evidence, hypotheses, problems, moment, similar, unavailable=unavailable
+            incident,
+            evidence,
+            hypotheses,
+            problems,
+            moment,
+            similar,
+            unavailable=unavailable,
+            changes=changes,
         )
     except Exception as exc:
         log.exception("the rules report failed; sending the bare facts")
@@ -70,7 +83,64 @@ async def run(incident: Incident, deps: PipelineDeps, now: float | None = None) 
         return replace(bare, chart=chart)
     with deps.stage_timer("reason"):
         reasoned = replace(await _reasoned(rules, incident, deps), chart=chart)
+    reasoned = _with_logs(reasoned, probe.result if probe is not None else None)
     return _with_remediation(reasoned, rules, incident, deps)
+
+
+def _log_probe(incident: Incident, deps: PipelineDeps, now: float) -> LogProbe | None:
+    """Loki's evidence for the ranking to ask once the metrics have ranked (None: logs are off)."""
+    if deps.logs is None:
+        return None
+    settings, investigation = deps.logs_settings, deps.investigation
+    links = grafana_log_links(deps.grafana_url, settings.grafana_datasource)
+    namespace = incident.labels.get("namespace") or next(
+        (a.labels["namespace"] for a in incident.alerts if "namespace" in a.labels), None
+    )
+    return LogProbe(
+        deps.logs,
+        settings,
+        namespace,
+        incident.started_at,
+        investigation.baseline,
+        investigation.after,
+        now,
+        links,
+    )
+
+
+def _with_logs(report: Report, evidence: LogEvidence | None) -> Report:
+    """The report with what the logs say: kept whole in ``report.logs``, and in a few summary lines
+    (the error lines of the entities that moved, the new templates, each with its LogQL)."""
+    if evidence is None:
+        return report
+    lines = [_log_line(s) for s in evidence.signals if float(s.get("deviation") or 0) > 0][:3]
+    lines += [
+        f"- new after the onset in {t['entity']}: {t['template']} "
+        f"({t['count']} lines, {t['before']} before). LogQL: {t['logql']}"
+        for t in evidence.templates[:3]
+    ]
+    lines += [f"- not read: {p}" for p in evidence.problems]
+    summary = (
+        f"{report.summary}\n\nWhat the logs say (Loki):\n" + "\n".join(lines) if lines else report.summary
+    )
+    return replace(report, summary=summary, logs=evidence.as_dict())
+
+
+def _log_line(signal: dict[str, Any]) -> str:
+    return (
+        f"- {signal['entity']}: error-like lines {signal['baseline']:g} → {signal['incident']:g} a minute "
+        f"(deviation {float(signal['deviation']):.1f}). LogQL: {signal['logql']}"
+    )
+
+
+async def _changes(
+    incident: Incident, hypotheses: tuple[dict[str, Any], ...], deps: PipelineDeps, failed: list[str]
+) -> tuple[dict[str, Any], ...]:
+    """What changed before the onset (none when no change source is configured)."""
+    if deps.changes is None:
+        return ()
+    found = investigate.changes_for_report(incident, hypotheses, deps.investigation, deps.changes)
+    return await _degrade("Change events", found, (), failed)
 
 
 def _with_remediation(report: Report, rules: Report, incident: Incident, deps: PipelineDeps) -> Report:

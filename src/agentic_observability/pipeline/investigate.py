@@ -21,8 +21,10 @@ import numpy as np
 from agentic_observability.config import InvestigationConfig, SignalConfig, redact_url
 from agentic_observability.errors import PrometheusQueryError, UpstreamError
 from agentic_observability.investigation import Candidate, RankConfig, SignalSeries, rank_entities
-from agentic_observability.models import Evidence, Incident, Series, SeriesSummary, iso_time
-from agentic_observability.pipeline.ports import MetricsSource
+from agentic_observability.investigation.rank import with_changes
+from agentic_observability.models import Change, Evidence, Incident, Series, SeriesSummary, iso_time
+from agentic_observability.pipeline.logs import LogProbe
+from agentic_observability.pipeline.ports import ChangeSource, MetricsSource
 from agentic_observability.pipeline.promql import incident_expressions, promql_for_entity, split_threshold
 from agentic_observability.readable import unit_for
 
@@ -123,9 +125,16 @@ async def gather_signals(
 
 
 async def root_cause_hypotheses(
-    incident: Incident, source: MetricsSource, settings: InvestigationConfig, now: float
+    incident: Incident,
+    source: MetricsSource,
+    settings: InvestigationConfig,
+    now: float,
+    changes: ChangeSource | None = None,
+    logs: LogProbe | None = None,
 ) -> tuple[tuple[dict[str, Any], ...], list[str]]:
-    """Rank entities around the incident's start; each hypothesis carries its checkable evidence."""
+    """Rank entities around the incident's start; each hypothesis carries its checkable evidence. With
+    ``changes``, a recent change on a strong suspect weighs in (``with_changes``) and is listed in its
+    hypothesis; when they cannot be read, the ranking stands on the metrics alone."""
     if not settings.signals:
         return (), []
     start = incident.started_at - settings.baseline
@@ -134,12 +143,134 @@ async def root_cause_hypotheses(
     rank_config = RankConfig(calls=tuple((e.caller, e.callee) for e in settings.calls))
     # thousands of series take a second or two of numpy: keep the event loop (and the webhook) free
     ranking = await asyncio.to_thread(rank_entities, series, incident.started_at, rank_config)
+    if logs is not None and ranking:  # the logs of the metrics' top entities: evidence beside theirs
+        await logs([c.entity for c in ranking])
+    by_entity: dict[str, list[Change]] = {}
+    if changes is not None and ranking:
+        try:
+            found = await nearby_changes(incident, ranking, settings, changes)
+        except Exception as exc:  # the store is down: the report's change stage says so
+            log.warning("change events could not be read for the ranking: %s", exc)
+            found = []
+        by_entity = changes_by_entity(found, ranking, incident.started_at, settings.change_window)
+        ranking = with_changes(ranking, by_entity)
     signals = {s.name: s for s in settings.signals}
     hypotheses = tuple(
-        _hypothesis(position, candidate, settings.entity_label, signals, source, start, end)
+        _hypothesis(position, candidate, settings.entity_label, signals, source, start, end, logs)
+        | _with_change_list(by_entity.get(candidate.entity, ()))
         for position, candidate in enumerate(ranking[:MAX_HYPOTHESES], start=1)
     )
     return hypotheses, problems
+
+
+# -- change events (issue 18) ------------------------------------------------------------------------
+
+CHANGE_MARGIN = 60.0  # seconds after an onset a change still counts: the onset is known to a step or so
+_NOT_EVIDENCE = frozenset({"other"})  # a scale (an HPA reacting) is more often effect than cause
+
+
+def callees(entity: str, settings: InvestigationConfig) -> list[str]:
+    """Every entity ``entity`` calls, directly or not (``investigation.calls``), nearest first."""
+    found: list[str] = []
+    frontier = [entity]
+    while frontier:
+        frontier = [e.callee for e in settings.calls if e.caller in frontier and e.callee not in found]
+        frontier = [c for c in dict.fromkeys(frontier) if c != entity]
+        found += frontier
+    return found
+
+
+def _change_entities(incident: Incident, named: Sequence[str], settings: InvestigationConfig) -> list[str]:
+    """``named`` (ranked entities), the alert's own and the callees of all of them."""
+    alerted = incident.labels.get(settings.entity_label)
+    entities = [*named, *([alerted] if alerted else [])]
+    return list(dict.fromkeys(entities + [c for e in entities for c in callees(e, settings)]))
+
+
+async def nearby_changes(
+    incident: Incident, ranking: Sequence[Candidate], settings: InvestigationConfig, source: ChangeSource
+) -> list[Change]:
+    """The change events of the ranked entities, the alert's own and their callees, from
+    ``change_window`` before the earliest onset to ``CHANGE_MARGIN`` after the latest."""
+    entities = _change_entities(incident, [c.entity for c in ranking], settings)
+    onsets = [incident.started_at, *(c.onset for c in ranking if c.onset is not None)]
+    start, end = min(onsets) - settings.change_window, max(onsets) + CHANGE_MARGIN
+    return await source.changes_between(start, end, entities) if entities else []
+
+
+async def changes_for_report(
+    incident: Incident,
+    hypotheses: Sequence[Mapping[str, Any]],
+    settings: InvestigationConfig,
+    source: ChangeSource,
+) -> tuple[dict[str, Any], ...]:
+    """The change events a report shows (``report_changes``), read for the hypotheses' entities, the
+    alert's own and their callees around the top hypothesis' onset."""
+    entities = _change_entities(incident, [str(h["entity"]) for h in hypotheses], settings)
+    if not entities:
+        return ()
+    onset = _hypothesis_onset(incident, hypotheses)
+    found = await source.changes_between(onset - settings.change_window, onset + CHANGE_MARGIN, entities)
+    return report_changes(incident, hypotheses, found, settings)
+
+
+def _hypothesis_onset(incident: Incident, hypotheses: Sequence[Mapping[str, Any]]) -> float:
+    """The top hypothesis' onset, else the incident's start."""
+    onset = hypotheses[0].get("onset_unix") if hypotheses else None
+    return float(onset) if onset is not None else incident.started_at
+
+
+def changes_by_entity(
+    changes: Sequence[Change], ranking: Sequence[Candidate], started_at: float, window: float
+) -> dict[str, list[Change]]:
+    """Per ranked entity, its changes that count as evidence: from ``window`` before its own onset (the
+    incident's start when it has none) to ``CHANGE_MARGIN`` after."""
+    found: dict[str, list[Change]] = {}
+    for candidate in ranking:
+        onset = candidate.onset if candidate.onset is not None else started_at
+        mine = [
+            c
+            for c in changes
+            if c.entity == candidate.entity
+            and c.kind not in _NOT_EVIDENCE
+            and onset - window <= c.at <= onset + CHANGE_MARGIN
+        ]
+        if mine:
+            found[candidate.entity] = mine
+    return found
+
+
+def _with_change_list(changes: Sequence[Change]) -> dict[str, Any]:
+    return {"changes": [c.to_dict() for c in changes]} if changes else {}
+
+
+def report_changes(
+    incident: Incident,
+    hypotheses: Sequence[Mapping[str, Any]],
+    changes: Sequence[Change],
+    settings: InvestigationConfig,
+) -> tuple[dict[str, Any], ...]:
+    """The changes a report shows, oldest first: those within ``change_window`` before the onset (and
+    ``CHANGE_MARGIN`` after), each with ``before_onset`` (seconds; negative: after it) and ``relation``:
+    ``cause`` (the top entity, or the alert's own when nothing was ranked), ``callee`` (of it, with
+    ``of``), ``ranked`` (another hypothesis) or ``nearby``."""
+    cause = str(hypotheses[0]["entity"]) if hypotheses else incident.labels.get(settings.entity_label)
+    onset = _hypothesis_onset(incident, hypotheses)
+    below = callees(cause, settings) if cause else []
+    ranked = {str(h["entity"]) for h in hypotheses}
+    shown = []
+    for change in sorted(changes, key=lambda c: (c.at, c.entity)):
+        if not onset - settings.change_window <= change.at <= onset + CHANGE_MARGIN:
+            continue
+        relation: dict[str, Any] = {"relation": "nearby"}
+        if change.entity == cause:
+            relation = {"relation": "cause"}
+        elif change.entity in below:
+            relation = {"relation": "callee", "of": cause}
+        elif change.entity in ranked:
+            relation = {"relation": "ranked"}
+        shown.append({**change.to_dict(), "before_onset": round(onset - change.at, 1), **relation})
+    return tuple(shown)
 
 
 def _hypothesis(
@@ -150,6 +281,7 @@ def _hypothesis(
     source: MetricsSource,
     start: float,
     end: float,
+    logs: LogProbe | None = None,
 ) -> dict[str, Any]:
     evidence = []
     for item in candidate.evidence:
@@ -168,6 +300,9 @@ def _hypothesis(
                 "explore_url": source.explore_url(promql, start, end),
             }
         )
+    logged = logs.strong_signal_of(candidate.entity) if logs is not None else None
+    if logged is not None:  # Loki's error lines moved: shown with the LogQL and its Explore link
+        evidence.append({**logged, "promql": logged.get("logql"), "query_language": "logql"})
     return {
         "rank": position,
         "entity_label": label,

@@ -3,13 +3,13 @@ imports a concrete adapter, which keeps every stage testable with small hand-wri
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
-from agentic_observability.config import InvestigationConfig, RemediationConfig
-from agentic_observability.models import ModelReply, PastIncident, Series, SimilarIncident
+from agentic_observability.config import InvestigationConfig, LogsConfig, RemediationConfig
+from agentic_observability.models import Change, ModelReply, PastIncident, Series, SimilarIncident
 from agentic_observability.outbox.plan import ActSettings
 
 
@@ -23,6 +23,14 @@ class Memory(Protocol):
     async def recall(self, query: PastIncident, limit: int = 3) -> list[SimilarIncident]: ...
 
     async def remember(self, incident: PastIncident) -> None: ...
+
+
+class ChangeSource(Protocol):
+    """Change events (rollouts, images, config edits, deploys) by time and entity: the store's."""
+
+    async def changes_between(
+        self, start: float, end: float, entities: Sequence[str] | None = None
+    ) -> list[Change]: ...
 
 
 class ChatModel(Protocol):
@@ -44,6 +52,21 @@ def _no_observer(outcome: str, reply: ModelReply | None, dropped: int) -> None:
     return None
 
 
+class LogSource(Protocol):
+    """What log evidence needs from Loki (``integrations.loki.LokiClient`` satisfies it)."""
+
+    async def metric_range(self, logql: str, start: float, end: float, step: float) -> list[Series]: ...
+
+    async def log_lines(
+        self,
+        logql: str,
+        start: float,
+        end: float,
+        limit: int,
+        direction: Literal["forward", "backward"] = "backward",
+    ) -> Sequence[tuple[float, str, Mapping[str, str]]]: ...
+
+
 @dataclass(frozen=True)
 class PipelineDeps:
     metrics: MetricsSource
@@ -57,3 +80,6 @@ class PipelineDeps:
     observe_model: ModelObserver = field(default=_no_observer)
     act: ActSettings = field(default_factory=ActSettings)
     remediation: RemediationConfig = field(default_factory=RemediationConfig)  # off unless configured
+    changes: ChangeSource | None = None  # change events around the onset; None: reports do not look
+    logs: LogSource | None = None  # Loki (logs.url): error lines and new templates; None: no log evidence
+    logs_settings: LogsConfig = field(default_factory=LogsConfig)

@@ -127,6 +127,57 @@ def _describe_hypotheses(
     return lines
 
 
+# The change the summary names per entity: of one entity's changes close together (a rollout shows as
+# a new generation, a ReplicaSet and an image at once), the one that says most.
+_CHANGE_PRIORITY = ("image", "config", "deploy", "rollout", "replicaset", "other")
+_SAME_CHANGE = 300.0  # seconds: one entity's changes this close to its latest are one change
+MAX_CHANGE_LINES = 3
+
+
+def change_lines(changes: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The summary's lines on what changed before the onset: "What changed: " and each named change's
+    ``line`` (see ``named_changes``)."""
+    return [f"What changed: {c['line']}" for c in changes if c.get("line")]
+
+
+def named_changes(changes: Sequence[Mapping[str, Any]]) -> tuple[dict[str, Any], ...]:
+    """``changes`` (the report's), each the summary names given its ``line``: per entity, the cause or
+    its callees, newest first, the one that says most of its latest changes: "carts: image v1.4.2 →
+    v1.4.3 at 09:41:00 UTC, 2 min before the onset", and its ``line_link`` (its link, else one of the
+    same change's other events'). The Slack parent and Grafana quote the same lines and links."""
+    by_entity: dict[str, list[int]] = {}
+    for index, change in enumerate(changes):
+        if change.get("relation") in ("cause", "callee"):
+            by_entity.setdefault(str(change["entity"]), []).append(index)
+    named: dict[int, dict[str, Any]] = {}
+    newest_first = sorted(by_entity.items(), key=lambda item: -max(changes[i]["at_unix"] for i in item[1]))
+    for entity, mine in newest_first[:MAX_CHANGE_LINES]:
+        latest = max(changes[i]["at_unix"] for i in mine)
+        close = [i for i in mine if changes[i]["at_unix"] >= latest - _SAME_CHANGE]
+        shown = min(close, key=lambda i: _change_rank(changes[i]))
+        # the link people follow: its own, else one of the same change's other events (a CI run's)
+        link = next((changes[i]["link"] for i in [shown, *close] if changes[i].get("link")), None)
+        named[shown] = {"line": _change_line(entity, changes[shown], len(mine) - 1), "line_link": link}
+    return tuple({**c, **named[i]} if i in named else dict(c) for i, c in enumerate(changes))
+
+
+def _change_rank(change: Mapping[str, Any]) -> tuple[int, float]:
+    kind = str(change.get("kind"))
+    order = _CHANGE_PRIORITY.index(kind) if kind in _CHANGE_PRIORITY else len(_CHANGE_PRIORITY)
+    return order, -float(change["at_unix"])
+
+
+def _change_line(entity: str, change: Mapping[str, Any], others: int) -> str:
+    who = f"{entity} (called by {change['of']})" if change.get("relation") == "callee" else entity
+    before = float(change.get("before_onset") or 0.0)
+    if abs(before) < 0.5:
+        when = "at the onset"
+    else:
+        when = f"{format_duration(abs(before))} {'before' if before > 0 else 'after'} the onset"
+    more = f" (and {others} more change{'s' if others > 1 else ''})" if others else ""
+    return f"{who}: {change['summary']} at {format_time(change['at_unix'])}, {when}{more}"
+
+
 def _describe_similar(similar: Sequence[Mapping[str, Any]]) -> list[str]:
     lines = []
     for past in similar:
@@ -164,14 +215,16 @@ def rules_report(
     similar: tuple[Mapping[str, Any], ...] = (),
     note: str = "rules reasoner (default; no language model configured)",
     unavailable: Sequence[str] = (),
+    changes: Sequence[Mapping[str, Any]] = (),
 ) -> Report:
     facts = alert_facts(incident)
+    changes = named_changes(changes)
     thresholds = _thresholds(facts["expressions"])  # the URLs were parsed once, for the facts
     state: IncidentStatus = "resolved" if incident.status == "resolved" else "firing"
     headline = f"{facts['alertname']} {state}"
     if facts["summary"]:
         headline += f": {facts['summary']}"
-    lines = [headline, _when(incident)]
+    lines = [headline, _when(incident), *change_lines(changes)]
     lines.extend(_describe_hypotheses(hypotheses, problems, incident.started_at))
     lines.extend(_describe_similar(similar))
     lines.extend(unavailable)
@@ -192,6 +245,7 @@ def rules_report(
         generated_at=now,
         similar_incidents=similar,
         next_steps=tuple(steps),
+        changes=changes,
     )
 
 
@@ -255,7 +309,7 @@ def _model_report(rules: Report, grounded: prompting.GroundedAnswer, reply: Mode
     answer = grounded.answer
     chosen = answer.root_cause.service if answer.root_cause else None
     hypotheses = sorted(rules.hypotheses, key=lambda h: h["entity"] != chosen)  # stable: rest keep order
-    lines = [answer.summary]
+    lines = [answer.summary, *change_lines(rules.changes)]  # a fact the model need not repeat
     if answer.root_cause is not None:
         lines.append(f"Most likely cause: {answer.root_cause.service}. {answer.root_cause.why}")
     steps = [*answer.next_steps, *(s for s in rules.next_steps if s not in answer.next_steps)]

@@ -17,10 +17,12 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from huggingface_hub import AsyncInferenceClient
 
+from agentic_observability.changes import ChangePoller, ChangeReader, GrafanaDeploys, KubeStateMetrics
 from agentic_observability.config import Config, require_webhook_token
 from agentic_observability.errors import MemoryUnavailableError
 from agentic_observability.integrations.grafana import GrafanaSink
 from agentic_observability.integrations.llm import ChatClient
+from agentic_observability.integrations.loki import LokiClient
 from agentic_observability.integrations.prometheus import PrometheusClient
 from agentic_observability.integrations.resilience import Guard
 from agentic_observability.memory import ReconnectingMemory, open_memory
@@ -59,7 +61,16 @@ from agentic_observability.service.keys import (
 from agentic_observability.service.open_incidents import open_incidents_ctx
 from agentic_observability.service.responses import error_response
 from agentic_observability.service.retention import Retention
-from agentic_observability.service.routes import analyze, incidents, openapi, ops, regroup, slack, webhook
+from agentic_observability.service.routes import (
+    analyze,
+    changes,
+    incidents,
+    openapi,
+    ops,
+    regroup,
+    slack,
+    webhook,
+)
 from agentic_observability.service.workers import Workers
 from agentic_observability.store import open_store
 from agentic_observability.telemetry import Metrics, StageTimer, setup_tracing
@@ -67,6 +78,7 @@ from agentic_observability.watch.poller import WatchPoller
 
 log = logging.getLogger(__name__)
 INSTALL_ID = web.AppKey("install_id", str)  # the store's; in every key a receiver sees (Store.install_id)
+CHANGE_POLLER = web.AppKey("change_poller", ChangePoller)  # set while changes are polled
 
 
 @web.middleware
@@ -96,7 +108,7 @@ def init_app(config: Config, environ: Mapping[str, str] | None = None) -> web.Ap
     app[METRICS] = Metrics()
     if token is not None:
         app[TOKEN] = token
-    for module in (webhook, incidents, regroup, analyze, ops, openapi):
+    for module in (webhook, changes, incidents, regroup, analyze, ops, openapi):
         app.add_routes(module.routes)
     slack_socket.setup(app)  # Socket Mode (SLACK_APP_TOKEN); first: on shutdown it stops taking envelopes
     slack.setup(app)  # /api/v1/slack/interactions, and the work it does after answering Slack
@@ -104,6 +116,7 @@ def init_app(config: Config, environ: Mapping[str, str] | None = None) -> web.Ap
     app.cleanup_ctx.extend(
         [_store_ctx, _http_ctx, _memory_ctx, _model_ctx, _outbox_ctx, _workers_ctx, _pollers_ctx]
     )
+    app.cleanup_ctx.append(_changes_ctx)
     app.cleanup_ctx.append(_retention_ctx)
     app.cleanup_ctx.append(open_incidents_ctx)  # agentic_obs_incident_open: a Grafana table
     app.cleanup_ctx.append(mcp_http.mcp_ctx)  # last: /mcp stops before what its tools read
@@ -240,6 +253,9 @@ async def _workers_ctx(app: web.Application) -> AsyncIterator[None]:
         reasoning_timeout=config.file.reasoning.timeout,
         observe_model=metrics.observe_model,
         remediation=config.file.remediation,
+        changes=app[STORE] if config.file.changes.enabled else None,
+        logs=LokiClient.from_config(config, app[HTTP_SESSION]),  # None while logs.url is unset
+        logs_settings=config.file.logs,
         act=ActSettings(
             enabled=frozenset(sinks),
             actions=config.file.actions,
@@ -283,6 +299,30 @@ async def _pollers_ctx(app: web.Application) -> AsyncIterator[None]:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _changes_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Change events polled from kube-state-metrics (through Prometheus) and from Grafana annotations
+    tagged as deploys (when Grafana is configured); a failing source is logged and counted, never fatal."""
+    settings = app[CONFIG].file.changes
+    sources: list[ChangeReader] = []
+    if settings.enabled and settings.kube_state_metrics:
+        step = min(max(settings.poll_interval / 2, 1.0), 30.0)
+        sources.append(KubeStateMetrics(app[PROMETHEUS], settings.entity_from, step))
+    grafana = app[SINKS].get("grafana")
+    if settings.enabled and isinstance(grafana, GrafanaSink):
+        entity_label = app[CONFIG].file.investigation.entity_label
+        sources.append(GrafanaDeploys(grafana.api, settings.grafana_tag, entity_label))
+    task = None
+    if sources:
+        lookback = app[CONFIG].file.investigation.change_window
+        poller = ChangePoller(sources, app[STORE], app[METRICS], settings.poll_interval, lookback)
+        task = poller.task = asyncio.create_task(poller.run_forever(), name="changes")
+        app[CHANGE_POLLER] = poller
+    yield
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 async def _retention_ctx(app: web.Application) -> AsyncIterator[None]:

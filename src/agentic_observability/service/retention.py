@@ -28,7 +28,7 @@ from agentic_observability.telemetry import Metrics, log_fields
 log = logging.getLogger(__name__)
 
 PAUSE_SECONDS = 0.05  # between batches: commits queued meanwhile go first
-FULL_BATCH_KEYS = ("incidents", "inbox")  # the tables a batch is bounded by (see Store.prune)
+FULL_BATCH_KEYS = ("incidents", "inbox", "changes")  # the tables a batch is bounded by (Store.prune)
 SAFE_RETENTION = 3600.0
 # A firing incident no delivery has touched for this long (or the retention, if longer) is pruned as
 # well: Alertmanager re-sends a firing group every repeat_interval (4h by default), so a week of

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from agentic_observability.models import AcceptedAlert, Action, AuditEntry, Incident, OutboxItem
+from agentic_observability.models import AcceptedAlert, Action, AuditEntry, Change, Incident, OutboxItem
 
 
 @dataclass(frozen=True)
@@ -108,6 +108,17 @@ class Store(Protocol):
 
     async def outbox_rows(self, incident_id: str | None = None) -> list[dict[str, Any]]: ...
 
+    # change events (issue 18)
+    async def record_changes(self, changes: Sequence[Change]) -> int:
+        """Store change events; one already stored under the same dedup key is ignored. How many were new."""
+        ...
+
+    async def changes_between(
+        self, start: float, end: float, entities: Sequence[str] | None = None
+    ) -> list[Change]:
+        """Change events in ``[start, end]`` (of ``entities`` when given), oldest first."""
+        ...
+
     # retention
     async def record_audit(
         self, incident_id: str, entries: Sequence[AuditEntry], actions: Sequence[Action] = ()
@@ -134,8 +145,9 @@ class Store(Protocol):
     ) -> dict[str, int]:
         """Delete at most ``batch`` resolved incidents untouched since ``older_than`` (and firing ones
         no delivery touched since ``silent_before``, when given) with no pending
-        job or action (and all that refers to them), and at most ``batch`` old processed inbox rows,
-        in one short transaction; returns rows deleted per table."""
+        job or action (and all that refers to them), at most ``batch`` old processed inbox rows and at
+        most ``batch`` change events that happened before ``older_than``, in one short transaction;
+        returns rows deleted per table."""
         ...
 
     # reads

@@ -68,6 +68,40 @@ PATHS: dict[str, dict[str, Any]] = {
             requestBody=_json_body({"$ref": "#/components/schemas/AlertmanagerWebhook"}),
         )
     },
+    "/api/v1/changes": {
+        "post": _op(
+            "Record change events (a deploy, a rollout, a config edit): the generic body, or a PagerDuty "
+            "change event as PagerDuty takes it (told apart by its `payload`); one object or an array. "
+            "A change shortly before an incident's onset is shown in its report and weighs in its ranking",
+            {
+                "202": _json(
+                    {
+                        "type": "object",
+                        "properties": {"accepted": {"type": "integer"}, "duplicates": {"type": "integer"}},
+                    },
+                    "Stored; `duplicates`: events stored before (same `id`, or the same content and `at`)",
+                ),
+                **_errors(400, 401, 408, 413, 503),
+            },
+            requestBody=_json_body(
+                {
+                    "oneOf": [
+                        {"$ref": "#/components/schemas/ChangeEvent"},
+                        {"$ref": "#/components/schemas/PagerDutyChangeEvent"},
+                        {
+                            "type": "array",
+                            "items": {
+                                "oneOf": [
+                                    {"$ref": "#/components/schemas/ChangeEvent"},
+                                    {"$ref": "#/components/schemas/PagerDutyChangeEvent"},
+                                ]
+                            },
+                        },
+                    ]
+                }
+            ),
+        )
+    },
     "/api/v1/incidents": {
         "get": _op(
             "List incidents, newest first",
@@ -300,6 +334,56 @@ SCHEMAS: dict[str, Any] = {
                         "generatorURL": {"type": "string"},
                         "fingerprint": {"type": "string"},
                     },
+                },
+            },
+        },
+    },
+    "ChangeEvent": {
+        "type": "object",
+        "required": ["summary"],
+        "description": "`service` or `entity` is required: the investigation entity the change belongs to",
+        "properties": {
+            "service": {"type": "string", "minLength": 1},
+            "entity": {"type": "string", "minLength": 1},
+            "summary": {"type": "string", "minLength": 1, "description": "one line: image v1.4.2 → v1.4.3"},
+            "namespace": {"type": "string"},
+            "workload": {"type": "string"},
+            "kind": {
+                "type": "string",
+                "enum": ["rollout", "image", "config", "replicaset", "deploy", "other"],
+                "default": "deploy",
+            },
+            "old": {"type": "string"},
+            "new": {"type": "string"},
+            "at": {
+                "description": "when it happened: unix seconds or RFC 3339 (default: when received)",
+                "oneOf": [{"type": "number"}, {"type": "string", "format": "date-time"}],
+            },
+            "link": {"type": "string", "description": "an http(s) URL: the pipeline run, the Argo CD app"},
+            "id": {"type": "string", "description": "the event's own id: a retry with it is stored once"},
+        },
+    },
+    "PagerDutyChangeEvent": {
+        "type": "object",
+        "required": ["payload"],
+        "description": "PagerDuty's Events API v2 change event; the routing key is not kept",
+        "properties": {
+            "routing_key": {"type": "string"},
+            "payload": {
+                "type": "object",
+                "required": ["summary"],
+                "properties": {
+                    "summary": {"type": "string"},
+                    "timestamp": {"type": "string", "format": "date-time"},
+                    "source": {"type": "string", "description": "the entity, unless custom_details.service"},
+                    "custom_details": {"type": "object"},
+                },
+            },
+            "links": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {"href": {"type": "string"}, "text": {"type": "string"}},
                 },
             },
         },

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from agentic_observability.errors import StoreError
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 DB_FILENAME = "agentic-obs.sqlite3"
 
 # WAL + synchronous=NORMAL: a commit survives a process crash (SIGKILL, OOM); only an OS crash or
@@ -137,6 +137,29 @@ MIGRATIONS: dict[int, str] = {
     CREATE INDEX audit_by_incident ON audit(incident_id, id);
     CREATE INDEX audit_by_key ON audit(key);
     CREATE INDEX audit_runs ON audit(at) WHERE event IN ('ran', 'failed');
+    """,
+    # 7: change events (issue 18): rollouts, images, config edits and deploys, from kube-state-metrics,
+    # the change webhook, PagerDuty change events and Grafana annotations. ``dedup_key`` makes a re-poll
+    # or a retried delivery store nothing twice. A report reads them by time and entity; retention by time.
+    7: """
+    CREATE TABLE changes (
+        id           INTEGER PRIMARY KEY,
+        source       TEXT NOT NULL CHECK (source IN ('ksm', 'webhook', 'pagerduty', 'grafana')),
+        at           REAL NOT NULL,
+        entity       TEXT NOT NULL,
+        namespace    TEXT,
+        workload     TEXT,
+        kind         TEXT NOT NULL
+                     CHECK (kind IN ('rollout', 'image', 'config', 'replicaset', 'deploy', 'other')),
+        summary      TEXT NOT NULL,
+        old          TEXT,
+        new          TEXT,
+        link         TEXT,
+        dedup_key    TEXT NOT NULL UNIQUE,
+        received_at  REAL NOT NULL
+    );
+    CREATE INDEX changes_by_time ON changes(at);
+    CREATE INDEX changes_by_entity ON changes(entity, at);
     """,
 }
 

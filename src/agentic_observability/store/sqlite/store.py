@@ -32,6 +32,7 @@ from agentic_observability.models import (
     Action,
     Alert,
     AuditEntry,
+    Change,
     Incident,
     IncidentStatus,
     Member,
@@ -317,6 +318,33 @@ class SqliteStore:
         )
         return [(str(a), str(t), float(at)) for a, t, at in rows]
 
+    # -- change events -----------------------------------------------------------------------------
+
+    async def record_changes(self, changes: Sequence[Change]) -> int:
+        """Store change events in one transaction; one already stored (same dedup key: a re-poll, a
+        retried delivery) is left as it is. How many were new."""
+        if not changes:
+            return 0
+        return await self._writer.run(writes.record_changes, list(changes), time.time())
+
+    async def changes_between(
+        self, start: float, end: float, entities: Sequence[str] | None = None
+    ) -> list[Change]:
+        """Change events that happened in ``[start, end]``, oldest first; only those of ``entities``
+        when given (an empty list: none). At most ``MAX_CHANGES_READ``, the newest kept."""
+        if entities is not None and not entities:
+            return []
+        where = "" if entities is None else " AND entity IN (SELECT value FROM json_each(?))"
+        params: tuple[Any, ...] = (
+            (start, end) if entities is None else (start, end, json.dumps(list(entities)))
+        )
+        rows = await self._reader.execute_fetchall(
+            f"SELECT * FROM (SELECT {_CHANGE_COLUMNS} FROM changes WHERE at BETWEEN ? AND ?{where} "
+            "ORDER BY at DESC, id DESC LIMIT ?) ORDER BY at, id",
+            (*params, MAX_CHANGES_READ),
+        )
+        return [_change_from_row(row) for row in rows]
+
     # -- retention -------------------------------------------------------------------------------
 
     async def prune(
@@ -429,6 +457,31 @@ class SqliteStore:
             "incidents_open": open_,
             "outbox_pending": outbox,
         }
+
+
+MAX_CHANGES_READ = 500  # a report shows a handful; a window with more is a busy cluster, newest first
+_CHANGE_COLUMNS = (
+    "id, source, at, entity, namespace, workload, kind, summary, old, new, link, dedup_key, received_at"
+)
+
+
+def _change_from_row(row: Sequence[Any]) -> Change:
+    id_, source, at, entity, namespace, workload, kind, summary, old, new, link, key, received = row
+    return Change(
+        source=source,
+        at=float(at),
+        entity=entity,
+        kind=kind,
+        summary=summary,
+        dedup_key=key,
+        namespace=namespace,
+        workload=workload,
+        old=old,
+        new=new,
+        link=link,
+        received_at=float(received),
+        id=int(id_),
+    )
 
 
 _INCIDENT_ID = re.compile(r"[0-9]{1,18}")

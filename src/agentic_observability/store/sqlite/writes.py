@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from agentic_observability.models import AcceptedAlert, Action, AuditEntry
+from agentic_observability.models import AcceptedAlert, Action, AuditEntry, Change
 from agentic_observability.store.intake import IngestPlan, IngestPlanner, PlannedJob
 
 ROWS_PER_STATEMENT = 2000  # 4 parameters a row, well under SQLite's 32,766-parameter limit
@@ -57,6 +57,34 @@ def _touch_open_groups(conn: sqlite3.Connection, rows: Sequence[tuple[str, str, 
         "WHERE status = 'firing' AND group_key IN (SELECT value FROM json_each(?))",
         (max(row[3] for row in rows), json.dumps(sorted({row[1] for row in rows}))),
     )
+
+
+def record_changes(conn: sqlite3.Connection, changes: Sequence[Change], now: float) -> int:
+    """Store change events, ignoring ones already stored (by dedup key); returns how many were new."""
+    with transaction(conn):
+        before = conn.total_changes
+        conn.executemany(
+            "INSERT OR IGNORE INTO changes (source, at, entity, namespace, workload, kind, summary, old, "
+            "new, link, dedup_key, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    c.source,
+                    c.at,
+                    c.entity,
+                    c.namespace,
+                    c.workload,
+                    c.kind,
+                    c.summary,
+                    c.old,
+                    c.new,
+                    c.link,
+                    c.dedup_key,
+                    now if c.received_at is None else c.received_at,
+                )
+                for c in changes
+            ],
+        )
+        return conn.total_changes - before
 
 
 def install_id(conn: sqlite3.Connection, candidate: str) -> str:
@@ -377,8 +405,9 @@ _INCIDENT_CHILDREN = (
 
 
 def prune(conn: sqlite3.Connection, cutoff: float, batch: int, silent_before: float | None) -> dict[str, int]:
-    """Delete up to ``batch`` prunable incidents with everything that refers to them, and up to
-    ``batch`` inbox rows processed before ``cutoff``, in one short transaction; rows per table."""
+    """Delete up to ``batch`` prunable incidents with everything that refers to them, up to ``batch``
+    inbox rows processed before ``cutoff`` and up to ``batch`` change events that happened before it,
+    in one short transaction; rows per table."""
     counts: dict[str, int] = {}
     silent = float("-inf") if silent_before is None else silent_before
     with transaction(conn):
@@ -394,6 +423,13 @@ def prune(conn: sqlite3.Connection, cutoff: float, batch: int, silent_before: fl
         counts["inbox"] = conn.execute(
             "DELETE FROM inbox WHERE id IN (SELECT id FROM inbox WHERE processed_at < ? "
             "ORDER BY processed_at LIMIT ?)",
+            (cutoff, batch),
+        ).rowcount
+        # A change event is kept for the retention after it happened (no incident owns one: a report
+        # copies what it showed). Pruned by ``at``, not by receipt: a late delivery of an old change
+        # goes with the next batch.
+        counts["changes"] = conn.execute(
+            "DELETE FROM changes WHERE id IN (SELECT id FROM changes WHERE at < ? ORDER BY at LIMIT ?)",
             (cutoff, batch),
         ).rowcount
     return counts
