@@ -16,6 +16,8 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from agentic_observability.errors import StoreError
+from agentic_observability.integrations.prometheus import PrometheusClient
+from agentic_observability.models import Sample
 from agentic_observability.outbox import messages
 from agentic_observability.remediation.sink import recovery
 from agentic_observability.service.keys import STORE
@@ -58,7 +60,7 @@ async def kube() -> Any:
     await server.close()
 
 
-def catalogue(tmp_path: Path, kube_server: TestServer, **entry: Any) -> dict[str, Any]:
+def catalogue(tmp_path: Path, kube_server: TestServer, follow_up: str = "1s", **entry: Any) -> dict[str, Any]:
     kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", str(kube_server.make_url("")).rstrip("/"))
     action = {
         "name": "carts-restart",
@@ -72,7 +74,7 @@ def catalogue(tmp_path: Path, kube_server: TestServer, **entry: Any) -> dict[str
         "enabled": True,
         "actions": [action],
         "kubernetes": {"kubeconfig": str(kubeconfig)},
-        "follow_up": "1s",
+        "follow_up": follow_up,
     }
 
 
@@ -81,13 +83,14 @@ async def started(
     tmp_path: Path,
     slack: tuple[FakeSlack, TestServer],
     kube_server: TestServer,
+    follow_up: str = "1s",
     **entry: Any,
 ) -> Service:
     service = await start(
         aiohttp_client,
         tmp_path,
         slack,
-        remediation=catalogue(tmp_path, kube_server, **entry),
+        remediation=catalogue(tmp_path, kube_server, follow_up, **entry),
         correlation={"enabled": False},
     )
     assert (await post(service.client, alert("CartsLatency", "carts", time.time() - 120))).status == 202
@@ -237,17 +240,42 @@ async def _audited(service: Service, incident_id: str, event: str) -> bool:
     return event in [e["event"] for e in await audit(service, incident_id)]
 
 
-async def test_the_follow_up_says_whether_the_signal_recovered(
-    slack: tuple[FakeSlack, TestServer], kube: Any, aiohttp_client: Client, tmp_path: Path
+async def test_the_follow_up_reads_the_signal_again_and_says_whether_it_recovered(
+    slack: tuple[FakeSlack, TestServer],
+    kube: Any,
+    aiohttp_client: Client,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Prometheus answers the top hypothesis' PromQL with carts' cpu back near its baseline."""
+    asked: list[tuple[str, float]] = []
+
+    async def cpu_now(self: PrometheusClient, expr: str, at: float | None = None) -> list[Sample]:
+        asked.append((expr, at or 0.0))
+        return [Sample({"service": "carts"}, at or time.time(), 0.21)]
+
+    monkeypatch.setattr(PrometheusClient, "query", cpu_now)
     service = await started(aiohttp_client, tmp_path, slack, kube[1])
-    resolved = alert("CartsLatency", "carts", time.time() - 120, status="resolved")
     await press(service, messages.APPROVE)
     await wait_for(lambda: _has(service, "ran"))
-    assert (await post(service.client, resolved)).status == 202
-    await wait_for(lambda: _has(service, "recovered"), within=15)
+    await wait_for(lambda: _has(service, "recovered"), within=20)
     await wait_for(lambda: _settled(service))
-    assert any(t.startswith(":stethoscope: *Follow-up*") for t in reply_texts(service))
+    (said,) = [t for t in reply_texts(service) if t.startswith(":stethoscope: *Follow-up*")]
+    assert "cpu is 0.21 (baseline 0.2, 0.9 during the incident): recovered" in said
+    assert asked and "carts" in asked[0][0]  # the hypothesis' own PromQL
+
+
+async def test_a_follow_up_on_an_incident_that_resolved_says_so(
+    slack: tuple[FakeSlack, TestServer], kube: Any, aiohttp_client: Client, tmp_path: Path
+) -> None:
+    service = await started(aiohttp_client, tmp_path, slack, kube[1], follow_up="4s")
+    await press(service, messages.APPROVE)
+    await wait_for(lambda: _has(service, "ran"))
+    resolved = alert("CartsLatency", "carts", time.time() - 120, status="resolved")
+    assert (await post(service.client, resolved)).status == 202
+    await wait_for(lambda: _has(service, "recovered"), within=30)
+    (entry,) = [e for e in await audit(service) if e["event"] == "recovered"]
+    assert "resolved" in entry["detail"]["text"]
 
 
 def test_recovery_compares_the_signal_now_with_its_baseline_and_the_incident() -> None:
