@@ -1,13 +1,24 @@
 """The default detector (``ensemble``) for many series at once: a (series x samples) block per call.
 
-Scores equal the per-sample ``ensemble``'s (builtin.py) to the last bit, series by series: the
-expensive part, each component's distances, depends only on the series' history and is computed
-for the whole block (bulk_distances.py, profile.py); what remains is the step-by-step state of the
-likelihoods, the range breach and the alert gating, which is vectorised across series, one step per
-sample. A watch keeps one ``BulkEnsemble`` for all its series and calls it once per poll; a block of
-one sample per series (a poll) takes the incremental path instead (poll_profiles.py): each series
-keeps its last row of window distances, so a poll costs O(history) per series, not O(history x
-width), with the same scores.
+Scores are the per-sample ``ensemble``'s (builtin.py), series by series, up to the rounding of
+the compact state: the history is held as float32 offsets (histories.py) and the likelihoods' older
+raw scores as float32 (likelihoods.py), which moves scores by ~1e-7 (tests/test_detect_bulk.py
+bounds it and checks the alerts are the same). The expensive part, each component's distances,
+depends only on the series' history and is computed for the whole block (bulk_distances.py,
+profile.py); what remains is the step-by-step state of the likelihoods, the range breach and the
+alert gating, which is vectorised across series, one step per sample. A watch keeps one
+``BulkEnsemble`` for all its series and calls it once per poll; a block of one sample per series (a
+poll) takes the incremental path instead (poll_profiles.py): each series keeps its last row of
+window distances, so a poll costs O(history) per series, not O(history x width). Histories are
+rings (a poll moves no value) and the coarse profiles' exact refreshes are done on the polls where
+no coarse block completes. The coarse blocks themselves are not staggered across series: each
+series' per-sample ``DiscordScale`` completes a block on every fourth value *it* was given, so a
+watch's series, warmed and polled together, all complete theirs on the same poll; moving some to
+other polls would change their coarse means and so their scores. That poll costs about twice an
+ordinary one (both scales' profiles are read).
+
+State per series at a one-minute interval: ~83 KiB (two float32 histories of 3,032 values, two
+float32 distance profiles of 2,984, float32 likelihood rings of 3,990 + 990 + 3,990).
 """
 
 from __future__ import annotations
@@ -34,6 +45,8 @@ from agentic_observability.detectors.poll_profiles import Profiles
 from agentic_observability.detectors.profile import nearest_before
 
 WIDTH, HISTORY, COARSE = 16, 3000, 4  # Discord's defaults: window, windows held, coarse block
+# a block's fine history joined with its new values, per series (None: a poll, read the profiles)
+Lookback = Callable[[int], tuple[np.ndarray, int]] | None
 
 
 class BulkEnsemble:
@@ -117,7 +130,7 @@ class BulkEnsemble:
         path (poll_profiles.py); the scores are the same."""
         block = np.asarray(values, dtype=float)
         which = np.arange(self.series) if rows is None else np.asarray(rows, dtype=np.int64)
-        lookback: Callable[[int], tuple[np.ndarray, int]] = self._held
+        lookback: Lookback = None  # a poll: the episode's look back reads the fine profiles
         if block.shape[1] == 1:
             distances = self._poll_distances(block[:, 0], which)
         else:
@@ -132,18 +145,14 @@ class BulkEnsemble:
             )
         return alerts, raw
 
-    def _held(self, row: int) -> tuple[np.ndarray, int]:
-        """A series' fine history and the number of values pushed before its first."""
-        held = self.fine.held(row)
-        return held, int(self.fine.pushed[row]) - held.size
-
     def _poll_distances(self, values: np.ndarray, which: np.ndarray) -> np.ndarray:
         """``_distances`` for one new value per series, from the kept profiles (which push the
         values to the histories)."""
         distances = np.full((3, which.size, 1), np.nan)
         present = np.flatnonzero(np.isfinite(values))
         rows, new = which[present], values[present]
-        distances[0, present, 0] = self._fine_profiles.poll(self.fine, rows, new)
+        completing = self._pending_count[rows] == COARSE - 1  # the coarse profile's poll too
+        distances[0, present, 0] = self._fine_profiles.poll(self.fine, rows, new, completing)
         if self.seasonal is not None:
             distances[2, present, 0] = seasonal_poll(self.fine, rows, self.seasonal)
         distances[1, present, 0] = self._coarse_poll(rows, new)
@@ -156,6 +165,10 @@ class BulkEnsemble:
         waiting = rows[~complete]
         self._pending[waiting, count[~complete]] = new[~complete]
         self._pending_count[waiting] += 1
+        # the coarse profiles' refreshes, a third on each poll that completes no block (a series'
+        # blocks end on the same polls as its per-sample detector's, so all of a watch's series
+        # usually complete theirs on the same poll: it should not refresh too)
+        self._coarse_profiles.ahead(self.coarse, waiting[waiting % (COARSE - 1) == count[~complete]])
         out = np.full(rows.size, np.nan)
         done = rows[complete]
         if done.size:
@@ -204,7 +217,7 @@ class BulkEnsemble:
         values: np.ndarray,
         which: np.ndarray,
         distances: np.ndarray,
-        lookback: Callable[[int], tuple[np.ndarray, int]],
+        lookback: Lookback,
     ) -> tuple[np.ndarray, np.ndarray]:
         """One sample of each series in ``which``: ``Alerting._one`` across series."""
         self.gating.advance(which)
@@ -227,9 +240,7 @@ class BulkEnsemble:
         score[ready] = self._seasonal_likelihood.update(distance[ready], rows[ready])
         return score
 
-    def _discord(
-        self, rows: np.ndarray, distances: np.ndarray, lookback: Callable[[int], tuple[np.ndarray, int]]
-    ) -> np.ndarray:
+    def _discord(self, rows: np.ndarray, distances: np.ndarray, lookback: Lookback) -> np.ndarray:
         for scale, likelihood in enumerate((self._fine_likelihood, self._coarse_likelihood)):
             ready = np.isfinite(distances[scale])
             if ready.any():
@@ -238,25 +249,34 @@ class BulkEnsemble:
         score = self._scale_scores[rows].max(axis=1)
         high = score >= self.threshold
         self._cut[rows[~high]] = -1
-        for index in np.flatnonzero(high):  # rare: only while a discord is at the threshold
-            row = int(rows[index])
-            score[index] = self._episode(row, float(score[index]), lookback)
+        at = np.flatnonzero(high)  # only while a discord is at the threshold
+        onset = at[self._cut[rows[at]] < 0]
+        if onset.size:  # the episode starts: where it cuts, and the usual distance
+            started = rows[onset]
+            self._cut[started] = self._given[started] - 2 * WIDTH
+            self._usual[started] = self._fine_likelihood.quantiles(started, 0.95)
+        later = np.setdiff1d(at, onset)
+        if later.size:
+            back = self._looks_like_before(rows[later], lookback)
+            score[later[back]] = self.threshold * 0.999  # the newest stretch looks like before again
         return score
 
-    def _episode(self, row: int, score: float, lookback: Callable[[int], tuple[np.ndarray, int]]) -> float:
-        """``Discord.update``'s look back while its score is at the threshold."""
-        pushed = int(self._given[row])
-        if self._cut[row] < 0:
-            self._cut[row] = pushed - 2 * WIDTH
-            usual = self._fine_likelihood.quantile(row, 0.95)
-            self._usual[row] = math.nan if usual is None else usual
-            return score
-        history, first = lookback(row)
-        distance = nearest_before(history[: pushed - first], first, int(self._cut[row]), WIDTH, HISTORY)
-        usual = float(self._usual[row])
-        if not math.isnan(usual) and distance is not None and distance <= usual:
-            return self.threshold * 0.999
-        return score
+    def _looks_like_before(self, rows: np.ndarray, lookback: Lookback) -> np.ndarray:
+        """``Discord.update``'s look back once an episode started: is the newest stretch as near to
+        one before the cut as stretches usually are to their neighbours? (NaN: no distance.)"""
+        cuts = self._cut[rows]
+        if lookback is None:  # a poll: the fine profiles are this sample's (poll_profiles.py)
+            distance = self._fine_profiles.nearest_before(self.fine, rows, cuts - WIDTH + 1)
+        else:
+            distance = np.full(rows.size, np.nan)
+            for index, row in enumerate(rows.tolist()):
+                history, first = lookback(row)
+                pushed = int(self._given[row])
+                found = nearest_before(history[: pushed - first], first, int(cuts[index]), WIDTH, HISTORY)
+                distance[index] = np.nan if found is None else found
+        usual = self._usual[rows]
+        with np.errstate(invalid="ignore"):
+            return ~np.isnan(usual) & ~np.isnan(distance) & (distance <= usual)
 
 
 def _each_array(mine: object, fresh: object, combine: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> None:

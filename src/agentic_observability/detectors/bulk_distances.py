@@ -2,7 +2,8 @@
 
 What ``Discord``'s two time scales and ``SeasonalDistance`` (discord.py) compute per sample before
 their likelihoods, computed for a whole block: they depend only on the series' own history, so
-they need no step-by-step state beyond it. Same arithmetic, same bits (see profile.py).
+they need no step-by-step state beyond it. Same arithmetic, same bits (see profile.py) for the
+values of the block; the held values before it are float32 offsets (histories.py).
 """
 
 from __future__ import annotations
@@ -54,10 +55,10 @@ def seasonal_poll(histories: Histories, rows: np.ndarray, seasonal: Seasonal) ->
     """``seasonal_distances`` for one value just pushed to each of ``rows`` of ``histories``."""
     width, keep = seasonal.width, histories.keep
     pushed = histories.pushed[rows]
-    newest = histories.values[rows, keep - width :]
+    newest = histories.columns(rows, keep - width, keep).astype(float)
     out = np.full(rows.size, np.nan)
     for lag in seasonal.lags:
-        earlier = histories.values[rows, keep - lag - width : keep - lag]
+        earlier = histories.columns(rows, keep - lag - width, keep - lag).astype(float)
         distance = np.sqrt(np.sum((newest - earlier) ** 2, axis=1))
         ready = pushed - lag - width >= 0
         out = np.where(ready, np.where(np.isnan(out), distance, np.minimum(out, distance)), out)

@@ -1,9 +1,14 @@
 """``TailLikelihood`` (likelihood.py) for many series at once: one step updates every series.
 
-Bulk scoring must give the per-sample detector's scores exactly, so every running sum here takes
-the same floating-point steps in the same order as the per-series class (a sum of floats depends on
-its order). Only the order *across* series is free, and that is what is vectorised. ``erfc`` and
-``log10`` come from ``math`` (numpy's and scipy's differ from it in the last bit).
+The running sums take the same floating-point steps in the same order as the per-series class (a
+sum of floats depends on its order); only the order *across* series is free, and that is what is
+vectorised. ``erfc`` and ``log10`` come from ``math`` (numpy's and scipy's differ in the last bit).
+
+One difference, for memory: the older raw scores are held as float32 (16 KiB rather than 32 for a
+4,000-score history), and a score enters the running sums as it is held, rounded (relative error at
+most 2**-24), so that adding it and later taking it out cancel exactly. The mean and spread then
+differ from the per-series class's by about that relative error; tests/test_detect_bulk.py bounds
+the effect on the scores.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import numpy as np
 
 from agentic_observability.detectors.likelihood import DECADES_AT_ONE
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 _erfc = np.frompyfunc(math.erfc, 1, 1)
 _log10 = np.frompyfunc(math.log10, 1, 1)
 
@@ -31,7 +37,7 @@ class Likelihoods:
         self._recent = np.zeros((series, recent))  # a ring: the newest ``recent`` raw scores
         self._recent_count = np.zeros(series, np.int64)  # raw scores added so far
         self._recent_sum = np.zeros(series)
-        self._past = np.zeros((series, history - recent))
+        self._past = np.zeros((series, history - recent), np.float32)
         self._count = np.zeros(series, np.int64)  # values pushed into ``_past`` so far
         self._sum = np.zeros(series)
         self._sum_sq = np.zeros(series)
@@ -58,14 +64,29 @@ class Likelihoods:
     def quantile(self, row: int, q: float) -> float | None:
         """The ``q`` quantile of series ``row``'s older raw scores (None before there are any)."""
         count = int(self._count[row])
-        return float(np.quantile(self._past[row, : min(count, self._past.shape[1])], q)) if count else None
+        held = self._past[row, : min(count, self._past.shape[1])].astype(float)
+        return float(np.quantile(held, q)) if count else None
 
-    def _push_past(self, value: np.ndarray, rows: np.ndarray) -> None:
-        self._recent_sum[rows] -= value
+    def quantiles(self, rows: np.ndarray, q: float) -> np.ndarray:
+        """``quantile`` of each of ``rows`` (NaN for None): rows whose ring is full in one call."""
+        count = self._count[rows]
+        full = count >= self._past.shape[1]
+        out = np.full(rows.size, np.nan)
+        if full.any():
+            out[full] = np.quantile(self._past[rows[full]].astype(float), q, axis=1)
+        for index in np.flatnonzero(~full & (count > 0)).tolist():
+            found = self.quantile(int(rows[index]), q)
+            out[index] = np.nan if found is None else found
+        return out
+
+    def _push_past(self, leaving: np.ndarray, rows: np.ndarray) -> None:
+        self._recent_sum[rows] -= leaving
+        # as held (rounded; within float32's range): what enters the sums is what leaves them
+        value = np.minimum(leaving, FLOAT32_MAX).astype(np.float32).astype(float)
         size = self._past.shape[1]
         slot = self._count[rows] % size
         wrapped = self._count[rows] >= size
-        old = self._past[rows, slot]
+        old = self._past[rows, slot].astype(float)
         self._past[rows, slot] = value
         self._count[rows] += 1
         self._sum[rows] += value
@@ -75,7 +96,7 @@ class Likelihoods:
         self._sum_sq[rows] -= np.where(wrapped, old * old, 0.0)
         self._since_exact[rows] += 1
         for row in rows[self._since_exact[rows] >= size]:  # running sums drift: recompute now and then
-            held = self._past[row]
+            held = self._past[row].astype(float)
             self._sum[row] = math.fsum(held)
             self._sum_sq[row] = math.fsum(held * held)
             self._since_exact[row] = 0

@@ -60,7 +60,7 @@ def score_columns(
     ``alerts`` at most once per episode gap, ``raw`` every sample's score before that gating."""
     if values.shape[1] == 0:
         return np.zeros(values.shape), np.zeros(values.shape)
-    if detector in BULK:  # every column in one call, with the per-column detector's scores exactly
+    if detector in BULK:  # every column in one call, with the per-column detector's scores (~1e-7)
         bulk = BULK[detector](values.shape[1], threshold, DEFAULT_EPISODE_GAP, interval)
         block_alerts, block_raw = bulk.score(values.T)
         return block_alerts.T, block_raw.T
