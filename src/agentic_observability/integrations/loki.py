@@ -17,10 +17,8 @@ Credentials (LOKI_BEARER_TOKEN, or LOKI_USERNAME + LOKI_PASSWORD) go in an ``Aut
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
-import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -30,14 +28,13 @@ import aiohttp
 
 from agentic_observability.config import Config, Secrets, redact_url
 from agentic_observability.errors import UpstreamError, UpstreamUnavailableError
-from agentic_observability.integrations.prometheus import basic_authorization
+from agentic_observability.integrations.prometheus import basic_authorization, parse_json, read_capped
 from agentic_observability.integrations.resilience import Guard
 from agentic_observability.models import Sample, Series
 
 Direction = Literal["forward", "backward"]
 DEFAULT_MAX_RESPONSE_BYTES = 16 * 1_048_576
 MAX_POINTS = 11_000  # Loki, like Prometheus, refuses a range query with more points per series
-OFF_LOOP_PARSE_BYTES = 256 * 1024
 ERROR_SNIPPET = 300  # characters of an error body quoted in a message
 
 
@@ -204,10 +201,10 @@ class LokiClient:
         timeout = aiohttp.ClientTimeout(total=seconds)
         try:
             async with self._session.get(url, params=params, headers=self._headers, timeout=timeout) as reply:
-                body = await self._read_capped(reply)
+                body = await read_capped(reply, self._max_bytes, self._too_large)
                 if not expect_json and reply.status == 200:
                     return None
-                return _decode(self.base_url, reply.status, body, await _parse_json(body), self._scrub)
+                return _decode(self.base_url, reply.status, body, await parse_json(body), self._scrub)
         except TimeoutError as exc:
             raise UpstreamUnavailableError(f"Loki at {self.base_url} timed out after {seconds:g}s") from exc
         except aiohttp.ClientError as exc:
@@ -218,17 +215,6 @@ class LokiClient:
         for secret in self._secrets:
             text = text.replace(secret, "***")
         return text
-
-    async def _read_capped(self, response: aiohttp.ClientResponse) -> bytes:
-        declared = response.content_length
-        if declared is not None and declared > self._max_bytes:
-            raise self._too_large()
-        body = bytearray()
-        async for chunk in response.content.iter_any():
-            body += chunk
-            if len(body) > self._max_bytes:
-                raise self._too_large()
-        return bytes(body)
 
     def _too_large(self) -> LokiQueryError:
         # the same query would fail the same way: neither retried nor counted against the breaker
@@ -253,19 +239,6 @@ def _secret_parts(header: str | None) -> list[str]:
 def _ns(seconds: float) -> str:
     """Loki's canonical time parameter: integer unix nanoseconds."""
     return str(round(seconds * 1e9))
-
-
-async def _parse_json(body: bytes) -> Any:
-    if len(body) > OFF_LOOP_PARSE_BYTES:
-        return await asyncio.to_thread(_loads, body)
-    return _loads(body)
-
-
-def _loads(body: bytes) -> Any:
-    try:
-        return json.loads(body)
-    except ValueError:
-        return None
 
 
 def _error_text(body: bytes, payload: Any) -> str:

@@ -17,7 +17,7 @@ import asyncio
 import base64
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote, urlencode, urlsplit
@@ -147,27 +147,14 @@ class PrometheusClient:
         )
         try:
             async with request as response:
-                body = await self._read_capped(response)
-                return _decode(url, response.status, body, await _parse_json(body))
+                body = await read_capped(response, self._max_bytes, self._too_large)
+                return _decode(url, response.status, body, await parse_json(body))
         except TimeoutError as exc:
             raise UpstreamUnavailableError(
                 f"Prometheus at {self.base_url} timed out after {seconds:g}s"
             ) from exc
         except aiohttp.ClientError as exc:
             raise UpstreamUnavailableError(f"Prometheus at {self.base_url} unreachable: {exc}") from exc
-
-    async def _read_capped(self, response: aiohttp.ClientResponse) -> bytes:
-        """The body, refused past the cap: by its declared length before reading, else while reading
-        (chunked or compressed answers only reveal their size as they arrive)."""
-        declared = response.content_length
-        if declared is not None and declared > self._max_bytes:
-            raise self._too_large()
-        body = bytearray()
-        async for chunk in response.content.iter_any():
-            body += chunk
-            if len(body) > self._max_bytes:
-                raise self._too_large()
-        return bytes(body)
 
     def _too_large(self) -> PrometheusQueryError:
         # A query error, not an outage: the same query would fail the same way, so it is neither
@@ -178,7 +165,25 @@ class PrometheusClient:
         )
 
 
-async def _parse_json(body: bytes) -> Any:
+async def read_capped(
+    response: aiohttp.ClientResponse, max_bytes: int, too_large: Callable[[], Exception]
+) -> bytes:
+    """The body, refused (``too_large()`` raised) past ``max_bytes``: by its declared length before
+    reading, else while reading (chunked or compressed answers only reveal their size as they arrive).
+    Shared with the Loki adapter."""
+    declared = response.content_length
+    if declared is not None and declared > max_bytes:
+        raise too_large()
+    body = bytearray()
+    async for chunk in response.content.iter_any():
+        body += chunk
+        if len(body) > max_bytes:
+            raise too_large()
+    return bytes(body)
+
+
+async def parse_json(body: bytes) -> Any:
+    """The JSON of a body (None when it is not JSON), parsed off the event loop when it is large."""
     if len(body) > OFF_LOOP_PARSE_BYTES:
         return await asyncio.to_thread(_loads, body)
     return _loads(body)

@@ -67,9 +67,14 @@ def _grafana(p: Planned) -> list[Action]:
     return [Action(p.incident.id, "grafana", "open" if p.kind == "analyze" else "resolve", body)]
 
 
+def _parent(p: Planned) -> dict[str, Any]:
+    """The incident's one Slack parent message, as ``p`` shows it."""
+    return messages.slack_parent(p.view, p.report, p.url, p.settings.install_id)
+
+
 def _slack(p: Planned) -> list[Action]:
     i, report = p.incident.id, p.report
-    parent = messages.slack_parent(p.view, report, p.url, p.settings.install_id)
+    parent = _parent(p)
     summary = str(report.get("summary") or "")
     if p.kind == "analyze":
         heading = f"Investigation ({report.get('reasoner', 'rules')} reasoner)"
@@ -244,7 +249,7 @@ def plan_member_change(
     actions: list[Action] = []
     for sink in routed_sinks(incident_labels(root), settings):
         if sink == "slack":
-            parent = messages.slack_parent(planned.view, planned.report, planned.url, settings.install_id)
+            parent = _parent(planned)
             actions += [
                 *_slack_replies(root.id, key, heading, note),
                 Action(root.id, "slack", f"update:{key}", parent),
@@ -271,7 +276,7 @@ def plan_feedback(
     if incident.report is None or not _to_slack(incident, settings):
         return []
     planned = _planned(incident, incident.report, "analyze", settings)
-    parent = messages.slack_parent(planned.view, planned.report, planned.url, settings.install_id)
+    parent = _parent(planned)
     return [
         Action(incident.id, "slack", f"update:feedback:{key}", parent),
         Action(incident.id, "slack", f"reply:feedback:{key}", messages.slack_note(f":memo: {line}")),
@@ -300,7 +305,7 @@ def plan_reinvestigated(
     actions: list[Action] = []
     for sink in routed_sinks(incident_labels(incident), settings):
         if sink == "slack":
-            parent = messages.slack_parent(planned.view, planned.report, planned.url, settings.install_id)
+            parent = _parent(planned)
             actions += [
                 Action(incident.id, "slack", f"update:{key}", parent),
                 *_slack_replies(incident.id, key, heading, str(report.get("summary") or "")),

@@ -39,7 +39,13 @@ from agentic_observability.errors import BadInputError, StoreError
 from agentic_observability.models import CHANGE_KINDS, Change, ChangeKind
 from agentic_observability.service.keys import CONFIG, METRICS, STORE
 from agentic_observability.service.responses import error_response
-from agentic_observability.service.routes.webhook import IntakeLimits, Time, clip_text, read_body
+from agentic_observability.service.routes.webhook import (
+    IntakeLimits,
+    Time,
+    body_refused,
+    clip_text,
+    read_body,
+)
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -118,13 +124,8 @@ async def receive_changes(request: web.Request) -> web.Response:
         changes = parse_changes(
             raw, IntakeLimits.from_server(config.server), config.investigation.entity_label
         )
-    except web.HTTPRequestEntityTooLarge:
-        limit = config.server.max_body_bytes
-        return error_response(413, "body too large", f"the limit is {limit} bytes (server.max_body_bytes)")
-    except web.HTTPRequestTimeout as exc:
-        response = error_response(408, "body too slow", exc.text or "")
-        response.force_close()
-        return response
+    except (web.HTTPRequestEntityTooLarge, web.HTTPRequestTimeout) as exc:
+        return body_refused(request, exc)
     except BadInputError as exc:
         return error_response(400, "invalid change event", str(exc), exc.field)
     try:

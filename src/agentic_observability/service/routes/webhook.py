@@ -51,6 +51,18 @@ async def read_body(request: web.Request) -> bytes:
         raise web.HTTPRequestTimeout(text=detail) from None
 
 
+def body_refused(
+    request: web.Request, exc: web.HTTPRequestEntityTooLarge | web.HTTPRequestTimeout
+) -> web.Response:
+    """The answer to a body ``read_body`` refused: 413 naming the cap, or 408 on a closed connection."""
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        limit = request.app[CONFIG].file.server.max_body_bytes
+        return error_response(413, "body too large", f"the limit is {limit} bytes (server.max_body_bytes)")
+    response = error_response(408, "body too slow", exc.text or "")
+    response.force_close()  # the rest of the body may still be on its way: never reuse the connection
+    return response
+
+
 @routes.post("/api/v1/webhook/alertmanager")
 async def receive_alertmanager(request: web.Request) -> web.Response:
     started = time.perf_counter()
@@ -65,13 +77,8 @@ async def _handle(request: web.Request) -> web.Response:
     server = request.app[CONFIG].file.server
     try:
         alerts = parse_webhook(await read_body(request), IntakeLimits.from_server(server))
-    except web.HTTPRequestEntityTooLarge:
-        limit = server.max_body_bytes
-        return error_response(413, "body too large", f"the limit is {limit} bytes (server.max_body_bytes)")
-    except web.HTTPRequestTimeout as exc:
-        response = error_response(408, "body too slow", exc.text or "")
-        response.force_close()  # the rest of the body may still be on its way: never reuse the connection
-        return response
+    except (web.HTTPRequestEntityTooLarge, web.HTTPRequestTimeout) as exc:
+        return body_refused(request, exc)
     except BadInputError as exc:
         return error_response(400, "invalid Alertmanager webhook body", str(exc), exc.field)
     try:
