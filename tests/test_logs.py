@@ -8,6 +8,7 @@ import contextlib
 import io
 import json
 import logging
+import math
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -33,14 +34,16 @@ from agentic_observability.demo.stack import free_port
 from agentic_observability.errors import ConfigError, UpstreamUnavailableError
 from agentic_observability.integrations.loki import LokiClient, LokiError, LokiQueryError
 from agentic_observability.integrations.resilience import Guard
-from agentic_observability.investigation import rank_entities
+from agentic_observability.investigation import Candidate, rank_entities
 from agentic_observability.models import Incident, Series, iso_time
 from agentic_observability.pipeline.logs import (
+    LOG_SIGNAL_MIN,
     LogEvidence,
     LogSource,
     grafana_log_links,
     log_evidence,
     render_selector,
+    risen,
     visible,
 )
 from agentic_observability.pipeline.ports import PipelineDeps
@@ -502,13 +505,17 @@ async def test_one_line_from_a_quiet_service_does_not_outrank_a_real_rise(
 
 class _QuietMetrics:
     """Every service's cpu wobbles the same way around the onset: the metrics alone cannot tell which
-    service is at fault; front-end's moves a little more, so it ranks first without the logs."""
+    service is at fault; front-end's moves a little more, so it ranks first without the logs (carts'
+    moves ``carts`` against front-end's 0.3)."""
+
+    def __init__(self, carts: float = 0.1) -> None:
+        self._carts = carts
 
     async def query_range(self, expr: str, start: float, end: float, step: float) -> list[Series]:
         ts = tuple(float(t) for t in np.arange(start, end, step))
         found = []
         for n, service in enumerate(SERVICES):
-            lift = 0.3 if service == "front-end" else 0.1
+            lift = {"front-end": 0.3, "carts": self._carts}.get(service, 0.1)
             values = tuple(
                 0.2 + 0.01 * ((i * (n + 3)) % 5) + (lift if t >= ONSET else 0.0) for i, t in enumerate(ts)
             )
@@ -537,9 +544,41 @@ async def test_the_pipeline_shows_log_errors_as_evidence_and_reports_them(
         report = await pipeline.run(_incident(), deps, now=NOW)
     ranked = {h["entity"]: h for h in report.hypotheses}
     scores = {h["entity"]: h["score"] for h in without.hypotheses}
-    assert {e: h["score"] for e, h in ranked.items()} == scores  # the ranking stands on the metrics
+    assert {e: h["score"] for e, h in ranked.items()} == scores  # carts' metrics hardly moved: no lift
     logged = [e for e in ranked["carts"]["evidence"] if e["signal"] == "log_errors"]  # only its moved
     assert logged and logged[0]["query_language"] == "logql" and "count_over_time" in logged[0]["promql"]
     assert not [e for e in ranked["front-end"]["evidence"] if e["signal"] == "log_errors"]
     assert report.logs is not None and report.logs["template_entity"] == "carts"
     assert "What the logs say (Loki):" in report.summary and "connection refused" in report.summary
+
+
+async def test_error_lines_decide_between_comparable_suspects(session: aiohttp.ClientSession) -> None:
+    """carts' metrics moved nearly as much as front-end's, and only carts' error lines rose with them:
+    the logs put carts first. Without Loki, front-end stays first."""
+    investigation = InvestigationConfig.model_validate(
+        {"signals": [{"name": "cpu", "query": "cpu_usage"}], "baseline": BASELINE, "after": AFTER}
+    )
+    metrics = _QuietMetrics(carts=0.25)
+    without = await pipeline.run(_incident(), PipelineDeps(metrics, investigation), now=NOW)
+    assert [h["entity"] for h in without.hypotheses[:2]] == ["front-end", "carts"]
+    async with serving(shop()) as url:
+        deps = PipelineDeps(metrics, investigation, logs=as_log_source(client(url, session)))
+        report = await pipeline.run(_incident(), deps, now=NOW)
+    assert report.hypotheses[0]["entity"] == "carts"
+    before = {h["entity"]: h["score"] for h in without.hypotheses}
+    after = {h["entity"]: h["score"] for h in report.hypotheses}
+    assert after["carts"] == pytest.approx(before["carts"] + math.log(2.0), abs=1e-3)
+    assert after["front-end"] == before["front-end"]  # its error lines did not move
+
+
+def test_errors_that_began_after_the_metrics_are_not_evidence() -> None:
+    """A rise that began more than a count's step after the entity's own metric change is an effect."""
+    ranking = [Candidate("carts", 2.0, ONSET, ()), Candidate("orders", 1.9, ONSET, ())]
+    signals = [
+        {"entity": "carts", "score": 8.0, "onset_unix": ONSET + 60.0, "step": 60},
+        {"entity": "orders", "score": 8.0, "onset_unix": ONSET + 61.0, "step": 60},
+        {"entity": "front-end", "score": 9.0, "onset_unix": ONSET, "step": 60},  # not ranked
+    ]
+    assert risen(signals, ranking) == ["carts"]
+    weak = [{"entity": "carts", "score": LOG_SIGNAL_MIN - 0.01, "onset_unix": ONSET, "step": 60}]
+    assert risen(weak, ranking) == []

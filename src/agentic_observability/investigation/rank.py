@@ -369,20 +369,30 @@ def _rescore(candidate: Candidate, factor: float) -> Candidate:
     return Candidate(candidate.entity, candidate.score * factor, candidate.onset, candidate.evidence)
 
 
-def with_changes(candidates: Sequence[Candidate], changed: Iterable[str]) -> list[Candidate]:
-    """A recent change (a rollout, a new image, a config edit) on an entity is evidence, never the only
-    evidence. It adds ``log 2`` to the entity's score, as if its metric change were twice as large, only
-    when the metrics already make it a strong suspect: a change at least its signal's typical one in
-    this incident (score ``log 2``: calibrated weight 1) and at least about half the best's (``_strong``).
-    So a change decides between comparable suspects; an entity with weak or no metric evidence is not
-    moved by any change, and a rollout on a bystander whose metrics did not move leaves the ranking as
-    it was. ``changed``: the entities with a recent change."""
+# one kind of evidence beside the metrics: as if their change were twice as large
+EVIDENCE_LIFT = math.log(2.0)
+
+
+def with_evidence(candidates: Sequence[Candidate], supported: Mapping[str, int]) -> list[Candidate]:
+    """Evidence beside the metrics, never the only evidence: each independent kind an entity has (a
+    recent change on it, a rise in its error log lines) adds ``EVIDENCE_LIFT`` (``log 2``) to its score,
+    as if its metric change were twice as large, only when the metrics already make it a strong
+    suspect: a change at least its signal's typical one in this incident (score ``log 2``: calibrated
+    weight 1) and at least about half the best's (``_strong``). So such evidence decides between
+    comparable suspects; an entity with weak or no metric evidence is not moved by any of it, and a
+    rollout or an error burst on a bystander whose metrics did not move leaves the ranking as it was.
+    ``supported``: per entity, how many kinds of evidence it has (the bar is the metrics' alone)."""
     bar = max(_strong(candidates), math.log(2.0))
-    lifted = set(changed)
     rescored = [
-        Candidate(c.entity, c.score + math.log(2.0), c.onset, c.evidence)
-        if c.entity in lifted and c.score >= bar
+        Candidate(c.entity, c.score + EVIDENCE_LIFT * supported[c.entity], c.onset, c.evidence)
+        if supported.get(c.entity, 0) > 0 and c.score >= bar
         else c
         for c in candidates
     ]
     return sorted(rescored, key=lambda c: (-c.score, c.entity))
+
+
+def with_changes(candidates: Sequence[Candidate], changed: Iterable[str]) -> list[Candidate]:
+    """``with_evidence`` for a recent change (a rollout, a new image, a config edit) on each of
+    ``changed``: the entities with one."""
+    return with_evidence(candidates, dict.fromkeys(changed, 1))

@@ -81,9 +81,12 @@ async def run(incident: Incident, deps: PipelineDeps, now: float | None = None) 
         log.exception("the rules report failed; sending the bare facts")
         bare = reason.bare_report(incident, moment, f"The report could not be written ({_name(exc)})")
         return replace(bare, chart=chart)
+    logged = probe.result if probe is not None else None
+    if logged is not None:  # the model sees the new log templates too
+        rules = replace(rules, logs=logged.as_dict())
     with deps.stage_timer("reason"):
         reasoned = replace(await _reasoned(rules, incident, deps), chart=chart)
-    reasoned = _with_logs(reasoned, probe.result if probe is not None else None)
+    reasoned = _with_logs(reasoned, logged)
     return _with_remediation(reasoned, rules, incident, deps)
 
 

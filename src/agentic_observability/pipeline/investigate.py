@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import math
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlencode
@@ -21,7 +22,7 @@ import numpy as np
 from agentic_observability.config import InvestigationConfig, SignalConfig, redact_url
 from agentic_observability.errors import PrometheusQueryError, UpstreamError
 from agentic_observability.investigation import Candidate, RankConfig, SignalSeries, rank_entities
-from agentic_observability.investigation.rank import with_changes
+from agentic_observability.investigation.rank import with_evidence
 from agentic_observability.models import Change, Evidence, Incident, Series, SeriesSummary, iso_time
 from agentic_observability.pipeline.logs import LogProbe
 from agentic_observability.pipeline.ports import ChangeSource, MetricsSource
@@ -133,8 +134,9 @@ async def root_cause_hypotheses(
     logs: LogProbe | None = None,
 ) -> tuple[tuple[dict[str, Any], ...], list[str]]:
     """Rank entities around the incident's start; each hypothesis carries its checkable evidence. With
-    ``changes``, a recent change on a strong suspect weighs in (``with_changes``) and is listed in its
-    hypothesis; when they cannot be read, the ranking stands on the metrics alone."""
+    ``changes``, a recent change on a strong suspect weighs in and is listed in its hypothesis; with
+    ``logs``, so does a sustained rise in its error lines that began with its metrics
+    (``with_evidence``). When either cannot be read, the ranking stands on the rest."""
     if not settings.signals:
         return (), []
     start = incident.started_at - settings.baseline
@@ -143,8 +145,10 @@ async def root_cause_hypotheses(
     rank_config = RankConfig(calls=tuple((e.caller, e.callee) for e in settings.calls))
     # thousands of series take a second or two of numpy: keep the event loop (and the webhook) free
     ranking = await asyncio.to_thread(rank_entities, series, incident.started_at, rank_config)
+    supported: Counter[str] = Counter()  # kinds of evidence beside the metrics, per entity
     if logs is not None and ranking:  # the logs of the metrics' top entities: evidence beside theirs
-        await logs([c.entity for c in ranking])
+        await logs([c.entity for c in ranking], ranking[0].onset)  # around the top suspect's change
+        supported.update(logs.risen(ranking))
     by_entity: dict[str, list[Change]] = {}
     if changes is not None and ranking:
         try:
@@ -153,7 +157,8 @@ async def root_cause_hypotheses(
             log.warning("change events could not be read for the ranking: %s", exc)
             found = []
         by_entity = changes_by_entity(found, ranking, incident.started_at, settings.change_window)
-        ranking = with_changes(ranking, by_entity)
+        supported.update(by_entity.keys())
+    ranking = with_evidence(ranking, supported)
     signals = {s.name: s for s in settings.signals}
     hypotheses = tuple(
         _hypothesis(position, candidate, settings.entity_label, signals, source, start, end, logs)

@@ -38,7 +38,7 @@ import numpy as np
 
 from agentic_observability.config import LogsConfig, parse_log_selector, redact_url
 from agentic_observability.errors import UpstreamError
-from agentic_observability.investigation import RankConfig, SignalSeries
+from agentic_observability.investigation import Candidate, RankConfig, SignalSeries
 from agentic_observability.investigation.rank import MAX_DEVIATION, robust_scale
 from agentic_observability.investigation.series import quantile
 from agentic_observability.models import Series, iso_time
@@ -197,7 +197,7 @@ def grafana_log_links(grafana_url: str | None, datasource_uid: str) -> ExploreUr
 
 
 @dataclass(frozen=True)
-class _Counted:
+class ErrorCounts:
     entity: str
     logql: str
     counts: np.ndarray  # lines per step on the window's times
@@ -205,10 +205,10 @@ class _Counted:
 
 async def _count_errors(
     source: LogSource, settings: LogsConfig, entity: str, namespace: str | None, window: _Window
-) -> _Counted:
+) -> ErrorCounts:
     logql = error_count_query(settings, entity, namespace, window.step)
     found = await source.metric_range(logql, window.start, window.end, float(window.step))
-    return _Counted(entity, logql, on_grid(found, window))
+    return ErrorCounts(entity, logql, on_grid(found, window))
 
 
 def on_grid(found: Sequence[Series], window: _Window) -> np.ndarray:
@@ -222,7 +222,7 @@ def on_grid(found: Sequence[Series], window: _Window) -> np.ndarray:
     return counts
 
 
-def score_errors(counted: _Counted, window: _Window, explore: ExploreUrl | None) -> dict[str, Any]:
+def score_errors(counted: ErrorCounts, window: _Window, explore: ExploreUrl | None) -> dict[str, Any]:
     """One entity's error counts as evidence: the rise after the onset in robust units."""
     baseline, after = counted.counts[: window.before], counted.counts[window.before :]
     median, scale = robust_scale(baseline, _RANK.relative_floor)
@@ -232,6 +232,7 @@ def score_errors(counted: _Counted, window: _Window, explore: ExploreUrl | None)
     above = np.flatnonzero(deviations >= _RANK.onset_threshold)
     per_minute = 60.0 / window.step
     times = window.times()[window.before :]
+    onset = float(times[above[0]]) - window.step if above.size else None
     return {
         "entity": counted.entity,
         "signal": SIGNAL,
@@ -242,7 +243,9 @@ def score_errors(counted: _Counted, window: _Window, explore: ExploreUrl | None)
         "unit": UNIT,
         "deviation": round(float(deviations[peak]), 2),
         "score": round(quantile(deviations, _RANK.sustained), 2),
-        "onset": iso_time(float(times[above[0]]) - window.step) if above.size else None,
+        "onset": iso_time(onset),
+        "onset_unix": onset,
+        "step": window.step,  # seconds a count covers: the onset is known to within one
         "lines_before": int(baseline.sum()),
         "lines_after": int(after.sum()),
         "explore_url": explore(counted.logql, window.start - window.step, window.end) if explore else None,
@@ -419,15 +422,32 @@ def _reason(error: BaseException) -> str:
     return f"unexpected {type(error).__name__}"
 
 
-LOG_SIGNAL_MIN = (
-    3.0  # a log signal joins the ranking from 3 robust units up (counts floored: see score_errors)
-)
+LOG_SIGNAL_MIN = 3.0  # robust units (counts floored: see score_errors) from which error lines are evidence
+
+
+def risen(signals: Sequence[Mapping[str, Any]], ranking: Sequence[Candidate]) -> list[str]:
+    """The ranked entities whose error-like lines rose with their metrics: evidence for the ranking
+    (``investigation.rank.with_evidence``). A rise counts when it is sustained (the score, the 75th
+    percentile of the deviations after the onset, as the ranking's ``sustained``) at ``LOG_SIGNAL_MIN``
+    or more, and began no later than the entity's own metric change plus one count's step (the log onset
+    is known to a step): errors that start after the metrics moved are more often an effect."""
+    onsets = {c.entity: c.onset for c in ranking}
+    found = []
+    for signal in signals:
+        entity = str(signal.get("entity"))
+        if entity not in onsets or float(signal.get("score") or 0) < LOG_SIGNAL_MIN:
+            continue
+        own, logged = onsets[entity], signal.get("onset_unix")
+        if own is None or logged is None or float(logged) <= own + float(signal.get("step") or MIN_STEP):
+            found.append(entity)
+    return found
 
 
 class LogProbe:
     """Log evidence for one incident, asked by the ranking for the entities the metrics ranked
-    (``investigate.root_cause_hypotheses``): it joins their hypotheses' evidence, and the result stays
-    here for the report. It does not re-order the ranking (see the README's Loki section)."""
+    (``investigate.root_cause_hypotheses``): a sustained rise in an entity's error lines weighs in the
+    ranking as evidence beside its metrics (``risen``), joins its hypothesis' evidence, and the result
+    stays here for the report."""
 
     def __init__(
         self,
@@ -445,8 +465,11 @@ class LogProbe:
         self._explore_url = explore_url
         self.result: LogEvidence | None = None
 
-    async def __call__(self, entities: Sequence[str]) -> LogEvidence:
-        onset, baseline, after, now = self._span
+    async def __call__(self, entities: Sequence[str], onset: float | None = None) -> LogEvidence:
+        """The evidence of ``entities`` around ``onset`` (the metrics' estimate, earlier than a late
+        alert's start; that start when None)."""
+        start, baseline, after, now = self._span
+        onset = start if onset is None else onset
         self.result = await log_evidence(
             entities,
             self._namespace,
@@ -467,3 +490,7 @@ class LogProbe:
             return None
         found = next((dict(s) for s in self.result.signals if s["entity"] == entity), None)
         return found if found is not None and float(found.get("deviation") or 0) >= LOG_SIGNAL_MIN else None
+
+    def risen(self, ranking: Sequence[Candidate]) -> list[str]:
+        """``risen`` over what was read (nothing before the probe ran)."""
+        return risen(self.result.signals, ranking) if self.result is not None else []

@@ -93,21 +93,54 @@ def _similar_item(similar: Mapping[str, Any]) -> dict[str, Any]:
     return {k: fence(str(v)) if k in _SIMILAR_TEXT and v is not None else v for k, v in similar.items()}
 
 
+def _change_item(change: Mapping[str, Any]) -> dict[str, Any]:
+    """A change event as the model sees it: its text came from a CI system or a webhook, so fenced."""
+    return {
+        "service": change.get("entity"),
+        "relation": change.get("relation"),  # cause, callee, ranked or nearby: to the top hypothesis
+        "kind": change.get("kind"),
+        "seconds_before_onset": change.get("before_onset"),
+        "what": fence(str(change.get("summary", ""))),
+    }
+
+
+def _template_item(template: Mapping[str, Any]) -> dict[str, Any]:
+    """A new log template: log text is untrusted, so fenced."""
+    return {
+        "service": template.get("entity"),
+        "template": fence(str(template.get("template", ""))),
+        "lines_after_onset": template.get("count"),
+        "lines_before": template.get("before"),
+    }
+
+
 def build_packet(
     facts: Mapping[str, Any],
     hypotheses: Sequence[Mapping[str, Any]],
     similar: Sequence[Mapping[str, Any]],
     evidence_lines: Sequence[str],
     budget_chars: int,
+    changes: Sequence[Mapping[str, Any]] = (),
+    logs: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The packet, trimmed from the lowest-priority end until its JSON fits ``budget_chars``."""
+    """The packet, trimmed from the lowest-priority end until its JSON fits ``budget_chars``. What
+    changed before the onset (``changes``: the report's) and the new log templates (``logs``: the
+    report's log evidence) rank below the hypotheses; the log signals are in the hypotheses' evidence."""
     packet: dict[str, Any] = {
         "alert": _facts_item(facts),
         "hypotheses": [_hypothesis_item(h) for h in hypotheses[:5]],
+        "changes_before_onset": [_change_item(c) for c in changes[:5]],
+        "new_log_templates": [_template_item(t) for t in (logs or {}).get("templates", [])[:3]],
         "similar_incidents": [_similar_item(s) for s in similar[:3]],
         "alert_evidence": [fence(line) for line in evidence_lines[:20]],
     }
-    for section in ("alert_evidence", "similar_incidents", "hypotheses"):
+    for section in (
+        "alert_evidence",
+        "similar_incidents",
+        "new_log_templates",
+        "changes_before_onset",
+        "hypotheses",
+    ):
         while packet[section] and len(json.dumps(packet)) > budget_chars:
             packet[section].pop()
     if len(json.dumps(packet)) > budget_chars:

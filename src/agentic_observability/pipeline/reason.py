@@ -284,6 +284,8 @@ async def reason(rules: Report, incident: Incident, deps: PipelineDeps) -> Repor
         rules.similar_incidents,
         [line for line in rules.summary.splitlines() if line.startswith("`")],
         prompting.prompt_budget_chars(),
+        rules.changes,
+        rules.logs,
     )
     timeout = deps.reasoning_timeout
     try:
