@@ -20,7 +20,14 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from agentic_observability.config import SECRET_ENV, Config, RemediationConfig, load_config
+from agentic_observability.config import (
+    SECRET_ENV,
+    ChangesConfig,
+    Config,
+    LogsConfig,
+    RemediationConfig,
+    load_config,
+)
 from agentic_observability.demo.stack import find_binary
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,6 +38,7 @@ CRD_SCHEMAS = {
     for kind in ("ServiceMonitor", "PrometheusRule")
 }
 ALL_ON: dict[str, Any] = yaml.safe_load((CHART / "ci" / "all-on-values.yaml").read_text())
+CHANGES_LOGS: dict[str, Any] = yaml.safe_load((CHART / "ci" / "changes-logs-values.yaml").read_text())
 
 
 def render(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -56,9 +64,9 @@ def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [d for d in docs if d["kind"] == kind]
 
 
-@pytest.fixture(scope="module", params=["defaults", "all-on"])
+@pytest.fixture(scope="module", params=["defaults", "all-on", "changes-logs"])
 def manifests(request: pytest.FixtureRequest) -> Iterator[list[dict[str, Any]]]:
-    yield render(None if request.param == "defaults" else ALL_ON)
+    yield render({"defaults": None, "all-on": ALL_ON, "changes-logs": CHANGES_LOGS}[request.param])
 
 
 def test_every_manifest_is_valid_kubernetes(manifests: list[dict[str, Any]]) -> None:
@@ -92,17 +100,17 @@ def test_optional_parts_follow_their_flags() -> None:
 
 
 def test_chart_lints_strictly() -> None:
-    for values in (None, ALL_ON):
+    for values in (None, ALL_ON, CHANGES_LOGS):
         report = helm.lint(CHART, values, strict=True, kube_version=f"v{KUBERNETES_VERSION}")
         assert report["errors"] == []
         assert [m for m in report["messages"] if m["severity"] >= 2] == []
 
 
-def _config_from(docs: list[dict[str, Any]], tmp_path: Path) -> Config:
+def _config_from(docs: list[dict[str, Any]], tmp_path: Path, **environ: str) -> Config:
     [configmap] = [d for d in by_kind(docs, "ConfigMap") if "config.yaml" in d["data"]]
     path = tmp_path / "config.yaml"
     path.write_text(configmap["data"]["config.yaml"])
-    return load_config(path, environ={"AGENTIC_OBS_WEBHOOK_TOKEN": "x"})
+    return load_config(path, environ={"AGENTIC_OBS_WEBHOOK_TOKEN": "x", **environ})
 
 
 def test_rendered_config_is_accepted_by_the_service(tmp_path: Path) -> None:
@@ -292,6 +300,61 @@ def test_the_chart_can_set_every_secret_the_service_reads() -> None:
     assert set(secret["data"]) == {"SLACK_WEBHOOK_URL"}
     [configmap] = [d for d in by_kind(made, "ConfigMap") if "config.yaml" in d["data"]]
     assert "hooks.slack.com" not in configmap["data"]["config.yaml"]  # the webhook URL is no config key
+
+
+def test_changes_and_logs_render_into_config_the_service_takes_and_secrets_stay_in_the_secret(
+    tmp_path: Path,
+) -> None:
+    docs = render(CHANGES_LOGS)
+    config = _config_from(docs, tmp_path, LOKI_BEARER_TOKEN="from-the-secret")
+    logs, changes = config.file.logs, config.file.changes
+    assert logs.url == "http://loki-gateway.monitoring.svc:3100" and logs.tenant == "shop"
+    assert logs.selector == '{namespace="{namespace}", container="{entity}"}' and logs.max_entities == 3
+    assert logs.budget == 20.0 and logs.grafana_datasource == "loki-uid"
+    assert changes.enabled and changes.poll_interval == 30.0 and changes.grafana_tag == "deploy"
+    assert config.secrets.loki_bearer_token is not None
+    [secret] = by_kind(docs, "Secret")
+    assert set(secret["data"]) == {"AGENTIC_OBS_WEBHOOK_TOKEN", "LOKI_BEARER_TOKEN"}
+    [configmap] = [d for d in by_kind(docs, "ConfigMap") if "config.yaml" in d["data"]]
+    text = configmap["data"]["config.yaml"]
+    assert "chart-test" not in text and "LOKI_" not in text  # no secret, not even by name, in the config
+    [deployment] = by_kind(docs, "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["envFrom"] == [{"secretRef": {"name": secret["metadata"]["name"]}}]
+    assert "chart-test" not in json.dumps(deployment)  # the token reaches the pod through the Secret only
+    existing = render({**CHANGES_LOGS, "secrets": {"existingSecret": "team-secrets"}})
+    assert by_kind(existing, "Secret") == []
+    [deployment] = by_kind(existing, "Deployment")
+    env_from = deployment["spec"]["template"]["spec"]["containers"][0]["envFrom"]
+    assert env_from == [{"secretRef": {"name": "team-secrets"}}]  # LOKI_* come from the team's Secret
+
+
+def _commented_example(path: Path, section: str, indent: str = "  ") -> dict[str, Any]:
+    """The ``<section>:`` example a YAML file carries commented out (``# logs:`` at ``indent``, its
+    settings on ``#   `` lines below), uncommented."""
+    lines = path.read_text().splitlines()
+    start = next(n for n, line in enumerate(lines) if line.startswith(f"{indent}# {section}:"))
+    block = [f"{section}:"]
+    for line in lines[start + 1 :]:
+        if not line.startswith(f"{indent}#   "):
+            break
+        block.append(line.removeprefix(f"{indent}# "))
+    return dict(yaml.safe_load("\n".join(block))[section])
+
+
+def test_the_commented_changes_and_logs_examples_are_whole_and_what_the_service_takes(
+    tmp_path: Path,
+) -> None:
+    """Uncommented, the examples are a config the service loads, name every setting of their
+    sections, and show the defaults (the chart leaves both sections out: the service's defaults)."""
+    values = CHART / "values.yaml"
+    changes, logs = _commented_example(values, "changes"), _commented_example(values, "logs")
+    assert set(changes) == set(ChangesConfig.model_fields) and set(logs) == set(LogsConfig.model_fields)
+    docs = render({"config": {"changes": changes, "logs": logs}})
+    config = _config_from(docs, tmp_path, LOKI_USERNAME="u", LOKI_PASSWORD="p")
+    assert config.file.changes == ChangesConfig()
+    assert config.file.logs == LogsConfig(url="http://loki-gateway.monitoring.svc:3100")
+    assert logs == _commented_example(ROOT / "config.example.yaml", "logs", indent="")  # as it says there
 
 
 def _mounts(service: dict[str, Any]) -> dict[str, Path]:

@@ -287,3 +287,170 @@ def test_seen_before_dates_read_plainly() -> None:
         "Incident 1 (2026-11-30 09:41:14 UTC): root cause carts\n"
         "Incident 3 (an unknown date): root cause unknown"
     )
+
+
+# -- what the logs say, on the Slack parent and the Grafana annotation (issue 18) ---------------------
+
+LOGQL_LINK = "https://g/explore?schemaVersion=1&panes=%7B%22a%22%7D"
+
+
+def _log_signal(entity: str = "carts", deviation: float = 8.4, **extra: Any) -> dict[str, Any]:
+    return {
+        "entity": entity,
+        "signal": "log_errors",
+        "logql": f'sum(count_over_time({{app="{entity}"}} |~ "error" [60s]))',
+        "labels": {},
+        "baseline": 0.0,
+        "incident": 42.0,
+        "unit": "lines/min",
+        "deviation": deviation,
+        "score": 6.0,
+        "onset": "2026-11-30T09:42:00Z",
+        "lines_before": 0,
+        "lines_after": 120,
+        "explore_url": LOGQL_LINK,
+        **extra,
+    }
+
+
+def _with_logs(signals: list[dict[str, Any]], template: str = "connection refused to db:5432 <*>") -> Any:
+    templates = [
+        {"entity": "orders", "template": "not this entity's", "count": 99, "before": 0},
+        {"entity": "carts", "template": template, "count": 80, "before": 0, "example": "x", "logql": "q"},
+    ]
+    logs = {
+        "signals": signals,
+        "templates": templates,
+        "template_entity": "carts",
+        "sample": {},
+        "problems": [],
+    }
+    return {**READABLE, "logs": logs}
+
+
+def _logs_line(parent: dict[str, Any]) -> str | None:
+    lines = [b["elements"][0]["text"] for b in parent["blocks"] if b["type"] == "context"]
+    found = [line for line in lines if line.startswith("*Logs*")]
+    assert len(found) <= 1
+    return found[0] if found else None
+
+
+def test_the_parent_and_the_annotation_say_what_the_logs_say() -> None:
+    report = _with_logs([_log_signal(), _log_signal("orders", 20.0)])
+    parent = messages.slack_parent(SHOP, report, URL)
+    assert _logs_line(parent) == (
+        f"*Logs* carts: error-like lines 0 → 42 a minute · <{LOGQL_LINK}|LogQL>"
+        ' · new: "connection refused to db:5432 &lt;*&gt;"'
+    )
+    assert parent["blocks"][3] == messages._context(str(_logs_line(parent)))  # right under the cause
+    text = messages.grafana_text(SHOP, report, URL)
+    assert text.endswith(
+        f'<a href="{URL}">incident report</a> · <a href="{CHART}">chart</a>'
+        ' · <a href="https://g/explore?schemaVersion=1&amp;panes=%7B%22a%22%7D">logs</a>'
+    )
+
+
+def test_the_numbers_read_as_people_read_them_and_the_threshold_is_the_pipelines() -> None:
+    from agentic_observability.pipeline.logs import LOG_SIGNAL_MIN
+
+    assert messages.LOG_SIGNAL_MIN == LOG_SIGNAL_MIN  # the outbox may not import the pipeline
+    signal = _log_signal(deviation=LOG_SIGNAL_MIN, baseline=0.333333, incident=1234.5, explore_url=None)
+    line = _logs_line(messages.slack_parent(SHOP, _with_logs([signal], template=""), URL))
+    assert line == "*Logs* carts: error-like lines 0.333 → 1.23k a minute"  # no link, no template
+
+
+@pytest.mark.parametrize(
+    "logs",
+    [
+        None,
+        {"signals": [], "templates": []},
+        {"signals": [_log_signal(deviation=2.99)]},
+        {"signals": [_log_signal(deviation=1.0), _log_signal("orders", 40.0)]},  # only the first counts
+        {"signals": [_log_signal(deviation=float("nan"))]},
+        {"signals": [_log_signal(deviation="?")]},
+        {"signals": "carts"},
+        "logs",
+    ],
+    ids=["none", "no-signals", "weak", "weak-first", "nan", "not-a-number", "not-a-list", "not-a-dict"],
+)
+def test_no_strong_log_signal_no_logs_line_or_link(logs: Any) -> None:
+    for report in ({**READABLE, "logs": logs}, READABLE):  # and a report without the key
+        assert _logs_line(messages.slack_parent(SHOP, report, URL)) is None
+        assert "logs</a>" not in messages.grafana_text(SHOP, report, URL)
+        assert "LogQL" not in str(messages.slack_parent(SHOP, report, URL))
+
+
+def test_hostile_log_text_is_escaped_and_clipped_and_the_parent_stays_within_budget() -> None:
+    from tests.fakes import _block_texts, slack_refusal
+
+    hostile = "<!channel> <http://evil.example|click> & " + "y" * 5000
+    signal = _log_signal("<!here>", explore_url="https://g/explore?q=a>b|c")
+    report = _with_logs([signal], template=hostile)
+    report["logs"]["templates"][1]["entity"] = "<!here>"
+    line = _logs_line(messages.slack_parent(SHOP, report, URL))
+    assert line is not None
+    link = " · <https://g/explore?q=a%3Eb%7Cc|LogQL>"
+    assert line.startswith("*Logs* &lt;!here&gt;: error-like lines 0 → 42 a minute" + link)
+    assert '· new: "&lt;!channel&gt; &lt;http://evil.example|click&gt; &amp; yyy' in line
+    assert line.endswith('y…"') and len(line) - len(link) == messages.SLACK_LOGS_LIMIT
+    assert line.count("<") == line.count(">") == 1  # the link's, nothing of the log's
+    huge = "x" * 5000
+    view = {
+        "id": "7",
+        "title": huge,
+        "status": "firing",
+        "service": huge,
+        "members": [huge] * 3,
+        "feedback": {"correct": False, "root_cause": huge, "resolution": huge, "by": huge},
+    }
+    long_link = "https://g/explore?panes=" + "p" * (messages.SLACK_LOGS_LINK_LIMIT - 40)  # fits whole
+    worst = {
+        "facts": {"alertname": huge, "severity": huge, "runbook_url": "https://rb/" + "r" * 1400},
+        "hypotheses": [
+            {"entity": huge, "evidence": [{"signal": huge, "baseline": 1, "incident": 2, "deviation": 3}]}
+        ],
+        "remediation": [{"action": f"{'n' * 38}{n}", "does": huge, "auto": False} for n in range(4)],
+        "changes": [
+            {"entity": "carts", "line": "<!channel> " + huge, "line_link": "https://ci/" + "p" * 200}
+        ],
+        "logs": _with_logs([_log_signal(huge, explore_url=long_link)], hostile)["logs"],
+    }
+    worst["logs"]["templates"][1]["entity"] = huge
+    parent = messages.slack_parent(view, worst, "https://obs.example/" + "p" * 1400, "abcdef012345")
+    assert slack_refusal({"channel": "C1", **parent}) is None
+    assert sum(len(t) for b in parent["blocks"] for t in _block_texts(b)) <= messages.SLACK_MESSAGE_BUDGET
+    line = _logs_line(parent)
+    assert line is not None and long_link in line  # the line is there, its link whole
+    too_long = _with_logs([_log_signal(explore_url=long_link + "p" * 40)])
+    line = _logs_line(messages.slack_parent(SHOP, too_long, URL))
+    assert (
+        line
+        == '*Logs* carts: error-like lines 0 → 42 a minute · new: "connection refused to db:5432 &lt;*&gt;"'
+    )
+
+
+def test_the_logs_anchor_is_html_escaped_and_only_http() -> None:
+    report = _with_logs([_log_signal(explore_url='https://g/explore?a=1&b="><script>')])
+    text = messages.grafana_text(SHOP, {**report, "summary": "S"}, None)
+    assert text == 'S\n<a href="https://g/explore?a=1&amp;b=%22%3E%3Cscript%3E">logs</a>'
+    report = _with_logs([_log_signal(explore_url="javascript:alert(1)")])
+    assert "href" not in messages.grafana_text(SHOP, {**report, "summary": "S"}, None)
+    assert "javascript" not in str(messages.slack_parent(SHOP, report, URL))
+
+
+def test_the_parents_parts_at_their_longest_add_up_within_the_budget() -> None:
+    """The budget the parent's limits are set by (the comment above ``_PARENT_FIELD_LIMIT``): every
+    part at its cap, the logs line and its link included, stays within ``SLACK_MESSAGE_BUDGET``."""
+    parts = [
+        messages.SLACK_HEADER_LIMIT,
+        4 * messages._PARENT_FIELD_LIMIT,
+        messages.SLACK_TEXT_LIMIT,  # the cause (it gives the proposals their _REMEDIATION_ROOM)
+        messages.SLACK_MEMBERS_LIMIT,
+        messages._PARENT_LINKS_LIMIT,
+        messages.SLACK_FEEDBACK_LIMIT,
+        messages._ACTIONS_TEXT,
+        messages.SLACK_CHANGE_LIMIT,
+        messages.SLACK_LOGS_LIMIT,
+        messages.SLACK_LOGS_LINK_LIMIT,
+    ]
+    assert sum(parts) <= messages.SLACK_MESSAGE_BUDGET

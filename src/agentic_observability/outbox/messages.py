@@ -21,6 +21,7 @@ from urllib.parse import quote, urlsplit
 
 from agentic_observability.readable import (
     describe_change,
+    format_change,
     format_onset,
     format_stored_time,
     hypothesis_onset,
@@ -176,13 +177,21 @@ SLACK_FIELD_LIMIT = 2000
 SLACK_MAX_FIELDS = 10
 SLACK_MESSAGE_BUDGET = 10_000
 _FALLBACK_LIMIT = 1000  # the notification text beside the blocks; the blocks carry the message
-# header 150 + 4 fields of 750 + cause 3,000 + members 1,000 + links 1,500 + feedback 600 + the buttons'
-# labels and menu options 500 (see _ACTIONS_TEXT) + what changed before the onset 240 = 9,990 < budget
-_PARENT_FIELD_LIMIT = 750
+# header 150 + 4 fields of 400 + cause 3,000 + members 1,000 + links 1,500 + feedback 600 + the buttons'
+# labels and menu options 500 (see _ACTIONS_TEXT) + what changed before the onset 240 + what the logs
+# say 240 and its LogQL link 1,000 = 9,830 < budget (the proposals take theirs from the cause: see
+# _REMEDIATION_ROOM). The fields (status, service, severity, start) need far less than 400 but for a
+# runaway label value; the Explore link quotes the LogQL (about 570 characters for the default selector).
+_PARENT_FIELD_LIMIT = 400
 _PARENT_LINKS_LIMIT = 1500
 SLACK_MEMBERS_LIMIT = 1000  # the other alert groups of the same fault, listed in the parent
 SLACK_FEEDBACK_LIMIT = 600  # what people said through the buttons (or the API), shown under the links
 SLACK_CHANGE_LIMIT = 240  # "Changed before the onset": the report's first named change, one line
+SLACK_LOGS_LIMIT = 240  # "Logs": the first log signal's error lines and its first new template, one line
+SLACK_LOGS_LINK_LIMIT = 1000  # and beside them, when it fits whole, the link to their LogQL in Explore
+# Robust units from which a log signal is named: pipeline/logs.py's LOG_SIGNAL_MIN (the outbox may not
+# import the pipeline, tests/test_architecture.py; tests/test_messages.py holds the two equal).
+LOG_SIGNAL_MIN = 3.0
 _HEADING_LIMIT = 200
 _SECTIONS_PER_MESSAGE = min(  # 3: a heading of at most 220 characters and 3 × 3,000 fit the budget
     (SLACK_MESSAGE_BUDGET - _HEADING_LIMIT - 20) // SLACK_TEXT_LIMIT, SLACK_MAX_BLOCKS - 1
@@ -225,6 +234,9 @@ def slack_parent(
     changed = _slack_change(report)
     if changed:
         blocks.append(_context(changed))
+    logged = _slack_logs(report)
+    if logged:
+        blocks.append(_context(logged))
     members = incident.get("members") or []
     if members:
         listed = "\n".join(f"• {slack_escape(str(m))}" for m in members)
@@ -255,9 +267,63 @@ def _slack_change(report: Mapping[str, Any]) -> str | None:
     if change is None:
         return None
     text = _clip(f"*Changed before the onset* {slack_escape(str(change['line']))}", SLACK_CHANGE_LIMIT)
-    href = safe_link(change["line_link"]) if isinstance(change.get("line_link"), str) else None
-    link = f" · <{href}|details>" if href else ""
-    return text + link if len(text) + len(link) <= SLACK_CHANGE_LIMIT else text
+    return text + _link(change.get("line_link"), "details", SLACK_CHANGE_LIMIT - len(text))
+
+
+def strong_log_signal(report: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The report's first log signal (best first: ``logs.signals``, pipeline/logs.py) when its
+    error-like lines rose at least ``LOG_SIGNAL_MIN`` robust units, or None (no log evidence, or
+    nothing that moved enough to name)."""
+    logs = report.get("logs")
+    signals = logs.get("signals") if isinstance(logs, Mapping) else None
+    first = signals[0] if isinstance(signals, list | tuple) and signals else None
+    if not isinstance(first, Mapping):
+        return None
+    try:
+        deviation = float(first.get("deviation") or 0)
+    except (TypeError, ValueError):
+        return None
+    return first if deviation >= LOG_SIGNAL_MIN else None  # NaN is not
+
+
+def _new_template(report: Mapping[str, Any], entity: object) -> str | None:
+    """The first (most frequent) new log template of ``entity``; log text, untrusted."""
+    templates = (report.get("logs") or {}).get("templates") or []
+    for template in templates:
+        if isinstance(template, Mapping) and template.get("entity") == entity and template.get("template"):
+            return str(template["template"])
+    return None
+
+
+_TEMPLATE_MIN = 20  # characters of a template worth showing; with less room it is left out
+
+
+def _slack_logs(report: Mapping[str, Any]) -> str | None:
+    """ "*Logs* carts: error-like lines 0 → 42 a minute · <link|LogQL> · new: "…"": the words within
+    ``SLACK_LOGS_LIMIT`` (the entity's first new template, log text, escaped and clipped to the room
+    the rest leaves), the link within ``SLACK_LOGS_LINK_LIMIT`` and only whole; None without a strong
+    log signal."""
+    signal = strong_log_signal(report)
+    if signal is None:
+        return None
+    try:
+        change = format_change(float(signal["baseline"]), float(signal["incident"]), None)
+    except (KeyError, TypeError, ValueError):
+        return None
+    entity = signal.get("entity")
+    text = _clip(f"*Logs* {slack_escape(str(entity))}: error-like lines {change} a minute", SLACK_LOGS_LIMIT)
+    template = _new_template(report, entity)
+    room = SLACK_LOGS_LIMIT - len(text) - len(' · new: ""')
+    new = f' · new: "{_clip(slack_escape(template), room)}"' if template and room >= _TEMPLATE_MIN else ""
+    return text + _link(signal.get("explore_url"), "LogQL", SLACK_LOGS_LINK_LIMIT) + new
+
+
+def _link(url: object, label: str, room: int) -> str:
+    """`` · <url|label>`` when the URL passes ``safe_link`` and the whole of it fits in ``room`` (a
+    cut ``<url|text>`` would show as text); else nothing."""
+    href = safe_link(url) if isinstance(url, str) else None
+    link = f" · <{href}|{label}>" if href else ""
+    return link if len(link) <= room else ""
 
 
 def _slack_links(report: Mapping[str, Any], incident_url: str | None) -> str:
@@ -607,18 +673,22 @@ def grafana_text(incident: Mapping[str, Any], report: Mapping[str, Any], inciden
     """The report's summary (its first line names the alert and state; a change before the onset,
     "What changed: …", is among the next), capped and HTML-escaped (Grafana renders annotation text
     as HTML, and the summary quotes alert text), and links back: the incident report, its chart when
-    there is one, and the change's own link (a pipeline run, an Argo CD app) when it has one."""
+    there is one, the change's own link (a pipeline run, an Argo CD app) when it has one, and the
+    strong log signal's Explore link (its LogQL) when there is one."""
     summary = str(report.get("summary") or f"{incident['title']} ({incident['status']})")
     change = named_change(report)
+    logged = strong_log_signal(report)
     if len(summary) > GRAFANA_TEXT_LIMIT:
         summary = summary[:GRAFANA_TEXT_LIMIT].rsplit("\n", 1)[0] + "\n…"
     changed_link = change.get("line_link") if change is not None else None
+    logs_link = logged.get("explore_url") if logged is not None else None
     candidates = (
         (incident_url, "incident report"),
         (chart_url(report, incident_url), "chart"),
-        (changed_link if isinstance(changed_link, str) else None, "change"),
+        (changed_link, "change"),
+        (logs_link, "logs"),
     )
-    anchors = [_anchor(url, text) for url, text in candidates if url]
+    anchors = [_anchor(url, text) for url, text in candidates if isinstance(url, str) and url]
     shown = " · ".join(a for a in anchors if a)
     return html.escape(summary, quote=False) + (f"\n{shown}" if shown else "")
 
