@@ -167,8 +167,18 @@ async def test_an_agent_lists_reads_ranks_recalls_and_gives_feedback(
         with pytest.raises(ToolFailed, match="no incident with id '424242'"):
             await call(agent, "get_incident", incident_id="424242")
 
+        rollout = {
+            "service": "carts",
+            "kind": "image",
+            "summary": "image v1 → v2",
+            "at": iso(started + FIRST - 60),
+        }
+        posted = await service.post("/api/v1/changes", json=rollout, headers=auth_headers())
+        assert posted.status == 202, await posted.text()
         ranked = await call(agent, "rank_root_cause", at=iso(started + FIRST + 5))
         assert ranked["ranking"][0]["entity"] == "carts" and ranked["entity_label"] == "service"
+        [change] = ranked["ranking"][0]["changes"]  # the ad-hoc ranking weighs change events too
+        assert change["summary"] == "image v1 → v2" and change["kind"] == "image"
         assert all(e["promql"] for h in ranked["ranking"] for e in h["evidence"])
 
         cpu = SIGNALS[1]["query"]

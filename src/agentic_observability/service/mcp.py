@@ -34,6 +34,7 @@ from agentic_observability.service.routes.analyze import (
     analyze_query,
     analyze_slot,
     busy_detail,
+    change_source,
 )
 from agentic_observability.service.routes.incidents import FeedbackRequest
 
@@ -108,7 +109,9 @@ class Tools:
         if slot is None:
             raise ToolError(f"busy: {busy_detail(self.app)}; retry in a second")
         async with slot:
-            hypotheses, problems = await root_cause_hypotheses(probe, source, settings, time.time())
+            hypotheses, problems = await root_cause_hypotheses(
+                probe, source, settings, time.time(), changes=change_source(self.app)
+            )
         answer = {
             "at": iso_time(moment),
             "window": [

@@ -24,6 +24,7 @@ _WHOLE_MAX = 1000
 _MAX_KEYS = 16
 MAX_EVIDENCE = 3  # pieces of evidence for the top hypothesis (the strongest; the ranking keeps them first)
 MAX_EVIDENCE_OTHERS = 2  # and for each other one
+MAX_CHANGES = 3  # recent changes shown per hypothesis
 MAX_SERIES = 5  # series shown per alert expression
 
 
@@ -128,8 +129,22 @@ def hypothesis_view(hypothesis: Mapping[str, Any]) -> dict[str, Any]:
         "score": number(hypothesis.get("score")),
         "onset": _time(hypothesis.get("onset")),
         "evidence": [_evidence_view(e) for e in list(hypothesis.get("evidence") or [])[:shown]],
+        "changes": [_change_view(c) for c in list(hypothesis.get("changes") or [])[:MAX_CHANGES]],
     }
     return _present(view)
+
+
+def _change_view(change: Mapping[str, Any]) -> dict[str, Any]:
+    """A recent change on the entity, which weighed in its ranking: what, when, where it came from."""
+    return _present(
+        {
+            "kind": change.get("kind"),
+            "summary": change.get("summary"),
+            "at": _time(change.get("at")),
+            "source": change.get("source"),
+            "link": change.get("link"),
+        }
+    )
 
 
 def _evidence_view(evidence: Mapping[str, Any]) -> dict[str, Any]:

@@ -46,7 +46,7 @@ from agentic_observability.service.keys import (
     STORE,
     WORKERS,
 )
-from agentic_observability.service.routes.analyze import analyze_slot, busy_detail
+from agentic_observability.service.routes.analyze import analyze_slot, busy_detail, change_source
 from agentic_observability.service.workers import REINVESTIGATE
 
 log = logging.getLogger(__name__)
@@ -429,7 +429,9 @@ async def signals_now(app: web.Application, service: str) -> str:
     if slot is None:
         return f"Busy: {busy_detail(app)}. Try again in a moment."
     async with slot:
-        ranked, problems = await investigate.root_cause_hypotheses(probe, source, settings, now)
+        ranked, problems = await investigate.root_cause_hypotheses(
+            probe, source, settings, now, changes=change_source(app)
+        )
     window = (
         f"the last {format_duration(settings.after)} against the {format_duration(settings.baseline)} before"
     )

@@ -13,7 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from agentic_observability.models import Evidence
 from agentic_observability.pipeline.investigate import query_evidence
-from agentic_observability.service.keys import ANALYZE_PROMETHEUS, ANALYZE_SLOTS, CONFIG
+from agentic_observability.pipeline.ports import ChangeSource
+from agentic_observability.service.keys import ANALYZE_PROMETHEUS, ANALYZE_SLOTS, CONFIG, STORE
 from agentic_observability.service.responses import error_response, invalid_body
 from agentic_observability.service.routes.webhook import read_body
 
@@ -52,6 +53,11 @@ def analyze_slot(app: web.Application) -> asyncio.Semaphore | None:
     between, so nobody takes it first."""
     slots = app[ANALYZE_SLOTS]
     return None if slots.locked() else slots
+
+
+def change_source(app: web.Application) -> ChangeSource | None:
+    """The change events an ad-hoc ranking weighs, as an incident's does (None: change events off)."""
+    return app[STORE] if app[CONFIG].file.changes.enabled else None
 
 
 def busy_detail(app: web.Application) -> str:
