@@ -39,6 +39,8 @@ CRD_SCHEMAS = {
 }
 ALL_ON: dict[str, Any] = yaml.safe_load((CHART / "ci" / "all-on-values.yaml").read_text())
 CHANGES_LOGS: dict[str, Any] = yaml.safe_load((CHART / "ci" / "changes-logs-values.yaml").read_text())
+REPLICAS: dict[str, Any] = yaml.safe_load((CHART / "ci" / "replicas-postgres-values.yaml").read_text())
+CI_VALUES = {"defaults": None, "all-on": ALL_ON, "changes-logs": CHANGES_LOGS, "replicas-postgres": REPLICAS}
 
 
 def render(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -64,9 +66,9 @@ def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [d for d in docs if d["kind"] == kind]
 
 
-@pytest.fixture(scope="module", params=["defaults", "all-on", "changes-logs"])
+@pytest.fixture(scope="module", params=list(CI_VALUES))
 def manifests(request: pytest.FixtureRequest) -> Iterator[list[dict[str, Any]]]:
-    yield render({"defaults": None, "all-on": ALL_ON, "changes-logs": CHANGES_LOGS}[request.param])
+    yield render(CI_VALUES[request.param])
 
 
 def test_every_manifest_is_valid_kubernetes(manifests: list[dict[str, Any]]) -> None:
@@ -100,7 +102,7 @@ def test_optional_parts_follow_their_flags() -> None:
 
 
 def test_chart_lints_strictly() -> None:
-    for values in (None, ALL_ON, CHANGES_LOGS):
+    for values in CI_VALUES.values():
         report = helm.lint(CHART, values, strict=True, kube_version=f"v{KUBERNETES_VERSION}")
         assert report["errors"] == []
         assert [m for m in report["messages"] if m["severity"] >= 2] == []
@@ -490,3 +492,197 @@ def test_remediation_rbac_needs_its_namespaces() -> None:
 def test_remediation_belongs_under_its_own_values_key() -> None:
     with pytest.raises(helm.HelmRenderError, match="top-level `remediation:` values"):
         render({"config": {"remediation": {"enabled": True}}})
+
+
+# -- scale-out on PostgreSQL (issue 17): several replicas need the shared store and shared memory -------
+
+PG_URL = "postgresql://agentic@postgres-rw.db.svc:5432/agentic"
+POSTGRES = {"storage": {"backend": "postgres", "postgres": {"url": PG_URL}}}
+QDRANT = {"memory": {"backend": "qdrant", "url": "http://qdrant.qdrant.svc:6333"}}
+
+
+def _pod(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    [deployment] = by_kind(docs, "Deployment")
+    return dict(deployment["spec"]["template"]["spec"])
+
+
+def _env(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {e["name"]: e for e in _pod(docs)["containers"][0]["env"]}
+
+
+def test_more_than_one_replica_needs_the_postgres_store() -> None:
+    for storage in ({}, {"storage": {"backend": "sqlite"}}):
+        with pytest.raises(
+            helm.HelmRenderError, match=r"replicaCount is 2 but config\.storage\.backend is sqlite"
+        ):
+            render({"replicaCount": 2, "config": {**storage, **QDRANT}})
+    with pytest.raises(helm.HelmRenderError, match=r"config\.storage\.postgres\.url is not set"):
+        render({"replicaCount": 2, "config": {"storage": {"backend": "postgres"}, **QDRANT}})
+    # the same values with the shared store render
+    assert by_kind(render({"replicaCount": 2, "config": {**POSTGRES, **QDRANT}}), "Deployment")
+
+
+def test_more_than_one_replica_needs_memory_off_the_pods_disks() -> None:
+    with pytest.raises(
+        helm.HelmRenderError, match=r"config\.memory\.backend is edge.*memory\.backend: qdrant"
+    ):
+        render({"replicaCount": 2, "config": POSTGRES})
+    with pytest.raises(helm.HelmRenderError, match=r"config\.memory\.backend is edge"):
+        render({"replicaCount": 2, "config": {**POSTGRES, "memory": {"backend": "edge"}}})
+    # a Qdrant server, or no memory at all, is fine
+    assert by_kind(render({"replicaCount": 2, "config": {**POSTGRES, **QDRANT}}), "Deployment")
+    assert by_kind(
+        render({"replicaCount": 2, "config": {**POSTGRES, "memory": {"enabled": False}}}), "Deployment"
+    )
+
+
+def test_replicas_on_postgres_spread_roll_and_keep_the_password_in_a_secret(tmp_path: Path) -> None:
+    docs = render(REPLICAS)
+    [deployment] = by_kind(docs, "Deployment")
+    pod = _pod(docs)
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert deployment["spec"]["replicas"] == 3
+    # a disruption budget over these pods
+    [pdb] = by_kind(docs, "PodDisruptionBudget")
+    assert pdb["spec"]["selector"]["matchLabels"] == selector and pdb["spec"]["maxUnavailable"] == 1
+    # a preferred anti-affinity: one pod per node where the nodes allow
+    [term] = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert term["podAffinityTerm"]["labelSelector"]["matchLabels"] == selector
+    # rolled one at a time, no ReadWriteOnce claim for the state directory
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    assert by_kind(docs, "PersistentVolumeClaim") == []
+    [state] = [v for v in pod["volumes"] if v["name"] == "state"]
+    assert state == {"name": "state", "emptyDir": {}}
+    # the password: from the existing Secret, by reference
+    assert _env(docs)["POSTGRES_PASSWORD"] == {
+        "name": "POSTGRES_PASSWORD",
+        "valueFrom": {"secretKeyRef": {"name": "agentic-obs-postgres", "key": "password"}},
+    }
+    # the rendered config is what the service loads: the shared store and a Qdrant server
+    config = _config_from(docs, tmp_path, POSTGRES_PASSWORD="from-the-secret")
+    assert config.file.storage.backend == "postgres"
+    assert config.file.storage.postgres.url == REPLICAS["config"]["storage"]["postgres"]["url"]
+    assert config.file.memory.backend == "qdrant" and str(config.file.memory.url).startswith("http://qdrant.")
+    assert config.secrets.postgres_password is not None
+    [configmap] = [d for d in by_kind(docs, "ConfigMap") if "config.yaml" in d["data"]]
+    assert "password" not in configmap["data"]["config.yaml"].lower()
+    # with the chart's own Secret instead: the password is in the Secret and nowhere else
+    own = render(
+        {
+            **REPLICAS,
+            "postgresql": {"existingSecret": ""},
+            "secrets": {"values": {"POSTGRES_PASSWORD": "chart-test-pg"}},
+        }
+    )
+    [secret] = by_kind(own, "Secret")
+    assert "POSTGRES_PASSWORD" in secret["data"] and "POSTGRES_PASSWORD" not in _env(own)
+    for doc in by_kind(own, "ConfigMap") + by_kind(own, "Deployment"):
+        assert "chart-test-pg" not in json.dumps(doc)
+    # two sources for one password, or a password in the URL (it would sit in the ConfigMap), fail
+    with pytest.raises(helm.HelmRenderError, match=r"POSTGRES_PASSWORD is given by"):
+        render({**REPLICAS, "secrets": {"values": {"POSTGRES_PASSWORD": "chart-test-pg"}}})
+    for url in ("postgresql://agentic:chart-test-pg@db:5432/agentic", "host=db dbname=agentic password=x"):
+        leaky = {"replicaCount": 1, "config": {"storage": {"backend": "postgres", "postgres": {"url": url}}}}
+        with pytest.raises(helm.HelmRenderError, match=r"storage\.postgres\.url carries a password"):
+            render(leaky)
+
+
+def test_pdb_and_anti_affinity_follow_their_values_with_replicas() -> None:
+    values = {**REPLICAS, "podDisruptionBudget": {"enabled": False}, "podAntiAffinity": {"enabled": False}}
+    docs = render(values)
+    assert by_kind(docs, "PodDisruptionBudget") == [] and "affinity" not in _pod(docs)
+    docs = render(
+        {**REPLICAS, "podDisruptionBudget": {"minAvailable": 2}, "podAntiAffinity": {"type": "hard"}}
+    )
+    [pdb] = by_kind(docs, "PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 2 and "maxUnavailable" not in pdb["spec"]
+    [term] = _pod(docs)["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert term["topologyKey"] == "kubernetes.io/hostname"
+    # an anti-affinity of the user's replaces the chart's; other affinity is kept next to the chart's
+    own = {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{"topologyKey": "zone"}]}}
+    assert _pod(render({**REPLICAS, "affinity": own}))["affinity"] == own
+    node: dict[str, Any] = {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": []}}
+    assert set(_pod(render({**REPLICAS, "affinity": node}))["affinity"]) == {
+        "nodeAffinity",
+        "podAntiAffinity",
+    }
+
+
+def test_cloudnativepg_cluster_is_the_store_when_enabled(tmp_path: Path) -> None:
+    values: dict[str, Any] = {
+        "replicaCount": 2,
+        "config": QDRANT,
+        "postgresql": {
+            "cloudnativepg": {"enabled": True, "storage": {"size": "5Gi", "storageClass": "fast"}}
+        },
+    }
+    docs = render(values)
+    [cluster] = by_kind(docs, "Cluster")
+    assert (
+        cluster["apiVersion"] == "postgresql.cnpg.io/v1" and cluster["metadata"]["name"] == "agentic-obs-pg"
+    )
+    assert cluster["spec"]["instances"] == 3 and "imageName" not in cluster["spec"]
+    assert cluster["spec"]["storage"] == {"size": "5Gi", "storageClass": "fast"}
+    assert cluster["spec"]["bootstrap"] == {"initdb": {"database": "agentic", "owner": "agentic"}}
+    # no selector of the chart (Service, PDB, anti-affinity) matches the database's pods
+    [deployment] = by_kind(docs, "Deployment")
+    selector = deployment["spec"]["selector"]["matchLabels"].items()
+    assert not selector <= cluster["metadata"]["labels"].items()
+    for doc in docs:
+        if doc["kind"] != "Cluster":  # the CRD's schema is not kept in tests/data/crd
+            kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+    # the password from the Secret the operator makes; the url to the read-write Service, as `agentic`
+    assert _env(docs)["POSTGRES_PASSWORD"]["valueFrom"] == {
+        "secretKeyRef": {"name": "agentic-obs-pg-app", "key": "password"}
+    }
+    config = _config_from(docs, tmp_path, POSTGRES_PASSWORD="from-the-operator")
+    assert config.file.storage.backend == "postgres"
+    assert config.file.storage.postgres.url == "postgresql://agentic@agentic-obs-pg-rw:5432/agentic"
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert "CloudNativePG operator" in notes(values)
+    # options, and a url set by hand wins
+    docs = render(
+        {
+            **values,
+            "config": {**QDRANT, **POSTGRES},
+            "postgresql": {
+                "cloudnativepg": {"enabled": True, "name": "store", "instances": 2, "imageName": "pg:17"}
+            },
+        }
+    )
+    [cluster] = by_kind(docs, "Cluster")
+    assert cluster["metadata"]["name"] == "store" and cluster["spec"]["instances"] == 2
+    assert cluster["spec"]["imageName"] == "pg:17" and "storageClass" not in cluster["spec"]["storage"]
+    assert _env(docs)["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "store-app"
+    assert _config_from(docs, tmp_path, POSTGRES_PASSWORD="p").file.storage.postgres.url == PG_URL
+    # contradictions fail
+    with pytest.raises(helm.HelmRenderError, match=r"POSTGRES_PASSWORD is given by"):
+        render({**values, "postgresql": {**values["postgresql"], "existingSecret": "pg"}})
+    with pytest.raises(
+        helm.HelmRenderError, match=r"cloudnativepg\.enabled is true but config\.storage\.backend"
+    ):
+        render({**values, "replicaCount": 1, "config": {"storage": {"backend": "sqlite"}}})
+
+
+def test_one_replica_on_sqlite_is_unchanged() -> None:
+    docs = render()
+    [deployment] = by_kind(docs, "Deployment")
+    pod = _pod(docs)
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert by_kind(docs, "PodDisruptionBudget") == [] and by_kind(docs, "Cluster") == []
+    assert "affinity" not in pod
+    [claim] = by_kind(docs, "PersistentVolumeClaim")
+    [state] = [v for v in pod["volumes"] if v["name"] == "state"]
+    assert state["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    assert "POSTGRES_PASSWORD" not in _env(docs)
+    [configmap] = [d for d in by_kind(docs, "ConfigMap") if "config.yaml" in d["data"]]
+    storage = yaml.safe_load(configmap["data"]["config.yaml"])["storage"]
+    assert "backend" not in storage and "postgres" not in storage  # the service's default, sqlite
+    # one replica on postgres keeping Qdrant Edge: the shard stays on the claim, one pod at a time
+    docs = render({"config": POSTGRES})
+    assert by_kind(docs, "PersistentVolumeClaim") and by_kind(docs, "Deployment")[0]["spec"]["strategy"] == {
+        "type": "Recreate"
+    }
