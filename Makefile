@@ -20,8 +20,15 @@ run: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/agentic-obs demo
 
+# The second run: the store contract and the end-to-end set with the service on PostgreSQL (a throwaway
+# cluster, tests/pg.py). The disk-full test is about the SQLite file's disk, so it runs on SQLite only.
+PG_TESTS := tests/test_store_contract.py tests/test_end_to_end.py tests/test_never_drop.py \
+	tests/test_retention.py tests/test_webhook.py \
+	--deselect tests/test_never_drop.py::test_disk_full_then_freed_loses_nothing
+
 test: $(STAMP)
 	$(BIN)/pytest -q
+	AGENTIC_OBS_TEST_STORE=postgres $(BIN)/pytest -q $(PG_TESTS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench dashboards

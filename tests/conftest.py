@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from agentic_observability.config import Config, FileConfig, Secrets
+from agentic_observability.config import Config, FileConfig, PostgresConfig, Secrets
 from agentic_observability.demo.stack import (
     ManagedProcess,
     find_binary,
@@ -18,6 +18,8 @@ from agentic_observability.demo.stack import (
     start_alertmanager,
     start_prometheus,
 )
+from agentic_observability.store import SqliteStore, Store
+from tests import pg
 
 ROOT_DIR = Path(__file__).resolve().parents[1]
 SHARED = ROOT_DIR.parent / "shared"
@@ -33,9 +35,14 @@ def make_config(
         "prometheus": {"url": f"http://127.0.0.1:{free_port()}", "timeout": "1s", "retries": 0},
         "storage": {"path": str(tmp_path / "state")},
     }
+    postgres: dict[str, str] = {}
+    if pg.wanted():  # AGENTIC_OBS_TEST_STORE=postgres: a fresh database on the session's cluster
+        server = pg.shared_server()
+        data["storage"] |= {"backend": "postgres", "postgres": {"url": server.create_database()}}
+        postgres = {"postgres_password": server.password}
     for name, value in sections.items():
         data[name] = {**data.get(name, {}), **value} if isinstance(value, dict) else value
-    values = {**({"webhook_token": token} if token else {}), **(secrets or {})}
+    values = {**({"webhook_token": token} if token else {}), **postgres, **(secrets or {})}
     return Config(
         file=FileConfig.model_validate(data), secrets=Secrets.model_validate(values), source="<test>"
     )
@@ -99,3 +106,41 @@ def stack_factory(tmp_path: Path) -> Iterator[Callable[..., tuple[ManagedProcess
     yield start
     for proc in reversed(started):
         proc.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[pg.PostgresServer]:
+    """The session's throwaway PostgreSQL cluster (tests/pg.py); stopped when the session ends."""
+    yield from pg.server_fixture()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    pg.stop_shared()
+
+
+Replicas = Callable[[int], Awaitable[list[Store]]]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def replicas(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Replicas]:
+    """n store objects on one database, per backend: on PostgreSQL n stores (n replicas of the service);
+    on SQLite, where one file has one process, the same store n times (two owners still)."""
+    opened: list[Store] = []
+    if request.param == "postgres":
+        server = request.getfixturevalue("postgres_server")
+        config = PostgresConfig(url=server.create_database(), pool_max=6, statement_timeout=20)
+
+    async def make(count: int) -> list[Store]:
+        if request.param == "sqlite":
+            if not opened:
+                opened.append(await SqliteStore.open(tmp_path / "state"))
+            return [opened[0]] * count
+        from agentic_observability.store.postgres.store import PostgresStore
+
+        stores: list[Store] = [await PostgresStore.open(config, server.password) for _ in range(count)]
+        opened.extend(stores)
+        return stores
+
+    yield make
+    for store in opened:
+        await store.close()

@@ -3,6 +3,8 @@ and why, in words a test can check."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 from agentic_observability.config import CallEdge, CorrelationConfig
@@ -163,6 +165,10 @@ class CandidatesOnly:
 
     def __init__(self, candidates: list[Incident]) -> None:
         self.candidates = candidates
+
+    @contextlib.asynccontextmanager
+    async def mutex(self, name: str) -> AsyncIterator[None]:
+        yield
 
     async def correlation_candidates(
         self, incident_id: str, earliest: float, latest: float

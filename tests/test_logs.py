@@ -12,7 +12,7 @@ import math
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
@@ -582,3 +582,24 @@ def test_errors_that_began_after_the_metrics_are_not_evidence() -> None:
     assert risen(signals, ranking) == ["carts"]
     weak = [{"entity": "carts", "score": LOG_SIGNAL_MIN - 0.01, "onset_unix": ONSET, "step": 60}]
     assert risen(weak, ranking) == []
+
+
+async def test_readiness_names_loki_and_degrades_when_it_is_down(aiohttp_client: Any, tmp_path: Path) -> None:
+    """Loki is named in readiness with its URL and breaker; down, the service is degraded (a report
+    goes out without the logs), never unavailable."""
+    from agentic_observability.service import init_app
+    from tests.conftest import make_config
+
+    async with serving(shop()) as url:
+        config = make_config(tmp_path, memory={"enabled": False}, logs={"url": url})
+        client = await aiohttp_client(init_app(config))
+        body = await (await client.get("/api/v1/health/ready")).json()
+        assert body["checks"]["loki"] == {"status": "ok", "url": url, "breaker": "closed"}
+        assert (
+            body["checks"]["replica"]["status"] == "ok" and "retention" in body["checks"]["replica"]["leases"]
+        )
+    down = await client.get("/api/v1/health/ready")  # the fake Loki is gone now
+    checks = (await down.json())["checks"]
+    assert down.status == 200 and checks["loki"]["status"] == "down" and url in checks["loki"]["url"]
+    off = await aiohttp_client(init_app(make_config(tmp_path / "off", memory={"enabled": False})))
+    assert (await (await off.get("/api/v1/health/ready")).json())["checks"]["loki"]["status"] == "disabled"

@@ -84,8 +84,11 @@ async def started(
     slack: tuple[FakeSlack, TestServer],
     kube_server: TestServer,
     follow_up: str = "1s",
+    at: float | None = None,
     **entry: Any,
 ) -> Service:
+    """The service with one incident open (its alert started ``at``, default 2 min ago)."""
+    at = time.time() - 120 if at is None else at
     service = await start(
         aiohttp_client,
         tmp_path,
@@ -93,7 +96,7 @@ async def started(
         remediation=catalogue(tmp_path, kube_server, follow_up, **entry),
         correlation={"enabled": False},
     )
-    assert (await post(service.client, alert("CartsLatency", "carts", time.time() - 120))).status == 202
+    assert (await post(service.client, alert("CartsLatency", "carts", at))).status == 202
     await wait_for(lambda: _settled(service))
     return service
 
@@ -268,10 +271,11 @@ async def test_the_follow_up_reads_the_signal_again_and_says_whether_it_recovere
 async def test_a_follow_up_on_an_incident_that_resolved_says_so(
     slack: tuple[FakeSlack, TestServer], kube: Any, aiohttp_client: Client, tmp_path: Path
 ) -> None:
-    service = await started(aiohttp_client, tmp_path, slack, kube[1], follow_up="4s")
+    at = time.time() - 120  # the resolved alert is the same alert (its fingerprint carries the start)
+    service = await started(aiohttp_client, tmp_path, slack, kube[1], follow_up="4s", at=at)
     await press(service, messages.APPROVE)
     await wait_for(lambda: _has(service, "ran"))
-    resolved = alert("CartsLatency", "carts", time.time() - 120, status="resolved")
+    resolved = alert("CartsLatency", "carts", at, status="resolved")
     assert (await post(service.client, resolved)).status == 202
     await wait_for(lambda: _has(service, "recovered"), within=30)
     (entry,) = [e for e in await audit(service) if e["event"] == "recovered"]

@@ -219,7 +219,7 @@ async def slack() -> AsyncIterator[tuple[FakeSlack, TestServer]]:
 
 @pytest.fixture(autouse=True)
 def ranked(monkeypatch: pytest.MonkeyPatch) -> None:
-    async def rank(*args: Any) -> tuple[tuple[dict[str, Any], ...], list[str]]:
+    async def rank(*args: Any, **kwargs: Any) -> tuple[tuple[dict[str, Any], ...], list[str]]:
         return RANKED, []
 
     monkeypatch.setattr(investigate, "root_cause_hypotheses", rank)

@@ -50,6 +50,7 @@ SECRET_ENV: dict[str, str] = {
     "loki_bearer_token": "LOKI_BEARER_TOKEN",
     "loki_username": "LOKI_USERNAME",
     "loki_password": "LOKI_PASSWORD",
+    "postgres_password": "POSTGRES_PASSWORD",  # storage.backend: postgres
 }
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)")
@@ -135,6 +136,9 @@ class ServerConfig(Section):
     # Readiness turns 503 when the oldest pending job has waited longer than this.
     ready_max_job_age: Duration = 600.0
     analyze_concurrency: int = Field(2, ge=1, le=64)  # ad-hoc /api/v1/analyze queries at once
+    # Replicas on one PostgreSQL store: a job, an outbox row, a watch is held for this long and
+    # renewed every third of it; a replica that stops renewing loses them to another within two leases.
+    lease: Duration = Field(15.0, ge=1.0, le=600.0)
 
 
 class PrometheusConfig(Section):
@@ -147,13 +151,63 @@ class PrometheusConfig(Section):
     max_response_bytes: int = Field(64 * 1_048_576, ge=1024)
 
 
+def _password_in_conninfo(value: str) -> bool:
+    """Whether a libpq connection string (URI or ``key=value`` form) carries a password."""
+    text = value.strip()
+    if text.startswith(("postgresql://", "postgres://")):
+        parts = urlsplit(text)
+        return parts.password is not None or bool(re.search(r"(?:^|&)password=", parts.query))
+    return re.search(r"(?:^|\s)password\s*=", text) is not None
+
+
+class PostgresConfig(Section):
+    """``storage.backend: postgres``: where and how to connect. ``url`` is a libpq connection string,
+    a URI (``postgresql://agentic@db:5432/agentic``) or key/value (``service=agentic`` names an entry
+    of a libpq service file, ``host=db dbname=agentic``); the password comes from POSTGRES_PASSWORD
+    (or the service file, or ~/.pgpass), never from this file."""
+
+    url: str | None = None
+    pool_min: int = Field(1, ge=0, le=1000)
+    pool_max: int = Field(10, ge=1, le=1000)
+    connect_timeout: Duration = 5.0
+    statement_timeout: Duration = 10.0
+
+    @field_validator("url")
+    @classmethod
+    def _no_password(cls, value: str | None) -> str | None:
+        if value is not None and _password_in_conninfo(value):
+            raise ValueError(
+                "storage.postgres.url carries a password; remove it and set POSTGRES_PASSWORD in the "
+                "environment (or use a libpq service file / ~/.pgpass)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _pool_bounds(self) -> PostgresConfig:
+        if self.pool_min > self.pool_max:
+            raise ValueError(f"pool_min ({self.pool_min}) cannot exceed pool_max ({self.pool_max})")
+        return self
+
+
 class StorageConfig(Section):
     path: str = "./var"
+    # sqlite: one file under ``path`` (one replica); postgres: ``postgres.url`` (several replicas).
+    backend: Literal["sqlite", "postgres"] = "sqlite"
+    postgres: PostgresConfig = PostgresConfig()
     # Resolved incidents (with their alerts, jobs, delivered actions and inbox rows) older than this
     # are pruned, in small batches that never hold the write lock for long.
     retention: Duration = 30 * 86400.0
     prune_batch: int = Field(500, ge=1, le=100_000)
     prune_interval: Duration = 600.0
+
+    @model_validator(mode="after")
+    def _postgres_needs_a_url(self) -> StorageConfig:
+        if self.backend == "postgres" and not (self.postgres.url or "").strip():
+            raise ValueError(
+                "storage.backend is postgres but storage.postgres.url is not set; set it to a libpq "
+                "connection string such as postgresql://agentic@db:5432/agentic or service=agentic"
+            )
+        return self
 
 
 class WatchConfig(Section):
@@ -772,6 +826,7 @@ class Secrets(Section):
     loki_bearer_token: SecretStr | None = None
     loki_username: SecretStr | None = None
     loki_password: SecretStr | None = None
+    postgres_password: SecretStr | None = None
     # The http remediation actions' bearer tokens, by the environment variable each action's
     # token_env names (read at load only while remediation is enabled; see _remediation_tokens).
     remediation_tokens: dict[str, SecretStr] = Field(default_factory=dict)

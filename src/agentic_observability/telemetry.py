@@ -217,6 +217,31 @@ class Metrics:
             registry=r,
         )
 
+        self.leases_held = Gauge(
+            "agentic_obs_leases_held",
+            "Named leases (watches, singleton loops) this replica holds now: 1 held, 0 held by another.",
+            ["name"],
+            registry=r,
+        )
+        self.replica = Gauge(
+            "agentic_obs_replica",
+            "This replica's id (1): what the store's claims and leases name as their owner.",
+            ["id"],
+            registry=r,
+        )
+        self.takeovers = Counter(
+            "agentic_obs_takeovers",
+            "Work this replica took over from another whose lease ran out, by kind (job, lease).",
+            ["kind"],
+            registry=r,
+        )
+        self.lease_conflicts = Counter(
+            "agentic_obs_lease_conflicts",
+            "Named leases this replica held and found taken by another at its next renewal (it renewed "
+            "too late: a stalled event loop, a slow database).",
+            registry=r,
+        )
+
     def observe_model(self, outcome: str, reply: ModelReply | None, dropped: int) -> None:
         self.model_reports.labels(outcome).inc()
         if reply is not None:

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from agentic_observability.models import Change
@@ -42,6 +42,7 @@ class ChangePoller:
     ) -> None:
         self.sources = list(sources)
         self.interval = interval
+        self.active: Callable[[], bool] = lambda: True  # replicas: only the lease holder polls
         self._store = store
         self._metrics = metrics
         self._lookback = max(lookback, interval)
@@ -53,7 +54,8 @@ class ChangePoller:
         await asyncio.sleep(random.uniform(0, self.interval * JITTER))
         while True:
             try:
-                await self.poll_once()
+                if self.active():
+                    await self.poll_once()
             except asyncio.CancelledError:
                 raise
             except Exception:  # a failing store or a bug must not end the polling

@@ -45,8 +45,13 @@ class Dispatcher:
         timeout: float,
         first_backoff: float = 1.0,
         concurrency: int = 32,
+        owner: str | None = None,
+        lease: float | None = None,
     ) -> None:
         self._first_backoff = first_backoff
+        # With replicas on one store, each row taken is claimed for ``owner`` (this replica) with a
+        # ``lease`` its heartbeat renews: no other replica delivers it unless this one dies.
+        self._owner, self._lease = owner, lease
         self._store = store
         self._sinks = dict(sinks)
         self._metrics = metrics
@@ -110,7 +115,12 @@ class Dispatcher:
     async def start_due(self) -> int:
         """Start delivering every action due now whose lane is free; returns how many started."""
         busy = list(self._in_flight.values())
-        items = await self._store.due_actions(time.time(), exclude=busy)
+        if self._owner is None:
+            items = await self._store.due_actions(time.time(), exclude=busy)
+        else:
+            items = await self._store.due_actions(
+                time.time(), exclude=busy, owner=self._owner, lease=self._lease
+            )
         now = time.monotonic()
         for item in items:
             lane = (item.incident_id, item.sink)

@@ -15,7 +15,6 @@ baseline. Its own lane: a pending check never holds up another approved run of t
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -58,7 +57,6 @@ class RemediationSink:
     ) -> None:
         self._executor, self._store, self._config = executor, store, config
         self._notes, self._metrics = notes, metrics
-        self._guard = asyncio.Lock()  # guardrail check and run, one at a time: caps hold
 
     async def deliver(self, item: OutboxItem) -> str | None:
         try:
@@ -75,8 +73,9 @@ class RemediationSink:
         if incident is None or any(e.event in DONE for e in done):
             return  # pruned since, or done before a crash lost the delivery's record
         run = _Run(incident, proposal, key, by)
-        # The whole run under the lock, its record included: the next run's guardrails see this one.
-        async with self._guard:
+        # The whole run under one lock across replicas (``Store.mutex``), its record included: the next
+        # run's guardrails see this one.
+        async with self._store.mutex("remediation"):
             refusal = await self._refusal(run)
             if refusal is not None:
                 await self._finish(run, "refused", refusal, {})

@@ -7,6 +7,7 @@ order and stopped in reverse; bad config fails here, at startup, not on the firs
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
@@ -48,17 +49,20 @@ from agentic_observability.service.keys import (
     DISPATCHER,
     ENVIRON,
     HTTP_SESSION,
+    LOGS,
     MEMORY,
     METRICS,
     POLLERS,
     PROMETHEUS,
     REMEDIATION,
+    REPLICA,
     SINKS,
     STORE,
     TOKEN,
     WORKERS,
 )
 from agentic_observability.service.open_incidents import open_incidents_ctx
+from agentic_observability.service.replica import Replica
 from agentic_observability.service.responses import error_response
 from agentic_observability.service.retention import Retention
 from agentic_observability.service.routes import (
@@ -74,9 +78,11 @@ from agentic_observability.service.routes import (
 from agentic_observability.service.workers import Workers
 from agentic_observability.store import open_store
 from agentic_observability.telemetry import Metrics, StageTimer, setup_tracing
-from agentic_observability.watch.poller import WatchPoller
+from agentic_observability.watch.poller import WatchPoller, watch_lease_name
 
 log = logging.getLogger(__name__)
+CHANGES_LEASE = "changes"  # the replica that polls change sources
+RETENTION_LEASE = "retention"  # the replica that prunes
 INSTALL_ID = web.AppKey("install_id", str)  # the store's; in every key a receiver sees (Store.install_id)
 CHANGE_POLLER = web.AppKey("change_poller", ChangePoller)  # set while changes are polled
 
@@ -114,7 +120,16 @@ def init_app(config: Config, environ: Mapping[str, str] | None = None) -> web.Ap
     slack.setup(app)  # /api/v1/slack/interactions, and the work it does after answering Slack
     app.add_routes(mcp_http.routes)  # /mcp: the MCP tools over streamable HTTP
     app.cleanup_ctx.extend(
-        [_store_ctx, _http_ctx, _memory_ctx, _model_ctx, _outbox_ctx, _workers_ctx, _pollers_ctx]
+        [
+            _store_ctx,
+            _replica_ctx,
+            _http_ctx,
+            _memory_ctx,
+            _model_ctx,
+            _outbox_ctx,
+            _workers_ctx,
+            _pollers_ctx,
+        ]
     )
     app.cleanup_ctx.append(_changes_ctx)
     app.cleanup_ctx.append(_retention_ctx)
@@ -125,10 +140,23 @@ def init_app(config: Config, environ: Mapping[str, str] | None = None) -> web.Ap
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
-    app[STORE] = await open_store(app[CONFIG].file.storage.path)
+    secret = app[CONFIG].secrets.postgres_password  # storage.backend: postgres only
+    password = None if secret is None else secret.get_secret_value()
+    app[STORE] = await open_store(app[CONFIG].file.storage, password)
     app[INSTALL_ID] = await app[STORE].install_id()
     yield
     await app[STORE].close()
+
+
+async def _replica_ctx(app: web.Application) -> AsyncIterator[None]:
+    """This replica's leases: made here, started with the workers (its first beat claims their jobs),
+    released last, after the workers and the outbox have stopped, so another replica takes what is
+    left at once."""
+    config = app[CONFIG].file
+    names = [watch_lease_name(w) for w in config.watches] + [CHANGES_LEASE, RETENTION_LEASE]
+    app[REPLICA] = Replica(app[STORE], app[METRICS], config.server.lease, names)
+    yield
+    await app[REPLICA].stop()
 
 
 async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -203,7 +231,16 @@ async def _outbox_ctx(app: web.Application) -> AsyncIterator[None]:
     executor = _remediation(app, sinks)
     app[SINKS] = sinks
     actions = config.file.actions
-    dispatcher = Dispatcher(app[STORE], sinks, app[METRICS], actions.timeout, actions.first_retry)
+    replica = app[REPLICA]
+    dispatcher = Dispatcher(
+        app[STORE],
+        sinks,
+        app[METRICS],
+        actions.timeout,
+        actions.first_retry,
+        owner=replica.id,
+        lease=replica.lease,
+    )
     app[DISPATCHER] = dispatcher
     await dispatcher.start()
     grafana = sinks.get("grafana")
@@ -242,6 +279,7 @@ async def _workers_ctx(app: web.Application) -> AsyncIterator[None]:
     environ: dict[str, str] = app[ENVIRON]
     metrics = app[METRICS]
     sinks: dict[str, Any] = app[SINKS]
+    app[LOGS] = LokiClient.from_config(config, app[HTTP_SESSION])  # None while logs.url is unset
     deps = PipelineDeps(
         metrics=app[PROMETHEUS],
         investigation=config.file.investigation,
@@ -254,7 +292,7 @@ async def _workers_ctx(app: web.Application) -> AsyncIterator[None]:
         observe_model=metrics.observe_model,
         remediation=config.file.remediation,
         changes=app[STORE] if config.file.changes.enabled else None,
-        logs=LokiClient.from_config(config, app[HTTP_SESSION]),  # None while logs.url is unset
+        logs=app[LOGS],
         logs_settings=config.file.logs,
         act=ActSettings(
             enabled=frozenset(sinks),
@@ -265,13 +303,16 @@ async def _workers_ctx(app: web.Application) -> AsyncIterator[None]:
             link_key=app.get(TOKEN) or "",
         ),
     )
-    workers = Workers(app[STORE], deps, metrics, config.file.server.workers)
+    replica = app[REPLICA]
+    workers = Workers(app[STORE], deps, metrics, config.file.server.workers, replica=replica)
     workers.on_actions = app[DISPATCHER].wake
     correlation = config.file.correlation
     if correlation.enabled:
         workers.correlator = Correlator(app[STORE], deps, correlation, config.file.investigation.calls)
     app[DISPATCHER].under_pressure = lambda: workers.under_pressure
     app[WORKERS] = workers
+    replica.on_jobs = workers.enqueue_all
+    await replica.start()
     await workers.start()
     yield
     await workers.stop(deadline=config.file.server.shutdown_timeout)
@@ -286,11 +327,10 @@ async def _pollers_ctx(app: web.Application) -> AsyncIterator[None]:
             app[METRICS],
             on_commit=app[WORKERS].wake,
             threshold=app[CONFIG].tunables.anomaly_threshold,
+            owns=functools.partial(app[REPLICA].holds, watch_lease_name(watch)),
         )
         for watch in app[CONFIG].file.watches
     ]
-    for poller in pollers:
-        await poller.resume()
     tasks = [asyncio.create_task(p.run_forever(), name=f"watch-{p.watch.name}") for p in pollers]
     for poller, task in zip(pollers, tasks, strict=True):
         poller.task = task  # readiness and liveness check that every watch still polls
@@ -317,6 +357,7 @@ async def _changes_ctx(app: web.Application) -> AsyncIterator[None]:
     if sources:
         lookback = app[CONFIG].file.investigation.change_window
         poller = ChangePoller(sources, app[STORE], app[METRICS], settings.poll_interval, lookback)
+        poller.active = functools.partial(app[REPLICA].holds, CHANGES_LEASE)
         task = poller.task = asyncio.create_task(poller.run_forever(), name="changes")
         app[CHANGE_POLLER] = poller
     yield
@@ -329,6 +370,7 @@ async def _retention_ctx(app: web.Application) -> AsyncIterator[None]:
     """Prunes state past storage.retention in the background; waits while intake is under pressure."""
     workers = app[WORKERS]
     retention = Retention(app[STORE], app[CONFIG].file.storage, app[METRICS], lambda: workers.under_pressure)
+    retention.active = functools.partial(app[REPLICA].holds, RETENTION_LEASE)
     retention.start()
     yield
     await retention.stop()

@@ -10,7 +10,6 @@ when its last member resolves.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -50,9 +49,9 @@ class Correlator:
         # jobs waiting for an earlier group's analysis: since when, and their own report (kept, so
         # each look again costs no re-analysis)
         self._waiting: dict[int, tuple[float, dict[str, Any]]] = {}
-        # Deciding and committing a join happen under one lock: two groups of one fault analysed at
-        # once must not both see the other as "not yet an incident" and both stay alone.
-        self._lock = asyncio.Lock()
+        # Deciding and committing a join happen under one lock, across replicas (``Store.mutex``): two
+        # groups of one fault analysed at once must not both see the other as "not yet an incident"
+        # and both stay alone.
 
     @property
     def enabled(self) -> bool:
@@ -64,7 +63,7 @@ class Correlator:
 
     async def try_join(self, job: Job, incident: Incident, report: dict[str, Any]) -> Joined | Decision:
         """Commit the join and return it; or the decision not to (``wait_for`` set: look again later)."""
-        async with self._lock:
+        async with self._store.mutex("correlation"):
             decision = await self._decide(job, incident, report)
             if decision.wait_for is None:
                 self._waiting.pop(job.id, None)

@@ -10,10 +10,12 @@ from aiohttp import web
 
 from agentic_observability.config import Config
 from agentic_observability.integrations.llm import ChatClient
+from agentic_observability.integrations.loki import LokiClient
 from agentic_observability.integrations.prometheus import PrometheusClient
 from agentic_observability.memory import ReconnectingMemory
 from agentic_observability.outbox.dispatcher import Dispatcher
 from agentic_observability.remediation.executor import Executor
+from agentic_observability.service.replica import Replica
 from agentic_observability.service.workers import Workers
 from agentic_observability.store import Store
 from agentic_observability.telemetry import Metrics
@@ -27,6 +29,8 @@ PROMETHEUS = web.AppKey("prometheus", PrometheusClient)
 ANALYZE_PROMETHEUS = web.AppKey("analyze_prometheus", PrometheusClient)
 ANALYZE_SLOTS = web.AppKey("analyze_slots", asyncio.Semaphore)
 WORKERS = web.AppKey("workers", Workers)
+REPLICA = web.AppKey("replica", Replica)  # this replica's id and leases
+LOGS: web.AppKey[LokiClient | None] = web.AppKey("logs")  # None while logs.url is unset
 TOKEN = web.AppKey("token", str)
 ENVIRON: web.AppKey[dict[str, str]] = web.AppKey("environ", dict)
 HTTP_SESSION = web.AppKey("http_session", aiohttp.ClientSession)

@@ -51,6 +51,7 @@ class Retention:
         self._busy = busy  # True while intake is under pressure: pruning waits
         self._pause = pause
         self._task: asyncio.Task[None] | None = None
+        self.active: Callable[[], bool] = lambda: True  # replicas: only the lease holder prunes
 
     def start(self) -> None:
         if self._settings.retention < SAFE_RETENTION:
@@ -70,7 +71,8 @@ class Retention:
     async def _run_forever(self) -> None:
         while True:
             try:
-                await self.run_once()
+                if self.active():
+                    await self.run_once()
             except Exception:  # a bug must not end retention for good: state would grow unbounded
                 self._metrics.errors.labels("retention").inc()
                 log.exception("pruning failed unexpectedly, retrying next interval")

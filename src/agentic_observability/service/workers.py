@@ -9,7 +9,9 @@ coalesces them into larger transactions and the pipeline is held to ``storm_jobs
 acknowledging alerts stays fast; analysis catches up as soon as the storm eases.
 
 On start, everything the store still has pending (inbox rows, unfinished jobs) is resumed: an alert
-acknowledged before a crash is processed after the restart.
+acknowledged before a crash is processed after the restart. With several replicas on one store, each
+job is claimed with a lease (``service/replica.py``): jobs this replica's intake creates are its own,
+the rest (queued outside intake, or left by a replica that died) come from the replica's heartbeat.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from agentic_observability.outbox.plan import ActSettings, plan_reinvestigated
 from agentic_observability.pipeline.ports import PipelineDeps
 from agentic_observability.pipeline.reason import bare_report
 from agentic_observability.service.correlation import RECHECK_SECONDS, Correlator, Joined, with_timeline
+from agentic_observability.service.replica import Replica
 from agentic_observability.store import Job, Store
 from agentic_observability.telemetry import Metrics, correlation, log_fields
 
@@ -49,8 +52,10 @@ class Workers:
         metrics: Metrics,
         count: int,
         storm_jobs_per_second: float = 10.0,
+        replica: Replica | None = None,
     ) -> None:
         self._store = store
+        self._replica = replica  # None: the only process on the store, every pending job is its own
         self._deps = deps
         self._metrics = metrics
         self._queues: list[asyncio.Queue[Job]] = [asyncio.Queue() for _ in range(count)]
@@ -77,8 +82,10 @@ class Workers:
         return asyncio.get_running_loop().time() - self._last_intake < STORM_WINDOW_SECONDS
 
     async def start(self) -> None:
-        for job in await self._store.pending_jobs():
-            self._enqueue(job)
+        """Resume what is pending: with a replica, its heartbeat claims the jobs (hand it ``enqueue_all``
+        before it starts); alone, every pending job."""
+        if self._replica is None:
+            self.enqueue_all(await self._store.pending_jobs())
         self._wake.set()  # drain inbox rows left from before a restart
         self._tasks.append(asyncio.create_task(self._ingest_loop(), name="ingest"))
         for index, queue in enumerate(self._queues):
@@ -106,10 +113,18 @@ class Workers:
     def _enqueue(self, job: Job) -> None:
         self._queues[int(job.incident_id) % len(self._queues)].put_nowait(job)
 
+    def enqueue_all(self, jobs: list[Job]) -> None:
+        for job in jobs:
+            self._enqueue(job)
+
     def run_soon(self, job: Job) -> None:
         """A job queued in the store outside intake (a re-investigation): run it on its incident's
-        shard, after that incident's earlier jobs. It is in the store already, so a restart resumes it."""
-        self._enqueue(job)
+        shard, after that incident's earlier jobs. It is in the store already, so a restart resumes it;
+        with replicas, whichever claims it first runs it (this one's heartbeat is woken)."""
+        if self._replica is None:
+            self._enqueue(job)
+        else:
+            self._replica.wake()
 
     async def _ingest_loop(self) -> None:
         while True:
@@ -131,7 +146,12 @@ class Workers:
     async def _ingest_all(self) -> None:
         more = True
         while more:
-            jobs, more = await self._store.ingest_pending()
+            if self._replica is None:
+                jobs, more = await self._store.ingest_pending()
+            else:  # the jobs it creates are this replica's
+                jobs, more = await self._store.ingest_pending(
+                    owner=self._replica.id, lease=self._replica.lease
+                )
             for job in jobs:
                 if job.kind == "analyze":
                     self._metrics.incidents_opened.labels(job.source).inc()

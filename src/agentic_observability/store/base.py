@@ -1,14 +1,22 @@
 """What the rest of the service may ask of durable state: the ``Store`` protocol and its records.
 
-A backend (``sqlite/`` today) satisfies the protocol structurally. The flow it carries: the webhook
-commits alerts to the inbox (that commit is what a 202 promises); ``ingest_pending`` turns them into
-incident changes and jobs in one transaction (the rules are in ``intake.py``); workers complete each
-job together with its report and the actions it plans; the dispatcher delivers the outbox.
+A backend (``sqlite/``, ``postgres/``) satisfies the protocol structurally. The flow it carries: the
+webhook commits alerts to the inbox (that commit is what a 202 promises); ``ingest_pending`` turns them
+into incident changes and jobs in one transaction (the rules are in ``intake.py``); workers complete
+each job together with its report and the actions it plans; the dispatcher delivers the outbox.
+
+Several replicas may share one store (PostgreSQL). Work is then claimed with a lease: a job or outbox
+row names its owner (a replica's id) and until when (seconds); the owner renews its leases while it
+lives, and once a lease has run out another owner may claim the work. Named leases give a watch shard
+or a singleton loop to one owner at a time; ``mutex`` guards a critical section across replicas.
+Lease ends are on the store's clock (the database server's for PostgreSQL), so replicas with skewed
+clocks still agree on which lease has run out.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -25,6 +33,7 @@ class Job:
     kind: str
     attempts: int
     source: str = "alertmanager"
+    taken_from: str | None = None  # claim_jobs: the owner whose lease ran out (a replica that died)
 
 
 @dataclass(frozen=True)
@@ -36,7 +45,14 @@ class AcceptResult:
 class Store(Protocol):
     async def close(self) -> None: ...
 
-    async def ping(self) -> None: ...
+    async def ping(self) -> None:
+        """Raise StoreUnavailableError unless the store answers a trivial query now."""
+        ...
+
+    def describe(self) -> str:
+        """Which database this is, for readiness and logs, never with a password:
+        ``sqlite:/var/lib/agentic-obs/agentic-obs.sqlite3``, ``postgres:db:5432/agentic``."""
+        ...
 
     async def install_id(self) -> str:
         """This installation's id: made once per store (12 hex digits of a uuid4), then always the
@@ -47,7 +63,14 @@ class Store(Protocol):
     # inbox, incidents and jobs
     async def accept(self, alerts: Sequence[AcceptedAlert]) -> AcceptResult: ...
 
-    async def ingest_pending(self, limit: int = 1000) -> tuple[list[Job], bool]: ...
+    async def ingest_pending(
+        self, limit: int = 1000, *, owner: str | None = None, lease: float | None = None
+    ) -> tuple[list[Job], bool]:
+        """Apply up to ``limit`` unprocessed inbox rows to incidents, in arrival order per group, in one
+        transaction: the jobs created and whether more rows may be waiting. Safe to call from several
+        replicas at once (each row is applied once; a group never has two open incidents). With
+        ``owner`` and ``lease``, the new jobs are claimed by ``owner`` for ``lease`` seconds."""
+        ...
 
     async def pending_jobs(self) -> list[Job]: ...
 
@@ -92,10 +115,54 @@ class Store(Protocol):
         self, incident_id: str, feedback: dict[str, Any], actions: Sequence[Action] = ()
     ) -> None: ...
 
+    # claims and leases (several replicas on one store)
+    async def claim_jobs(self, owner: str, lease: float, limit: int = 100) -> list[Job]:
+        """Claim up to ``limit`` unfinished jobs nobody holds (never claimed, or the lease ran out; per
+        incident only its oldest unfinished job, so an incident's jobs run in order), ordered by id,
+        each now leased to ``owner`` for ``lease`` seconds. Rows locked by a concurrent claim are
+        skipped (no job is claimed by two owners). A job taken over from another owner whose lease
+        ran out carries that owner in ``taken_from``."""
+        ...
+
+    async def renew_leases(self, owner: str, lease: float) -> int:
+        """Extend every claim ``owner`` holds on unfinished jobs and pending outbox rows to ``lease``
+        seconds from now; how many were renewed. (Named leases are renewed by ``hold_leases``.)"""
+        ...
+
+    async def release_leases(self, owner: str) -> int:
+        """Give up every claim and named lease of ``owner`` (a graceful stop), so another owner takes
+        the work at once instead of after the lease; how many were released."""
+        ...
+
+    async def hold_leases(self, owner: str, names: Sequence[str], lease: float) -> set[str]:
+        """Take each named lease that is free, expired or already ``owner``'s (renewing those) for
+        ``lease`` seconds; the names ``owner`` now holds among ``names``."""
+        ...
+
+    async def lease_owners(self) -> dict[str, tuple[str, float]]:
+        """Every named lease: name -> (owner, until), for metrics."""
+        ...
+
+    def mutex(self, name: str) -> AbstractAsyncContextManager[None]:
+        """``async with store.mutex(name):`` one holder at a time across every replica of the store
+        (the remediation guardrails' check-and-queue, the correlator's decide-and-commit)."""
+        ...
+
     # outbox
     async def due_actions(
-        self, now: float, limit: int = 200, exclude: Sequence[int] = ()
-    ) -> list[OutboxItem]: ...
+        self,
+        now: float,
+        limit: int = 200,
+        exclude: Sequence[int] = (),
+        *,
+        owner: str | None = None,
+        lease: float | None = None,
+    ) -> list[OutboxItem]:
+        """Pending actions that may go at ``now``: per incident and sink only the oldest (a reply never
+        overtakes its parent), a new incident's first actions first; ``exclude``: ids in flight. With
+        ``owner`` and ``lease``: only rows no other owner holds (or whose lease ran out), claimed for
+        ``owner`` for ``lease`` seconds (rows a concurrent claim locked are skipped)."""
+        ...
 
     async def action_delivered(self, item: OutboxItem, ref: str | None) -> None: ...
 

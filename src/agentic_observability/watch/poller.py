@@ -44,6 +44,11 @@ def watch_expression(watch: WatchConfig) -> str:
     return watch.query
 
 
+def watch_lease_name(watch: WatchConfig) -> str:
+    """The named lease (``Store.hold_leases``) whose holder polls the watch."""
+    return f"watch:{watch.name}"
+
+
 def watch_group_key(watch: WatchConfig, labels: Mapping[str, str]) -> str:
     return f"watch:{watch.name}:{label_fingerprint(labels)}"
 
@@ -57,8 +62,13 @@ class WatchPoller:
         metrics: Metrics,
         on_commit: Callable[[], None] | None = None,
         threshold: float = DEFAULT_THRESHOLD,
+        owns: Callable[[], bool] | None = None,
     ) -> None:
         self.watch = watch
+        # With replicas, one holds the watch's lease at a time (``lease_name``); the others skip its
+        # polls. None: this process alone polls it.
+        self._owns = owns
+        self._active = False  # polling: resumed from the store, detectors warming or warm
         self.threshold = threshold
         self.uses_detector = watch.above is None and watch.below is None
         if self.uses_detector:
@@ -66,22 +76,31 @@ class WatchPoller:
                 create(watch.detector)  # unknown names fail at startup, with the known ones listed
             except ValueError as exc:
                 raise ConfigError(f"watch {watch.name}: {exc}") from None
+        self._prometheus = prometheus
+        self._store = store
+        self._metrics = metrics
+        self._notify = on_commit
+        self.task: asyncio.Task[None] | None = None  # set by the service that runs it
+        self._fresh_state()
+
+    def _fresh_state(self) -> None:
+        """Nothing tracked, detectors cold: at the start, and when another replica takes the watch."""
+        watch = self.watch
         self._detectors: dict[str, Detector] = {}
         # the default detector scores every series of a poll in one call (warm-up too): a watch may
         # hold 100,000 series; other detectors keep one instance per series
         self._bulk: KeyedEnsemble | None = None
         if self.uses_detector and watch.detector in BULK:
-            self._bulk = KeyedEnsemble(threshold, DEFAULT_EPISODE_GAP, watch.interval)
+            self._bulk = KeyedEnsemble(self.threshold, DEFAULT_EPISODE_GAP, watch.interval)
         self._warmed = False
-        self._prometheus = prometheus
-        self._store = store
-        self._metrics = metrics
         self.tracker = EpisodeTracker(watch.for_, watch.resolve_after)
         self._labels: dict[str, dict[str, str]] = {}  # every tracked series, by group key
         self._absent: dict[str, int] = {}  # polls in a row a tracked series has been missing
         self._warned_full = False
-        self._notify = on_commit
-        self.task: asyncio.Task[None] | None = None  # set by the service that runs it
+
+    @property
+    def lease_name(self) -> str:
+        return watch_lease_name(self.watch)
 
     @property
     def alive(self) -> bool:
@@ -104,7 +123,7 @@ class WatchPoller:
         failures = 0
         while True:
             try:
-                await self.poll_once()
+                await self._poll_if_held()
                 failures = 0
             except asyncio.CancelledError:
                 raise
@@ -115,6 +134,23 @@ class WatchPoller:
                 log.exception("watch %s: poll failed (%d in a row)", self.watch.name, failures)
             pause = self.watch.interval * (min(2**failures, 16) if failures else 1)
             await asyncio.sleep(pause * random.uniform(1 - JITTER, 1 + JITTER))
+
+    async def _poll_if_held(self) -> None:
+        """Poll while this replica holds the watch: on taking it, resume its open episodes from the
+        store (an episode stays one incident across the hand-over) and warm its detectors at the first
+        poll; on losing it, forget its series (the holder tracks them now)."""
+        if self._owns is None or self._owns():
+            if not self._active:
+                await self.resume()
+                self._active = True
+            await self.poll_once()
+        elif self._active:
+            self._active = False
+            for key in list(self._labels):
+                self._forget(key)
+            self._fresh_state()
+            self._metrics.watch_series.labels(self.watch.name).set(0)
+            log.info("watch %s: another replica polls it now", self.watch.name)
 
     async def poll_once(self, now: float | None = None) -> int:
         """One evaluation; returns how many alerts (opens + closes) it committed."""

@@ -14,14 +14,17 @@ from agentic_observability.service.keys import (
     ANALYZE_PROMETHEUS,
     CHAT,
     CONFIG,
+    LOGS,
     MEMORY,
     METRICS,
     POLLERS,
     PROMETHEUS,
+    REPLICA,
     SINKS,
     STORE,
     WORKERS,
 )
+from agentic_observability.service.replica import Replica
 
 routes = web.RouteTableDef()
 
@@ -38,6 +41,7 @@ async def health(request: web.Request) -> web.Response:
 
 def _stopped_loops(app: web.Application) -> list[str]:
     stopped = [] if WORKERS not in app or app[WORKERS].alive else ["a pipeline worker"]
+    stopped += [] if REPLICA not in app or app[REPLICA].alive else ["the lease heartbeat"]
     pollers = app.get(POLLERS, [])
     return stopped + [f"watch {p.watch.name}" for p in pollers if not p.alive]
 
@@ -49,6 +53,7 @@ async def ready(request: web.Request) -> web.Response:
     reported as degraded, because the service still accepts (and later analyses) alerts meanwhile."""
     checks: dict[str, dict[str, Any]] = {}
     checks["store"] = await _check(request.app[STORE].ping())
+    checks["store"]["database"] = request.app[STORE].describe()  # which one (never its password)
     checks["workers"] = await _workers_check(request.app)
     checks["prometheus"] = await _check(request.app[PROMETHEUS].ping())
     breaker = request.app[PROMETHEUS].guard.state
@@ -57,6 +62,9 @@ async def ready(request: web.Request) -> web.Response:
     if breaker != "closed" and checks["prometheus"]["status"] == "ok":
         checks["prometheus"]["status"] = "degraded"
     checks["memory"] = await _memory_check(request.app)
+    checks["loki"] = await _loki_check(request.app)
+    if REPLICA in request.app:
+        checks["replica"] = _replica_check(request.app[REPLICA])
     checks.update(_breaker_checks(request.app))
     if checks["store"]["status"] != "ok" or checks["workers"]["status"] != "ok":
         return web.json_response({"status": "unavailable", "checks": checks}, status=503)
@@ -91,6 +99,23 @@ async def _memory_check(app: web.Application) -> dict[str, Any]:
     if memory is None:
         return {"status": "disabled", "detail": "memory.enabled is false"}
     return await _check(memory.ping())
+
+
+async def _loki_check(app: web.Application) -> dict[str, Any]:
+    """Loki (logs.url): a report without it says so, so down is degraded, never unavailable."""
+    loki = app.get(LOGS)
+    if loki is None:
+        return {"status": "disabled", "detail": "logs.url is unset"}
+    found = await _check(loki.ping())
+    found.update(url=loki.base_url, breaker=loki.guard.state)
+    if loki.guard.state != "closed" and found["status"] == "ok":
+        found["status"] = "degraded"
+    return found
+
+
+def _replica_check(replica: Replica) -> dict[str, Any]:
+    """Which replica answered, and the named leases (watches, singleton loops) it holds."""
+    return {"status": "ok", "id": replica.id, "leases": sorted(replica.held)}
 
 
 def _guards(app: web.Application) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from agentic_observability.errors import StoreError
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 DB_FILENAME = "agentic-obs.sqlite3"
 
 # WAL + synchronous=NORMAL: a commit survives a process crash (SIGKILL, OOM); only an OS crash or
@@ -160,6 +160,24 @@ MIGRATIONS: dict[int, str] = {
     );
     CREATE INDEX changes_by_time ON changes(at);
     CREATE INDEX changes_by_entity ON changes(entity, at);
+    """,
+    # 8: leases (issue 17). A job or outbox row being worked on names its owner (a replica) and until
+    # when; one that dies stops renewing, and another takes the work once the lease has run out.
+    # ``leases``: named leases (a watch shard, a singleton loop) held by one owner at a time. One
+    # SQLite file has one process, so here they only keep the protocol's semantics.
+    8: """
+    ALTER TABLE jobs ADD COLUMN claimed_by TEXT;
+    ALTER TABLE jobs ADD COLUMN lease_until REAL;
+    ALTER TABLE outbox ADD COLUMN claimed_by TEXT;
+    ALTER TABLE outbox ADD COLUMN lease_until REAL;
+    CREATE INDEX jobs_by_owner ON jobs(claimed_by) WHERE done_at IS NULL AND claimed_by IS NOT NULL;
+    CREATE INDEX outbox_by_owner ON outbox(claimed_by) WHERE state = 'pending' AND claimed_by IS NOT NULL;
+    CREATE TABLE leases (
+        name         TEXT PRIMARY KEY,
+        owner        TEXT NOT NULL,
+        until        REAL NOT NULL,
+        taken_at     REAL NOT NULL
+    );
     """,
 }
 

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,16 +29,29 @@ from agentic_observability.errors import StoreError, StoreUnavailableError
 from agentic_observability.models import (
     AcceptedAlert,
     Action,
-    Alert,
     AuditEntry,
     Change,
     Incident,
-    IncidentStatus,
     Member,
     OutboxItem,
 )
 from agentic_observability.store.base import AcceptResult, Job
-from agentic_observability.store.sqlite import writes
+from agentic_observability.store.rows import (
+    CHANGE_COLUMNS,
+    FIRING_MEMBER,
+    INCIDENT_ID,
+    INCIDENT_SELECT,
+    MAX_CHANGES_READ,
+    MEMBER_COLUMNS,
+    alerts_from_json,
+    attribute,
+    change_from_row,
+    inbox_rows,
+    incident_from_row,
+    members_from_rows,
+    with_members,
+)
+from agentic_observability.store.sqlite import leases, writes
 from agentic_observability.store.sqlite.schema import DB_FILENAME, PRAGMAS, connect, migrate
 
 T = TypeVar("T")
@@ -73,6 +85,7 @@ class SqliteStore:
         self.path = path
         self._pending: list[tuple[list[AcceptedAlert], asyncio.Future[AcceptResult]]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._mutexes: dict[str, asyncio.Lock] = {}
 
     @classmethod
     async def open(cls, directory: str | Path) -> SqliteStore:
@@ -84,6 +97,7 @@ class SqliteStore:
             path = folder / DB_FILENAME
             conn = await loop.run_in_executor(executor, connect, path)
             await loop.run_in_executor(executor, migrate, conn)
+            await loop.run_in_executor(executor, leases.release_all, conn)
             reader = await aiosqlite.connect(path, timeout=5.0)
             for pragma in PRAGMAS:
                 await reader.execute(pragma)
@@ -104,6 +118,9 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise StoreUnavailableError(f"store not readable: {exc}") from exc
 
+    def describe(self) -> str:
+        return f"sqlite:{self.path}"
+
     async def install_id(self) -> str:
         """Made on first use and committed before it is returned; the same for the life of the file."""
         return await self._writer.run(writes.install_id, uuid.uuid4().hex[:INSTALL_ID_LENGTH])
@@ -123,7 +140,7 @@ class SqliteStore:
             batch, self._pending = self._pending, []
             requests = [alerts for alerts, _ in batch]
             now = time.time()
-            rows = [row for alerts in requests for row in _inbox_rows(alerts, now)]
+            rows = [row for alerts in requests for row in inbox_rows(alerts, now)]
             try:
                 inserted = await self._writer.run(writes.insert_inbox, rows)
             except (StoreError, OSError) as exc:
@@ -134,15 +151,20 @@ class SqliteStore:
                 continue
             for alerts, future in batch:
                 if not future.done():
-                    future.set_result(_attribute(alerts, inserted))
+                    future.set_result(attribute(alerts, inserted))
 
     # -- ingest and jobs -------------------------------------------------------------------------
 
-    async def ingest_pending(self, limit: int = 1000) -> tuple[list[Job], bool]:
+    async def ingest_pending(
+        self, limit: int = 1000, *, owner: str | None = None, lease: float | None = None
+    ) -> tuple[list[Job], bool]:
         """Apply unprocessed inbox rows to incidents in one transaction; returns the jobs it created
-        and whether more rows may be waiting (the batch was full)."""
+        (claimed by ``owner`` for ``lease`` seconds when given) and whether more rows may be waiting
+        (the batch was full)."""
+        now = time.time()
+        claim = None if owner is None else (owner, now + (lease or 0.0))
         try:
-            planned, consumed = await self._writer.run(writes.ingest, limit, time.time())
+            planned, consumed = await self._writer.run(writes.ingest, limit, now, claim)
         except sqlite3.Error as exc:
             raise StoreError(f"ingest failed: {exc}") from exc
         return [Job(j.id, str(j.incident_id), j.kind, 0, j.source) for j in planned], consumed >= limit
@@ -219,6 +241,36 @@ class SqliteStore:
             writes.save_feedback, int(incident_id), json.dumps(feedback), list(actions), time.time()
         )
 
+    # -- claims and leases (base.Store: one process per file, so no one else ever competes) ---------
+
+    async def claim_jobs(self, owner: str, lease: float, limit: int = 100) -> list[Job]:
+        clock = time.time()
+        rows = await self._writer.run(leases.claim_jobs, owner, clock + lease, limit, clock)
+        return [
+            Job(int(i), str(inc), kind, int(att), src, None if prev in (None, owner) else str(prev))
+            for i, inc, kind, att, src, prev in rows
+        ]
+
+    async def renew_leases(self, owner: str, lease: float) -> int:
+        return await self._writer.run(leases.renew_leases, owner, time.time() + lease)
+
+    async def release_leases(self, owner: str) -> int:
+        return await self._writer.run(leases.release_leases, owner)
+
+    async def hold_leases(self, owner: str, names: Sequence[str], lease: float) -> set[str]:
+        clock = time.time()
+        return await self._writer.run(leases.hold_leases, owner, list(names), clock + lease, clock)
+
+    async def lease_owners(self) -> dict[str, tuple[str, float]]:
+        rows = await self._reader.execute_fetchall("SELECT name, owner, until FROM leases ORDER BY name")
+        return {str(name): (str(owner), float(until)) for name, owner, until in rows}
+
+    @asynccontextmanager
+    async def mutex(self, name: str) -> AsyncIterator[None]:
+        """One process per file: an asyncio lock per name is the whole critical section."""
+        async with self._mutexes.setdefault(name, asyncio.Lock()):
+            yield
+
     # -- outbox ----------------------------------------------------------------------------------
 
     async def action_refs(self, sink: str, incident_ids: Sequence[str]) -> dict[str, str]:
@@ -232,12 +284,24 @@ class SqliteStore:
         return {str(incident): str(ref) for incident, ref in rows}
 
     async def due_actions(
-        self, now: float, limit: int = 200, exclude: Sequence[int] = ()
+        self,
+        now: float,
+        limit: int = 200,
+        exclude: Sequence[int] = (),
+        *,
+        owner: str | None = None,
+        lease: float | None = None,
     ) -> list[OutboxItem]:
         """Pending actions that may go now: per incident and sink only the oldest one, so a Slack reply
         never overtakes the parent message it threads under. A new incident's first actions (the page,
         the parent message, the annotation) go before follow-ups of older ones: under a rate limit,
-        the on-call hears of the new incident first. ``exclude``: ids already being delivered."""
+        the on-call hears of the new incident first. ``exclude``: ids already being delivered. With
+        ``owner``: only rows nobody else holds, claimed for ``lease`` seconds."""
+        if owner is not None:
+            clock = time.time()
+            claim = (owner, clock + (lease or 0.0))
+            found = await self._writer.run(leases.claim_actions, now, limit, list(exclude), claim, clock)
+            return [_outbox_item(row) for row in found]
         rows = await self._reader.execute_fetchall(
             "SELECT o.id, o.incident_id, o.sink, o.action, o.payload, o.attempts, o.created_at, "
             "r.external_id FROM outbox o LEFT JOIN action_refs r "
@@ -247,10 +311,7 @@ class SqliteStore:
             "ORDER BY o.action NOT IN ('open', 'trigger'), o.id LIMIT ?",
             (now, json.dumps(list(exclude)), limit),
         )
-        return [
-            OutboxItem(int(i), str(inc), sink, action, json.loads(payload), int(att), float(created), ref)
-            for i, inc, sink, action, payload, att, created, ref in rows
-        ]
+        return [_outbox_item(row) for row in rows]
 
     async def action_delivered(self, item: OutboxItem, ref: str | None) -> None:
         await self._writer.run(
@@ -339,11 +400,11 @@ class SqliteStore:
             (start, end) if entities is None else (start, end, json.dumps(list(entities)))
         )
         rows = await self._reader.execute_fetchall(
-            f"SELECT * FROM (SELECT {_CHANGE_COLUMNS} FROM changes WHERE at BETWEEN ? AND ?{where} "
+            f"SELECT * FROM (SELECT {CHANGE_COLUMNS} FROM changes WHERE at BETWEEN ? AND ?{where} "
             "ORDER BY at DESC, id DESC LIMIT ?) ORDER BY at, id",
             (*params, MAX_CHANGES_READ),
         )
-        return [_change_from_row(row) for row in rows]
+        return [change_from_row(row) for row in rows]
 
     # -- retention -------------------------------------------------------------------------------
 
@@ -367,17 +428,15 @@ class SqliteStore:
 
     async def get_incident(self, incident_id: str) -> Incident | None:
         """One incident with its alerts; a root also with its members (and the fault's status)."""
-        if not _INCIDENT_ID.fullmatch(incident_id):  # ids are SQLite integers: at most 18 ASCII digits
+        if not INCIDENT_ID.fullmatch(incident_id):  # ids are SQLite integers: at most 18 ASCII digits
             return None
         rows = await self._reader.execute_fetchall(
-            f"{_INCIDENT_SELECT}, {_ALERTS} FROM incidents i WHERE id = ?", (int(incident_id),)
+            f"{INCIDENT_SELECT}, {_ALERTS} FROM incidents i WHERE id = ?", (int(incident_id),)
         )
         for *row, alerts in rows:
-            incident = _incident_from_row(row, _alerts(alerts))
+            incident = incident_from_row(row, alerts_from_json(alerts))
             return (
-                incident
-                if incident.parent_id
-                else _with_members(incident, await self._members([incident.id]))
+                incident if incident.parent_id else with_members(incident, await self._members([incident.id]))
             )
         return None
 
@@ -385,13 +444,13 @@ class SqliteStore:
         """The newest incidents (roots: a member is listed inside its root), with their members; the
         status filter applies to the whole fault."""
         rows = await self._reader.execute_fetchall(
-            f"{_INCIDENT_SELECT} FROM incidents i WHERE parent_id IS NULL AND (? IS NULL OR "
-            f"(? = 'firing') = (status = 'firing' OR EXISTS ({_FIRING_MEMBER}))) ORDER BY id DESC LIMIT ?",
+            f"{INCIDENT_SELECT} FROM incidents i WHERE parent_id IS NULL AND (? IS NULL OR "
+            f"(? = 'firing') = (status = 'firing' OR EXISTS ({FIRING_MEMBER}))) ORDER BY id DESC LIMIT ?",
             (status, status, limit),
         )
-        roots = [_incident_from_row(row, ()) for row in rows]
+        roots = [incident_from_row(row, ()) for row in rows]
         members = await self._members([r.id for r in roots])
-        return [_with_members(r, members) for r in roots]
+        return [with_members(r, members) for r in roots]
 
     async def correlation_candidates(
         self, incident_id: str, earliest: float, latest: float
@@ -399,37 +458,22 @@ class SqliteStore:
         """Open faults (roots with anything still firing) that started in ``[earliest, latest]``, other
         than ``incident_id``, oldest first, with their reports (None while still being analysed)."""
         rows = await self._reader.execute_fetchall(
-            f"{_INCIDENT_SELECT}, {_ALERTS} FROM incidents i WHERE parent_id IS NULL AND id != ? "
-            f"AND started_at BETWEEN ? AND ? AND (status = 'firing' OR EXISTS ({_FIRING_MEMBER})) "
+            f"{INCIDENT_SELECT}, {_ALERTS} FROM incidents i WHERE parent_id IS NULL AND id != ? "
+            f"AND started_at BETWEEN ? AND ? AND (status = 'firing' OR EXISTS ({FIRING_MEMBER})) "
             "ORDER BY started_at, id LIMIT 100",
             (int(incident_id), earliest, latest),
         )
-        roots = [_incident_from_row(row, _alerts(alerts)) for *row, alerts in rows]
+        roots = [incident_from_row(row, alerts_from_json(alerts)) for *row, alerts in rows]
         members = await self._members([r.id for r in roots])
-        return [_with_members(r, members) for r in roots]
+        return [with_members(r, members) for r in roots]
 
     async def _members(self, root_ids: Sequence[str]) -> dict[str, list[Member]]:
         rows = await self._reader.execute_fetchall(
-            "SELECT parent_id, id, title, source, group_key, status, started_at, resolved_at, correlation, "
-            f"{_ALERTS} FROM incidents i WHERE parent_id IN (SELECT value FROM json_each(?)) "
-            "ORDER BY started_at, id",
+            f"SELECT {MEMBER_COLUMNS}, {_ALERTS} FROM incidents i "
+            "WHERE parent_id IN (SELECT value FROM json_each(?)) ORDER BY started_at, id",
             (json.dumps([int(i) for i in root_ids]),),
         )
-        found: dict[str, list[Member]] = {}
-        for parent, id_, title, source, group, status, started, resolved, why, alerts in rows:
-            member = Member(
-                str(id_),
-                title,
-                source,
-                group,
-                status,
-                started,
-                resolved,
-                json.loads(why or "{}"),
-                _alerts(alerts),
-            )
-            found.setdefault(str(parent), []).append(member)
-        return found
+        return members_from_rows(rows)
 
     async def open_incidents_by_group(self, source: str) -> dict[str, str]:
         rows = await self._reader.execute_fetchall(
@@ -459,103 +503,14 @@ class SqliteStore:
         }
 
 
-MAX_CHANGES_READ = 500  # a report shows a handful; a window with more is a busy cluster, newest first
-_CHANGE_COLUMNS = (
-    "id, source, at, entity, namespace, workload, kind, summary, old, new, link, dedup_key, received_at"
-)
-
-
-def _change_from_row(row: Sequence[Any]) -> Change:
-    id_, source, at, entity, namespace, workload, kind, summary, old, new, link, key, received = row
-    return Change(
-        source=source,
-        at=float(at),
-        entity=entity,
-        kind=kind,
-        summary=summary,
-        dedup_key=key,
-        namespace=namespace,
-        workload=workload,
-        old=old,
-        new=new,
-        link=link,
-        received_at=float(received),
-        id=int(id_),
-    )
-
-
-_INCIDENT_ID = re.compile(r"[0-9]{1,18}")
-_INCIDENT_SELECT = (
-    "SELECT id, group_key, source, status, title, labels, started_at, resolved_at, report, similar, "
-    "feedback, parent_id, correlation"
-)
 _ALERTS = (
     "(SELECT json_group_array(json(body)) FROM "
     "(SELECT body FROM incident_alerts WHERE incident_id = i.id ORDER BY fingerprint))"
 )
-_FIRING_MEMBER = "SELECT 1 FROM incidents c WHERE c.parent_id = i.id AND c.status = 'firing'"
 
 
-def _alerts(text: str) -> tuple[Alert, ...]:
-    return tuple(Alert.from_dict(a) for a in json.loads(text))
-
-
-def _with_members(root: Incident, members: dict[str, list[Member]]) -> Incident:
-    """A root read as the whole fault: firing while any member fires, resolved when the last one is."""
-    mine = tuple(members.get(root.id, ()))
-    if not mine:
-        return root
-    firing = "firing" in (root.status, *(m.status for m in mine))
-    status: IncidentStatus = "firing" if firing else "resolved"
-    ends = [t for t in (root.resolved_at, *(m.resolved_at for m in mine)) if t is not None]
-    resolved_at = max(ends) if not firing and ends else None
-    return replace(root, members=mine, status=status, resolved_at=resolved_at)
-
-
-def _incident_from_row(row: Sequence[Any], alerts: tuple[Alert, ...]) -> Incident:
-    (
-        id_,
-        group_key,
-        source,
-        status,
-        title,
-        labels,
-        started,
-        resolved,
-        report,
-        similar,
-        feedback,
-        parent,
-        why,
-    ) = row
-    return Incident(
-        id=str(id_),
-        group_key=group_key,
-        source=source,
-        status=status,
-        title=title,
-        labels=json.loads(labels),
-        started_at=started,
-        resolved_at=resolved,
-        alerts=alerts,
-        report=None if report is None else json.loads(report),
-        similar_incidents=tuple(json.loads(similar)),
-        feedback=None if feedback is None else json.loads(feedback),
-        parent_id=None if parent is None else str(parent),
-        correlation=None if why is None else json.loads(why),
+def _outbox_item(row: Sequence[Any]) -> OutboxItem:
+    id_, incident, sink, action, payload, attempts, created, ref = row
+    return OutboxItem(
+        int(id_), str(incident), sink, action, json.loads(payload), int(attempts), float(created), ref
     )
-
-
-def _attribute(alerts: Sequence[AcceptedAlert], inserted: set[str]) -> AcceptResult:
-    """Count a request's new alerts; an alert sent twice in one batch counts as new only once."""
-    new = 0
-    for accepted in alerts:
-        if accepted.dedup_key in inserted:
-            inserted.discard(accepted.dedup_key)
-            new += 1
-    return AcceptResult(new, len(alerts) - new)
-
-
-def _inbox_rows(alerts: Sequence[AcceptedAlert], now: float) -> Iterable[tuple[str, str, str, float]]:
-    for accepted in alerts:
-        yield accepted.dedup_key, accepted.group_key, json.dumps(accepted.to_dict()), now

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 
 from agentic_observability.models import AcceptedAlert, Action, AuditEntry, Change
 from agentic_observability.store.intake import IngestPlan, IngestPlanner, PlannedJob
+from agentic_observability.store.rows import change_values
 
 ROWS_PER_STATEMENT = 2000  # 4 parameters a row, well under SQLite's 32,766-parameter limit
 
@@ -66,23 +67,7 @@ def record_changes(conn: sqlite3.Connection, changes: Sequence[Change], now: flo
         conn.executemany(
             "INSERT OR IGNORE INTO changes (source, at, entity, namespace, workload, kind, summary, old, "
             "new, link, dedup_key, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    c.source,
-                    c.at,
-                    c.entity,
-                    c.namespace,
-                    c.workload,
-                    c.kind,
-                    c.summary,
-                    c.old,
-                    c.new,
-                    c.link,
-                    c.dedup_key,
-                    now if c.received_at is None else c.received_at,
-                )
-                for c in changes
-            ],
+            [change_values(c, now) for c in changes],
         )
         return conn.total_changes - before
 
@@ -95,9 +80,12 @@ def install_id(conn: sqlite3.Connection, candidate: str) -> str:
     return str(value)
 
 
-def ingest(conn: sqlite3.Connection, limit: int, now: float) -> tuple[list[PlannedJob], int]:
+def ingest(
+    conn: sqlite3.Connection, limit: int, now: float, claim: tuple[str, float] | None = None
+) -> tuple[list[PlannedJob], int]:
     """Apply up to ``limit`` unprocessed inbox rows to incidents (rules in ../intake.py);
-    returns the jobs created and how many rows were consumed."""
+    returns the jobs created and how many rows were consumed. ``claim``: (owner, lease end) the
+    new jobs are claimed with."""
     with transaction(conn):
         rows = conn.execute(
             "SELECT id, body FROM inbox WHERE processed_at IS NULL ORDER BY id LIMIT ?", (limit,)
@@ -108,8 +96,34 @@ def ingest(conn: sqlite3.Connection, limit: int, now: float) -> tuple[list[Plann
         planner = _planner(conn, {a.group_key for _, a in pending})
         for inbox_id, accepted in pending:
             planner.add(inbox_id, accepted, now)
-        _apply(conn, planner.plan, now)
-    return planner.plan.jobs, len(rows)
+        _apply(conn, planner.plan, now, claim or (None, None))
+        jobs = planner.plan.jobs
+        if claim is not None:
+            waiting = _behind_another_owner(conn, [j.id for j in jobs], claim[0])
+            jobs = [j for j in jobs if j.id not in waiting]
+    return jobs, len(rows)
+
+
+# A new job waits (unclaimed) behind an unfinished earlier job of its incident that another owner
+# holds, or nobody does: an incident's jobs run in order, and ``claim_jobs`` hands it out in turn.
+BEHIND_ANOTHER_OWNER = """
+SELECT j.id FROM jobs j WHERE j.id IN (SELECT value FROM json_each(:new)) AND EXISTS (
+  SELECT 1 FROM jobs o WHERE o.incident_id = j.incident_id AND o.done_at IS NULL AND o.id < j.id
+    AND o.id NOT IN (SELECT value FROM json_each(:new))
+    AND (o.claimed_by IS NULL OR o.claimed_by != :owner))
+"""
+
+
+def _behind_another_owner(conn: sqlite3.Connection, new: list[int], owner: str) -> set[int]:
+    """Of the ``new`` jobs ``owner`` claimed, those that must wait their turn: their claim is undone."""
+    waiting = {
+        int(r[0]) for r in conn.execute(BEHIND_ANOTHER_OWNER, {"new": json.dumps(new), "owner": owner})
+    }
+    conn.execute(
+        "UPDATE jobs SET claimed_by = NULL, lease_until = NULL WHERE id IN (SELECT value FROM json_each(?))",
+        (json.dumps(sorted(waiting)),),
+    )
+    return waiting
 
 
 def _planner(conn: sqlite3.Connection, group_keys: set[str]) -> IngestPlanner:
@@ -133,7 +147,9 @@ def _planner(conn: sqlite3.Connection, group_keys: set[str]) -> IngestPlanner:
     return IngestPlanner(open_state, int(next_incident), int(next_job))
 
 
-def _apply(conn: sqlite3.Connection, plan: IngestPlan, now: float) -> None:
+def _apply(
+    conn: sqlite3.Connection, plan: IngestPlan, now: float, claim: tuple[str | None, float | None]
+) -> None:
     conn.executemany(
         "INSERT INTO incidents (id, group_key, source, status, title, labels, started_at, created_at, "
         "updated_at) VALUES (?, ?, ?, 'firing', ?, ?, ?, ?, ?)",
@@ -154,8 +170,9 @@ def _apply(conn: sqlite3.Connection, plan: IngestPlan, now: float) -> None:
         [(resolved_at, now, incident_id) for incident_id, resolved_at in plan.resolved],
     )
     conn.executemany(
-        "INSERT INTO jobs (id, incident_id, kind, created_at) VALUES (?, ?, ?, ?)",
-        [(j.id, j.incident_id, j.kind, now) for j in plan.jobs],
+        "INSERT INTO jobs (id, incident_id, kind, created_at, claimed_by, lease_until) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        [(j.id, j.incident_id, j.kind, now, *claim) for j in plan.jobs],
     )
     conn.execute(
         "UPDATE inbox SET processed_at = ? WHERE id IN (SELECT value FROM json_each(?))",
@@ -347,7 +364,7 @@ def action_delivered(
     with transaction(conn):
         conn.execute(
             "UPDATE outbox SET state = 'delivered', delivered_at = ?, attempts = attempts + 1, "
-            "last_error = NULL WHERE id = ?",
+            "last_error = NULL, claimed_by = NULL, lease_until = NULL WHERE id = ?",
             (now, item_id),
         )
         if ref is not None:
@@ -364,7 +381,8 @@ def action_failed(conn: sqlite3.Connection, item_id: int, error: str, next_attem
     with transaction(conn):
         conn.execute(
             "UPDATE outbox SET state = ?, attempts = attempts + 1, last_error = ?, "
-            "next_attempt_at = COALESCE(?, next_attempt_at) WHERE id = ?",
+            "next_attempt_at = COALESCE(?, next_attempt_at), claimed_by = NULL, lease_until = NULL "
+            "WHERE id = ?",
             (state, error[:1000], next_attempt_at, item_id),
         )
 

@@ -1,0 +1,132 @@
+"""This replica among the others on one store: its id, the leases it holds, the loop that keeps them.
+
+Every replica runs the same loops; the store decides who does what. A job or an outbox row is claimed
+with a lease when it is taken (``Store.claim_jobs``, ``ingest_pending``, ``due_actions``); a watch
+or a singleton loop (change polling, retention) is a named lease (``Store.hold_leases``). The
+heartbeat here renews all of this replica's leases every third of ``server.lease``, takes the named
+leases that are free or whose holder stopped renewing, and claims the jobs nobody holds: new ones
+queued outside intake and those of a replica that died. So a replica that is SIGKILLed loses its work
+to the others within two lease periods; one that stops gracefully releases it at once.
+
+With one replica (SQLite) the same loop runs and holds everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Callable, Sequence
+
+from agentic_observability.store import Job, Store
+from agentic_observability.telemetry import Metrics
+
+log = logging.getLogger(__name__)
+
+BEATS_PER_LEASE = 3
+
+
+def replica_id() -> str:
+    """Unique among replicas and restarts: the pod's hostname, the process and a random part."""
+    return f"{socket.gethostname()[:40]}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class Replica:
+    def __init__(self, store: Store, metrics: Metrics, lease: float, names: Sequence[str] = ()) -> None:
+        self.id = replica_id()
+        self.lease = lease
+        self._store = store
+        self._metrics = metrics
+        self._names = list(dict.fromkeys(names))
+        self._held: set[str] = set()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._failures = 0
+        self._beats = 0
+        self.on_jobs: Callable[[list[Job]], None] | None = None  # the workers' queue
+        self.on_held: Callable[[set[str]], None] | None = None  # told whenever the held set changes
+        metrics.replica.labels(self.id).set(1)
+
+    def holds(self, name: str) -> bool:
+        return name in self._held
+
+    @property
+    def held(self) -> set[str]:
+        return set(self._held)
+
+    @property
+    def alive(self) -> bool:
+        return self._task is None or not self._task.done()
+
+    def wake(self) -> None:
+        """Claim at once (a job was queued outside intake), not at the next beat."""
+        self._wake.set()
+
+    async def start(self) -> None:
+        await self.beat()
+        self._task = asyncio.create_task(self._run(), name="replica")
+
+    async def stop(self) -> None:
+        """Stop renewing, and give everything up so another replica takes it at once."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        self._set_held(set())
+        try:
+            released = await self._store.release_leases(self.id)
+            log.info("replica %s released %d leases", self.id, released)
+        except Exception as exc:  # they run out on their own within one lease
+            log.warning("replica %s could not release its leases: %s", self.id, exc)
+
+    async def beat(self) -> None:
+        """Renew what this replica holds, take the named leases it can, claim the jobs nobody holds."""
+        self._beats += 1
+        await self._store.renew_leases(self.id, self.lease)
+        held = await self._store.hold_leases(self.id, self._names, self.lease)
+        lost = self._held - held
+        if lost:  # held at the last beat, another has them now: this replica renewed too late
+            self._metrics.lease_conflicts.inc(len(lost))
+            log.warning("replica %s lost %s to another replica", self.id, ", ".join(sorted(lost)))
+        self._set_held(held)
+        jobs = await self._store.claim_jobs(self.id, self.lease)
+        taken = [j for j in jobs if j.taken_from is not None]
+        if taken:
+            self._metrics.takeovers.labels("job").inc(len(taken))
+            owners = ", ".join(sorted({str(j.taken_from) for j in taken}))
+            log.warning("replica %s took over %d jobs from %s", self.id, len(taken), owners)
+        if jobs and self.on_jobs is not None:
+            self.on_jobs(jobs)
+
+    def _set_held(self, held: set[str]) -> None:
+        gained = held - self._held
+        if gained and self._beats > 1:  # at the first beat what is free is simply taken, not taken over
+            self._metrics.takeovers.labels("lease").inc(len(gained))
+        for name in gained:
+            log.info("replica %s holds %s", self.id, name)
+        changed = held != self._held
+        self._held = held
+        for name in self._names:
+            self._metrics.leases_held.labels(name).set(1 if name in held else 0)
+        if changed and self.on_held is not None:
+            self.on_held(set(held))
+
+    async def _run(self) -> None:
+        interval = self.lease / BEATS_PER_LEASE
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), interval)
+            self._wake.clear()
+            try:
+                await self.beat()
+                self._failures = 0
+            except Exception as exc:
+                self._failures += 1
+                self._metrics.errors.labels("replica").inc()
+                log.error(
+                    "replica %s could not renew its leases (%d in a row): %s", self.id, self._failures, exc
+                )
+                if self._failures >= BEATS_PER_LEASE:  # its leases have run out: others may hold them
+                    self._set_held(set())

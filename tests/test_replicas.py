@@ -1,0 +1,122 @@
+"""Replicas on one store (issue 17): the heartbeat (``service/replica.py``) hands named leases (watches,
+singleton loops) and jobs from a replica that stops, or dies, to another; a watch poller polls only
+while its replica holds the watch, and picks up the open episodes when it takes the watch over.
+
+Each test runs on SQLite and on a real PostgreSQL, two store objects on one database there (two
+replicas), through the ``replicas`` fixture (tests/conftest.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from prometheus_client import generate_latest
+
+from agentic_observability.config import WatchConfig
+from agentic_observability.models import AcceptedAlert, Alert, Sample, Series
+from agentic_observability.service.replica import Replica
+from agentic_observability.store import Job
+from agentic_observability.telemetry import Metrics
+from agentic_observability.watch import WatchPoller
+from agentic_observability.watch.poller import watch_group_key
+from tests.conftest import Replicas
+
+NAMES = ["watch:a", "watch:b", "changes", "retention"]
+LEASE = 1.0
+
+
+def metric(metrics: Metrics, name: str, **labels: str) -> float:
+    value = metrics.registry.get_sample_value(name, labels)
+    return 0.0 if value is None else value
+
+
+async def test_a_stopping_replica_hands_its_leases_over_at_once(replicas: Replicas) -> None:
+    one, two = await replicas(2)
+    first, second = Replica(one, Metrics(), LEASE, NAMES), Replica(two, Metrics(), LEASE, NAMES)
+    await first.beat()
+    await second.beat()
+    assert all(first.holds(n) for n in NAMES) and not any(second.holds(n) for n in NAMES)
+    await second.beat()  # first's leases have not run out: still first's
+    assert not any(second.holds(n) for n in NAMES)
+    await first.stop()  # released: no lease period to wait
+    await second.beat()
+    assert all(second.holds(n) for n in NAMES) and not any(first.holds(n) for n in NAMES)
+    assert metric(second._metrics, "agentic_obs_takeovers_total", kind="lease") == len(NAMES)
+    held = generate_latest(second._metrics.registry).decode()
+    assert 'agentic_obs_leases_held{name="watch:a"} 1.0' in held
+
+
+async def test_a_dead_replica_loses_its_leases_and_jobs_within_two_lease_periods(replicas: Replicas) -> None:
+    one, two = await replicas(2)
+    dead, alive = Replica(one, Metrics(), LEASE, NAMES), Replica(two, Metrics(), LEASE, NAMES)
+    claimed: list[Job] = []
+    alive.on_jobs = claimed.extend
+    await dead.beat()
+    await one.accept([_alert("g1", "f1")])
+    jobs, _ = await one.ingest_pending(owner=dead.id, lease=LEASE)  # the dead one's intake took it
+    assert [j.kind for j in jobs] == ["analyze"]
+    await alive.start()  # beats every third of a lease; the dead one never beats again
+    died = time.monotonic()
+    while not (all(alive.holds(n) for n in NAMES) and claimed):
+        assert time.monotonic() - died < 2 * LEASE + 1.0, "not taken over within two lease periods"
+        await asyncio.sleep(0.05)
+    assert [(j.id, j.taken_from) for j in claimed] == [(jobs[0].id, dead.id)]
+    assert metric(alive._metrics, "agentic_obs_takeovers_total", kind="job") == 1
+    assert metric(alive._metrics, "agentic_obs_takeovers_total", kind="lease") == len(NAMES)
+    await alive.stop()
+
+
+async def test_a_replica_that_renewed_too_late_counts_the_conflict(replicas: Replicas) -> None:
+    one, two = await replicas(2)
+    slow, other = Replica(one, Metrics(), LEASE, NAMES), Replica(two, Metrics(), LEASE, NAMES)
+    await slow.beat()
+    await asyncio.sleep(LEASE + 0.2)  # slow stalls past its lease
+    await other.beat()
+    await slow.beat()
+    assert not any(slow.holds(n) for n in NAMES) and all(other.holds(n) for n in NAMES)
+    assert metric(slow._metrics, "agentic_obs_lease_conflicts_total") == len(NAMES)
+
+
+# -- a watch moves between replicas --------------------------------------------------------------
+
+
+class OneSeries:
+    """One series, always above the watch's threshold: its episode stays open."""
+
+    base_url = "http://prometheus.invalid"
+
+    async def query(self, expr: str, at: float | None = None) -> list[Sample]:
+        return [Sample({"service": "carts"}, at or 0.0, 0.95)]
+
+    async def query_range(self, expr: str, start: float, end: float, step: float) -> list[Series]:
+        return []
+
+
+async def test_a_watch_polls_only_where_it_is_held_and_its_episode_stays_one_incident(
+    replicas: Replicas,
+) -> None:
+    one, two = await replicas(2)
+    watch = WatchConfig.model_validate({"name": "a", "query": "cpu", "interval": "60s", "above": 0.9})
+    held = {"first": True, "second": False}
+    first = WatchPoller(watch, OneSeries(), one, Metrics(), owns=lambda: held["first"])  # type: ignore[arg-type]
+    second = WatchPoller(watch, OneSeries(), two, Metrics(), owns=lambda: held["second"])  # type: ignore[arg-type]
+    await first._poll_if_held()
+    await second._poll_if_held()  # not held: no poll
+    jobs, _ = await one.ingest_pending()
+    assert [j.kind for j in jobs] == ["analyze"]  # one episode opened, by the holder
+    key = watch_group_key(watch, {"service": "carts"})
+    assert first.tracker.started(key) and not second.tracker.started(key)
+
+    held.update(first=False, second=True)  # the first replica lost the lease
+    await first._poll_if_held()
+    assert not first.tracker.states and not first._labels  # it forgot the series
+    await second._poll_if_held()  # took it over: resumed the open episode from the store
+    assert second.tracker.started(key)
+    jobs, _ = await two.ingest_pending()
+    assert jobs == [] and (await two.counts())["incidents_open"] == 1  # still one incident
+
+
+def _alert(group: str, fingerprint: str) -> AcceptedAlert:
+    labels = {"alertname": "A", "service": "carts"}
+    alert = Alert("firing", labels, {}, time.time(), None, "", fingerprint)
+    return AcceptedAlert(group_key=group, source="alertmanager", alert=alert)
