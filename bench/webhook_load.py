@@ -163,14 +163,17 @@ def start_service(
     extra_env: dict[str, str] | None = None,
     prometheus_url: str | None = None,
     storage_yaml: str = "",
+    server_yaml: str = "",
 ) -> subprocess.Popen[bytes]:
     """``agentic-obs serve`` in its own process; without ``prometheus_url``, Prometheus points at a
-    closed port (no evidence, fast failures)."""
+    closed port (no evidence, fast failures). ``storage_yaml`` and ``server_yaml`` are appended inside
+    the ``storage`` and ``server`` mappings (``", lease: 6s"``)."""
     config = workdir / "config.yaml"
     prometheus = prometheus_url or f"http://127.0.0.1:{free_port()}"
     retries = 1 if prometheus_url else 0
     config.write_text(
-        f"server: {{host: 127.0.0.1, port: {port}}}\nstorage: {{path: {workdir / 'state'}{storage_yaml}}}\n"
+        f"server: {{host: 127.0.0.1, port: {port}{server_yaml}}}\n"
+        f"storage: {{path: {workdir / 'state'}{storage_yaml}}}\n"
         f"prometheus: {{url: '{prometheus}', timeout: 2s, retries: {retries}}}\n{extra_yaml}"
     )
     env = {

@@ -110,6 +110,29 @@ async def test_reads_list_get_and_count(store: Store) -> None:
     assert (await store.counts())["jobs_pending"] == 4
 
 
+async def test_a_group_that_resolves_and_fires_again_in_one_batch_opens_a_new_incident(store: Store) -> None:
+    """One ingest batch closes a group's open incident and opens its next: the old one must be closed
+    before the new one is written (one open incident per group), or the batch fails for good and
+    intake stalls behind it. A new incident that also resolves within the batch is written resolved."""
+    await store.accept([accepted("g", fp="a")])
+    assert await ingest_all(store) == [("1", "analyze")]
+    await store.accept([accepted("g", "resolved", fp="a"), accepted("g", fp="b")])
+    made = await ingest_all(store)
+    assert sorted(kind for _, kind in made) == ["analyze", "resolve"]
+    firing = await store.list_incidents(status="firing")
+    assert len(firing) == 1 and firing[0].id != "1"
+    second = await store.get_incident(firing[0].id)
+    assert second is not None and [a.fingerprint for a in second.alerts] == ["g-b"]
+    await store.accept(
+        [accepted("g", "resolved", fp="b"), accepted("g", fp="c"), accepted("g", "resolved", fp="c")]
+    )
+    await ingest_all(store)
+    assert (await store.counts())["incidents_open"] == 0
+    assert [i.status for i in await store.list_incidents()] == ["resolved", "resolved", "resolved"]
+    await store.accept([accepted("h")])
+    assert [kind for _, kind in await ingest_all(store)] == ["analyze"]  # intake goes on
+
+
 async def test_install_id_is_made_once(replicas: Replicas) -> None:
     first, second = await replicas(2)
     made = await first.install_id()

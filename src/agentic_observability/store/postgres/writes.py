@@ -189,15 +189,24 @@ async def _apply(
         for j, real in zip(plan.jobs, job_ids, strict=True)
     ]
     owner, until = claim if claim is not None else (None, None)
+    # A group's open incident that resolves in this batch closes before the group's next one opens
+    # (one open incident per group); a new incident is written with the state the batch leaves it in.
+    resolved = dict(plan.resolved)
     async with conn.cursor() as cursor:
         await cursor.executemany(
-            "INSERT INTO incidents (id, group_key, source, status, title, labels, started_at, created_at, "
-            "updated_at) VALUES (%s, %s, %s, 'firing', %s, %s, %s, %s, %s)",
+            "UPDATE incidents SET status = 'resolved', resolved_at = %s, updated_at = %s WHERE id = %s",
+            [(at, now, i) for i, at in sorted(resolved.items()) if i not in ids],
+        )
+        await cursor.executemany(
+            "INSERT INTO incidents (id, group_key, source, status, resolved_at, title, labels, started_at, "
+            "created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             [
                 (
                     ids[n.id],
                     n.group_key,
                     n.source,
+                    "resolved" if n.id in resolved else "firing",
+                    resolved.get(n.id),
                     n.title,
                     json.dumps(dict(n.labels)),
                     n.started_at,
@@ -212,10 +221,6 @@ async def _apply(
             "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (incident_id, fingerprint) DO UPDATE SET "
             "status = EXCLUDED.status, ends_at = EXCLUDED.ends_at, body = EXCLUDED.body",
             [(ids.get(i, i), fp, status, ends, body) for i, fp, status, ends, body in plan.alert_rows],
-        )
-        await cursor.executemany(
-            "UPDATE incidents SET status = 'resolved', resolved_at = %s, updated_at = %s WHERE id = %s",
-            [(at, now, i) for i, at in sorted((ids.get(i, i), at) for i, at in plan.resolved)],
         )
         await cursor.executemany(
             "INSERT INTO jobs (id, incident_id, kind, created_at, claimed_by, lease_until) "

@@ -150,11 +150,30 @@ def _planner(conn: sqlite3.Connection, group_keys: set[str]) -> IngestPlanner:
 def _apply(
     conn: sqlite3.Connection, plan: IngestPlan, now: float, claim: tuple[str | None, float | None]
 ) -> None:
+    # A group's open incident that resolves in this batch closes before the group's next one opens
+    # (one open incident per group); a new incident is written with the state the batch leaves it in.
+    resolved = dict(plan.resolved)
+    new_ids = {n.id for n in plan.new_incidents}
     conn.executemany(
-        "INSERT INTO incidents (id, group_key, source, status, title, labels, started_at, created_at, "
-        "updated_at) VALUES (?, ?, ?, 'firing', ?, ?, ?, ?, ?)",
+        "UPDATE incidents SET status = 'resolved', resolved_at = ?, updated_at = ? WHERE id = ?",
+        [(at, now, incident_id) for incident_id, at in resolved.items() if incident_id not in new_ids],
+    )
+    conn.executemany(
+        "INSERT INTO incidents (id, group_key, source, status, resolved_at, title, labels, started_at, "
+        "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
-            (n.id, n.group_key, n.source, n.title, json.dumps(dict(n.labels)), n.started_at, now, now)
+            (
+                n.id,
+                n.group_key,
+                n.source,
+                "resolved" if n.id in resolved else "firing",
+                resolved.get(n.id),
+                n.title,
+                json.dumps(dict(n.labels)),
+                n.started_at,
+                now,
+                now,
+            )
             for n in plan.new_incidents
         ],
     )
@@ -164,10 +183,6 @@ def _apply(
         "ON CONFLICT (incident_id, fingerprint) DO UPDATE SET "
         "status = excluded.status, ends_at = excluded.ends_at, body = excluded.body",
         plan.alert_rows,
-    )
-    conn.executemany(
-        "UPDATE incidents SET status = 'resolved', resolved_at = ?, updated_at = ? WHERE id = ?",
-        [(resolved_at, now, incident_id) for incident_id, resolved_at in plan.resolved],
     )
     conn.executemany(
         "INSERT INTO jobs (id, incident_id, kind, created_at, claimed_by, lease_until) "
