@@ -120,3 +120,22 @@ def _alert(group: str, fingerprint: str) -> AcceptedAlert:
     labels = {"alertname": "A", "service": "carts"}
     alert = Alert("firing", labels, {}, time.time(), None, "", fingerprint)
     return AcceptedAlert(group_key=group, source="alertmanager", alert=alert)
+
+
+async def test_named_leases_spread_over_the_live_replicas(replicas: Replicas) -> None:
+    """Watches are spread: a replica holds at most its share (the names over the live replicas); past
+    it (a replica joined) it lets the rest run out for the newcomer to take."""
+    one, two = await replicas(2)
+    first, second = Replica(one, Metrics(), LEASE, NAMES), Replica(two, Metrics(), LEASE, NAMES)
+    await first.beat()
+    assert first.held == set(NAMES)  # alone: everything
+    await second.beat()  # joined: nothing is free yet
+    await first.beat()  # two live replicas now: first keeps its share and lets the rest run out
+    assert len(first.held) == len(NAMES) // 2
+    await first.start()
+    await second.start()  # both beat every third of a lease from here on
+    await asyncio.sleep(2 * LEASE + 0.5)  # what first let go has run out and been taken
+    assert first.held.isdisjoint(second.held) and first.held | second.held == set(NAMES)
+    assert len(first.held) == len(second.held) == len(NAMES) // 2
+    await first.stop()
+    await second.stop()

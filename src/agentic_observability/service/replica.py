@@ -4,9 +4,11 @@ Every replica runs the same loops; the store decides who does what. A job or an 
 with a lease when it is taken (``Store.claim_jobs``, ``ingest_pending``, ``due_actions``); a watch
 or a singleton loop (change polling, retention) is a named lease (``Store.hold_leases``). The
 heartbeat here renews all of this replica's leases every third of ``server.lease``, takes the named
-leases that are free or whose holder stopped renewing, and claims the jobs nobody holds: new ones
-queued outside intake and those of a replica that died. So a replica that is SIGKILLed loses its work
-to the others within two lease periods; one that stops gracefully releases it at once.
+leases that are free or whose holder stopped renewing, up to its fair share (the names over the live
+replicas, counted by their presence leases, so watches spread over the replicas), and claims the jobs
+nobody holds: new ones queued outside intake and those of a replica that died. So a replica that is
+SIGKILLed loses its work to the others within two lease periods; one that stops gracefully releases
+it at once.
 
 With one replica (SQLite) the same loop runs and holds everything.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import socket
 import uuid
@@ -27,6 +30,7 @@ from agentic_observability.telemetry import Metrics
 log = logging.getLogger(__name__)
 
 BEATS_PER_LEASE = 3
+PRESENCE = "replica:"
 
 
 def replica_id() -> str:
@@ -41,6 +45,7 @@ class Replica:
         self._store = store
         self._metrics = metrics
         self._names = list(dict.fromkeys(names))
+        self._presence = PRESENCE + self.id  # a named lease of its own: how replicas count each other
         self._held: set[str] = set()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -85,7 +90,9 @@ class Replica:
         """Renew what this replica holds, take the named leases it can, claim the jobs nobody holds."""
         self._beats += 1
         await self._store.renew_leases(self.id, self.lease)
-        held = await self._store.hold_leases(self.id, self._names, self.lease)
+        wanted = self._fair_share(await self._store.lease_owners())
+        held = await self._store.hold_leases(self.id, [self._presence, *wanted], self.lease)
+        held.discard(self._presence)
         lost = self._held - held
         if lost:  # held at the last beat, another has them now: this replica renewed too late
             self._metrics.lease_conflicts.inc(len(lost))
@@ -99,6 +106,16 @@ class Replica:
             log.warning("replica %s took over %d jobs from %s", self.id, len(taken), owners)
         if jobs and self.on_jobs is not None:
             self.on_jobs(jobs)
+
+    def _fair_share(self, live: dict[str, tuple[str, float]]) -> list[str]:
+        """The named leases to hold: what this replica holds, up to its share (the names over the live
+        replicas, each present through its ``replica:<id>`` lease), and free ones up to it. Past its
+        share (a replica joined), the rest is left to run out for the others to take."""
+        replicas = {n for n in live if n.startswith(PRESENCE)} | {self._presence}
+        share = math.ceil(len(self._names) / len(replicas))
+        mine = [n for n in self._names if live.get(n, ("", 0.0))[0] == self.id][:share]
+        free = [n for n in self._names if n not in live]
+        return mine + free[: max(share - len(mine), 0)]
 
     def _set_held(self, held: set[str]) -> None:
         gained = held - self._held

@@ -140,7 +140,8 @@ class Store(Protocol):
         ...
 
     async def lease_owners(self) -> dict[str, tuple[str, float]]:
-        """Every named lease: name -> (owner, until), for metrics."""
+        """Every named lease that has not run out (on the store's clock): name -> (owner, until). The
+        replicas' presence leases among them tell how many replicas share the work."""
         ...
 
     def mutex(self, name: str) -> AbstractAsyncContextManager[None]:

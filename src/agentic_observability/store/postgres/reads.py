@@ -194,5 +194,8 @@ class Reads:
         }
 
     async def lease_owners(self) -> dict[str, tuple[str, float]]:
-        rows = await self._fetch("SELECT name, owner, until FROM leases ORDER BY name")
+        rows = await self._fetch(
+            "SELECT name, owner, until FROM leases WHERE until >= EXTRACT(EPOCH FROM clock_timestamp()) "
+            "ORDER BY name"
+        )
         return {str(name): (str(owner), float(until)) for name, owner, until in rows}

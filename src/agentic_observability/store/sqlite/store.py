@@ -262,7 +262,9 @@ class SqliteStore:
         return await self._writer.run(leases.hold_leases, owner, list(names), clock + lease, clock)
 
     async def lease_owners(self) -> dict[str, tuple[str, float]]:
-        rows = await self._reader.execute_fetchall("SELECT name, owner, until FROM leases ORDER BY name")
+        rows = await self._reader.execute_fetchall(
+            "SELECT name, owner, until FROM leases WHERE until >= ? ORDER BY name", (time.time(),)
+        )
         return {str(name): (str(owner), float(until)) for name, owner, until in rows}
 
     @asynccontextmanager
