@@ -6,7 +6,7 @@ import json
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 
@@ -118,25 +118,28 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     pg.stop_shared()
 
 
-Replicas = Callable[[int], Awaitable[list[Store]]]
+class Replicas(Protocol):
+    def __call__(self, count: int, **postgres: Any) -> Awaitable[list[Store]]: ...
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 async def replicas(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Replicas]:
     """n store objects on one database, per backend: on PostgreSQL n stores (n replicas of the service);
-    on SQLite, where one file has one process, the same store n times (two owners still)."""
+    on SQLite, where one file has one process, the same store n times (two owners still).
+    ``postgres``: PostgresConfig fields for these stores (``statement_timeout=1``); SQLite ignores them."""
     opened: list[Store] = []
     if request.param == "postgres":
         server = request.getfixturevalue("postgres_server")
-        config = PostgresConfig(url=server.create_database(), pool_max=6, statement_timeout=20)
+        url = server.create_database()
 
-    async def make(count: int) -> list[Store]:
+    async def make(count: int, **postgres: Any) -> list[Store]:
         if request.param == "sqlite":
             if not opened:
                 opened.append(await SqliteStore.open(tmp_path / "state"))
             return [opened[0]] * count
         from agentic_observability.store.postgres.store import PostgresStore
 
+        config = PostgresConfig(**{"url": url, "pool_max": 6, "statement_timeout": 20, **postgres})
         stores: list[Store] = [await PostgresStore.open(config, server.password) for _ in range(count)]
         opened.extend(stores)
         return stores

@@ -13,6 +13,7 @@ import time
 from prometheus_client import generate_latest
 
 from agentic_observability.config import WatchConfig
+from agentic_observability.errors import StoreError
 from agentic_observability.models import AcceptedAlert, Alert, Sample, Series
 from agentic_observability.service.replica import Replica
 from agentic_observability.store import Job
@@ -139,3 +140,97 @@ async def test_named_leases_spread_over_the_live_replicas(replicas: Replicas) ->
     assert len(first.held) == len(second.held) == len(NAMES) // 2
     await first.stop()
     await second.stop()
+
+
+async def test_a_draining_replica_gives_up_its_watches_at_once_and_keeps_its_work(replicas: Replicas) -> None:
+    one, two = await replicas(2)
+    leaving, staying = Replica(one, Metrics(), LEASE, NAMES), Replica(two, Metrics(), LEASE, NAMES)
+    await leaving.beat()
+    await one.accept([_alert("g1", "f1")])
+    [job], _ = await one.ingest_pending(owner=leaving.id, lease=LEASE)
+    await leaving.drain()  # shutting down: its job is still in flight
+    assert leaving.held == set()
+    claimed: list[Job] = []
+    staying.on_jobs = claimed.extend
+    await staying.beat()
+    assert staying.held == set(NAMES) and claimed == []  # the watches at once; the job stays leaving's
+    await leaving.beat()  # a draining beat renews the work in flight and takes nothing
+    assert leaving.held == set() and not leaving.lapsed
+    await leaving.stop()
+    await staying.beat()
+    assert [j.id for j in claimed] == [job.id]
+
+
+class FailingRenewals:
+    """A store whose renewals fail (a database blip): everything else is the real store's."""
+
+    def __init__(self, store: object) -> None:
+        self._store = store
+        self.failing = False
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+    async def renew_leases(self, owner: str, lease: float) -> int:
+        if self.failing:
+            raise StoreError("the database is unreachable")
+        return await self._store.renew_leases(owner, lease)  # type: ignore[attr-defined, no-any-return]
+
+
+async def test_readiness_of_the_heartbeat_degrades_then_goes_down_after_a_lease(replicas: Replicas) -> None:
+    (store,) = await replicas(1)
+    flaky = FailingRenewals(store)
+    replica = Replica(flaky, Metrics(), LEASE, NAMES)  # type: ignore[arg-type]
+    await replica.start()
+    assert replica.health()["status"] == "ok"
+    flaky.failing = True
+    await asyncio.sleep(LEASE / 3 + 0.2)
+    assert replica.health()["status"] == "degraded"
+    await asyncio.sleep(LEASE)
+    assert replica.health()["status"] == "down" and replica.lapsed
+    flaky.failing = False
+    await asyncio.sleep(LEASE / 3 + 0.2)
+    assert replica.health()["status"] == "ok"
+    await replica.stop()
+
+
+async def test_a_claim_taken_over_meanwhile_is_left_to_its_new_owner(replicas: Replicas) -> None:
+    one, two = await replicas(2)
+    late, other = Replica(one, Metrics(), LEASE, NAMES), Replica(two, Metrics(), LEASE, NAMES)
+    await late.beat()
+    await one.accept([_alert("g1", "f1")])
+    [job], _ = await one.ingest_pending(owner=late.id, lease=LEASE)
+    assert await late.confirm("job", job.id)
+    if not one.shared:
+        return  # one process on the store: nobody else can take it, and confirm never asks
+    await asyncio.sleep(LEASE + 0.2)  # late's heartbeat stalled past its lease
+    taken: list[Job] = []
+    other.on_jobs = taken.extend
+    await other.beat()
+    assert [j.id for j in taken] == [job.id]
+    assert not await late.confirm("job", job.id)  # late must not run or commit it now
+
+
+class Calm(OneSeries):
+    async def query(self, expr: str, at: float | None = None) -> list[Sample]:
+        return [Sample({"service": "carts"}, at or 0.0, 0.5)]
+
+
+async def test_a_watch_lost_and_taken_back_between_two_polls_starts_afresh(replicas: Replicas) -> None:
+    """A opens an episode; while another replica holds the watch the episode closes; A takes the watch
+    back before its next poll and the series breaches again: A must open a new incident, not trust its
+    stale memory that the episode is still open."""
+    one, two = await replicas(2)
+    config = {"name": "a", "query": "cpu", "interval": "60s", "above": 0.9, "resolve_after": 1}
+    watch = WatchConfig.model_validate(config)
+    a = WatchPoller(watch, OneSeries(), one, Metrics(), owns=lambda: True)  # type: ignore[arg-type]
+    b = WatchPoller(watch, Calm(), two, Metrics(), owns=lambda: True)  # type: ignore[arg-type]
+    await a._poll_if_held()
+    assert [j.kind for j in (await one.ingest_pending())[0]] == ["analyze"]
+    a.lease_changed(False)  # A lost the watch; B took it, and the series calmed down
+    await b._poll_if_held()
+    assert [j.kind for j in (await two.ingest_pending())[0]] == ["resolve"]
+    a.lease_changed(True)  # A took it back before its next poll, and the series breaches again
+    await a._poll_if_held()
+    assert [j.kind for j in (await one.ingest_pending())[0]] == ["analyze"]  # a new incident
+    assert (await one.counts())["incidents_open"] == 1

@@ -21,7 +21,7 @@ from agentic_observability.config import PostgresConfig, load_config
 from agentic_observability.errors import ConfigError, StoreError
 from agentic_observability.models import AcceptedAlert, Action, Alert, AuditEntry, Change
 from agentic_observability.service import init_app
-from agentic_observability.store import AcceptResult, Store
+from agentic_observability.store import AcceptResult, SqliteStore, Store, open_store
 from tests import pg
 from tests.conftest import Replicas, make_config
 
@@ -411,6 +411,78 @@ async def test_named_leases_go_to_one_owner_and_pass_on_when_not_renewed(replica
     assert await b.hold_leases("D", names, 30) == set(names[2:])
 
 
+async def test_release_named_only_keeps_the_work_in_flight(replicas: Replicas) -> None:
+    """A draining replica gives up its watches at once; its jobs and outbox rows stay claimed."""
+    a, b = await replicas(2)
+    await _jobs_for(a, ["g1", "g2"])
+    running, done = await a.claim_jobs("A", 30)
+    await a.complete_job(done.id, done.incident_id, {}, [action(done.incident_id, "slack", "open")])
+    assert len(await a.due_actions(time.time() + 1, owner="A", lease=30)) == 1
+    names = ["watch-0", "watch-1"]
+    assert await a.hold_leases("A", names, 30) == set(names)
+    assert await a.release_leases("A", named_only=True) == 2
+    assert await b.hold_leases("B", names, 30) == set(names)  # at once, not after the lease
+    assert (
+        await b.claim_jobs("B", 30) == [] and await b.due_actions(time.time() + 1, owner="B", lease=30) == []
+    )
+    assert await a.renew_leases("A", 30) == 2  # the job and the outbox row are still A's
+    assert await a.release_leases("A") == 2
+    assert [j.id for j in await b.claim_jobs("B", 30)] == [running.id]
+    assert set((await a.lease_owners()).keys()) == set(names)  # B's, untouched
+
+
+async def test_confirm_claim_of_a_job(replicas: Replicas) -> None:
+    a, b = await replicas(2)
+    await _jobs_for(a, ["g1", "g2"])
+    first, second = await a.claim_jobs("A", 0.5)
+    assert await a.confirm_claim("job", first.id, "A", 30)  # its own: extended
+    assert not await b.confirm_claim("job", first.id, "B", 30)  # A's, live
+    await asyncio.sleep(0.7)
+    assert not await b.confirm_claim("job", first.id, "B", 30)  # extended: still A's
+    assert await b.confirm_claim("job", second.id, "B", 30)  # A's ran out: taken
+    assert not await a.confirm_claim("job", second.id, "A", 30)  # B's now
+    assert await b.claim_jobs("C", 30) == []  # both held
+    await b.finish_job(second.id)
+    assert not await b.confirm_claim("job", second.id, "B", 30)  # finished
+    assert not await a.confirm_claim("job", 987654, "A", 30)  # gone
+    await a.release_leases("A")
+    assert await b.confirm_claim("job", first.id, "B", 30)  # nobody's: taken
+    await a.accept([accepted("g3")])
+    await ingest_all(a)
+    await a.accept([accepted("g3", "resolved")])
+    await ingest_all(a)
+    analyze, resolve = [j for j in await a.pending_jobs() if j.id not in (first.id, second.id)]
+    assert not await a.confirm_claim("job", resolve.id, "A", 30)  # behind its unclaimed analyze
+    assert await a.confirm_claim("job", analyze.id, "A", 30)
+    assert await a.confirm_claim("job", resolve.id, "A", 30)  # behind A's own analyze: in A's order
+    assert not await b.confirm_claim("job", resolve.id, "B", 30)
+
+
+async def test_confirm_claim_of_an_outbox_row(replicas: Replicas) -> None:
+    a, b = await replicas(2)
+    await _jobs_for(a, ["g1", "g2"])
+    for job in await a.pending_jobs():
+        await a.complete_job(job.id, job.incident_id, {}, [action(job.incident_id, "slack", "open")])
+    later = time.time() + 1
+    first, second = await a.due_actions(later, owner="A", lease=0.5)
+    assert await a.confirm_claim("action", first.id, "A", 30)  # its own: extended
+    assert not await b.confirm_claim("action", first.id, "B", 30)  # A's, live
+    await asyncio.sleep(0.7)
+    assert not await b.confirm_claim("action", first.id, "B", 30)
+    assert await b.confirm_claim("action", second.id, "B", 30)  # A's ran out: taken
+    assert not await a.confirm_claim("action", second.id, "A", 30)
+    assert await a.due_actions(later, owner="C", lease=30) == []  # both held
+    await b.action_delivered(second, None)
+    assert not await b.confirm_claim("action", second.id, "B", 30)  # delivered
+    assert not await b.confirm_claim("action", 987654, "B", 30)  # gone
+    await a.release_leases("A")
+    assert await b.confirm_claim("action", first.id, "B", 30)  # nobody's: taken
+
+
+async def test_shared_tells_whether_other_processes_compete(store: Store) -> None:
+    assert store.shared is store.describe().startswith("postgres:")
+
+
 async def test_mutex_excludes_across_store_objects(replicas: Replicas) -> None:
     a, b = await replicas(2)
     inside: list[str] = []
@@ -461,6 +533,57 @@ async def test_a_cancelled_mutex_wait_leaves_nothing_held(replicas: Replicas) ->
         async with asyncio.timeout(5), store.mutex("m"):
             pass
     await b.ping()
+
+
+async def test_a_mutex_held_longer_than_the_statement_timeout_does_not_fail_a_waiter(
+    replicas: Replicas,
+) -> None:
+    a, b = await replicas(2, statement_timeout=1)
+    holding = asyncio.Event()
+
+    async def hold() -> None:
+        async with a.mutex("m"):
+            holding.set()
+            await asyncio.sleep(1.6)
+
+    holder = asyncio.create_task(hold())
+    await holding.wait()
+    started = time.monotonic()
+    async with asyncio.timeout(10), b.mutex("m"):
+        assert time.monotonic() - started > 1.2  # it waited for the holder, past the timeout
+        await b.ping()
+    await holder
+
+
+async def test_waiters_for_a_mutex_do_not_starve_the_pool(replicas: Replicas) -> None:
+    """Five waiters in one store object with three connections: the holder's reads and writes (and
+    anyone else's) still get a connection."""
+    [store] = await replicas(1, pool_min=1, pool_max=3)
+    holding, release = asyncio.Event(), asyncio.Event()
+    entered: list[int] = []
+
+    async def hold() -> None:
+        async with store.mutex("m"):
+            holding.set()
+            await release.wait()
+            await store.accept([accepted("g-holder")])  # the holder's own write
+
+    async def wait(n: int) -> None:
+        async with store.mutex("m"):
+            entered.append(n)
+
+    holder = asyncio.create_task(hold())
+    await holding.wait()
+    waiters = [asyncio.create_task(wait(n)) for n in range(5)]
+    await asyncio.sleep(0.3)
+    async with asyncio.timeout(1):
+        await store.counts()
+        await store.accept([accepted("g-other")])
+    release.set()
+    async with asyncio.timeout(10):
+        await asyncio.gather(holder, *waiters)
+    assert sorted(entered) == list(range(5))
+    assert (await store.counts())["inbox_pending"] == 2
 
 
 async def test_concurrent_ingest_on_two_replicas_opens_one_incident_per_group(replicas: Replicas) -> None:
@@ -531,6 +654,48 @@ async def test_a_groups_rows_apply_in_order_when_another_replica_holds_an_earlie
         await store.close()
 
 
+async def test_an_ingest_finding_only_rows_behind_another_replica_pauses_before_more(
+    postgres_server: pg.PostgresServer,
+) -> None:
+    from agentic_observability.store.postgres.store import PostgresStore
+
+    config = PostgresConfig(url=postgres_server.create_database())
+    store = await PostgresStore.open(config, postgres_server.password)
+    other = await psycopg.AsyncConnection.connect(config.url or "", password=postgres_server.password)
+    try:
+        for alert in (accepted("g"), accepted("g", "resolved")):
+            await store.accept([alert])
+        async with other.transaction():  # another replica's ingest holds g's firing row
+            await other.execute("SELECT id FROM inbox WHERE id = 1 FOR UPDATE")
+            started = time.monotonic()
+            jobs, more = await store.ingest_pending()
+            assert jobs == [] and more and time.monotonic() - started >= 0.04  # no hot loop
+        jobs, more = await store.ingest_pending()
+        assert [j.kind for j in jobs] == ["analyze", "resolve"] and not more
+    finally:
+        await other.close()
+        await store.close()
+
+
+async def test_a_mutex_gives_its_connection_back_with_the_statement_timeout(
+    postgres_server: pg.PostgresServer,
+) -> None:
+    from agentic_observability.store.postgres.store import PostgresStore
+
+    config = PostgresConfig(
+        url=postgres_server.create_database(), pool_min=1, pool_max=1, statement_timeout=0.3
+    )
+    store = await PostgresStore.open(config, postgres_server.password)
+    try:
+        async with store.mutex("m"):
+            pass
+        assert await store._fetch("SHOW statement_timeout") == [("300ms",)]  # the one connection
+        with pytest.raises(StoreError, match="statement timeout"):
+            await store._fetch("SELECT pg_sleep(5)")
+    finally:
+        await store.close()
+
+
 async def test_every_statement_has_a_timeout(postgres_server: pg.PostgresServer) -> None:
     from agentic_observability.store.postgres.store import PostgresStore
 
@@ -557,6 +722,30 @@ async def test_two_replicas_starting_together_migrate_once(postgres_server: pg.P
     finally:
         for store in stores:
             await store.close()
+
+
+# -- SQLite only -----------------------------------------------------------------------------------------
+async def test_only_the_service_opening_sqlite_frees_an_earlier_processes_claims(tmp_path: Path) -> None:
+    """``take_over``: the service starting on the file frees what a crashed one held; ``agentic-obs
+    replay`` (or any other opener) beside a running service leaves its claims alone."""
+    service = await SqliteStore.open(tmp_path / "state", take_over=True)
+    await _jobs_for(service, ["g1"])
+    [job] = await service.claim_jobs("A", 30)
+    assert await service.hold_leases("A", ["watch-0"], 30) == {"watch-0"}
+    replay = await open_store(tmp_path / "state")
+    try:
+        assert await replay.claim_jobs("B", 30) == []
+        assert list(await replay.lease_owners()) == ["watch-0"]
+    finally:
+        await replay.close()
+    assert await service.renew_leases("A", 30) == 1
+    await service.close()  # it dies; the next service process takes over
+    restarted = await open_store(tmp_path / "state", take_over=True)
+    try:
+        assert await restarted.lease_owners() == {}
+        assert [j.id for j in await restarted.claim_jobs("B", 30)] == [job.id]
+    finally:
+        await restarted.close()
 
 
 # -- configuration and readiness -------------------------------------------------------------------------

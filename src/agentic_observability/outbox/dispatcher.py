@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from agentic_observability.errors import DeliveryError, UpstreamUnavailableError
 from agentic_observability.models import OutboxItem
@@ -64,6 +64,8 @@ class Dispatcher:
         # a slow or rate-limited receiver never holds up the others.
         self._in_flight: dict[tuple[str, str], int] = {}
         self.under_pressure: Callable[[], bool] = lambda: False  # set to the workers' storm signal
+        # With replicas: is this outbox row still this replica's claim? Asked just before delivering.
+        self.confirm: Callable[[int], Awaitable[bool]] | None = None
         self._deliveries: set[asyncio.Task[None]] = set()
         self._unrecorded: dict[int, str | None] = {}  # delivered, but the store failed to record it
         self._held: dict[tuple[str, str], float] = {}  # lanes paused after a store failure, until
@@ -162,6 +164,8 @@ class Dispatcher:
             if wait_turn is not None:
                 await wait_turn(item)  # a receiver's rate limit, waited outside the delivery slots
             async with self._slots:
+                if self.confirm is not None and not await self.confirm(item.id):
+                    return  # another replica took the row over (this one's heartbeat ran late): theirs
                 try:
                     # Each adapter times its own requests out; this outer bound is a safety net that
                     # also covers waiting for a receiver's rate limit, hence the generous multiple.

@@ -135,6 +135,7 @@ def init_app(config: Config, environ: Mapping[str, str] | None = None) -> web.Ap
     app.cleanup_ctx.append(_retention_ctx)
     app.cleanup_ctx.append(open_incidents_ctx)  # agentic_obs_incident_open: a Grafana table
     app.cleanup_ctx.append(mcp_http.mcp_ctx)  # last: /mcp stops before what its tools read
+    app.cleanup_ctx.append(_drain_ctx)  # and first of all at shutdown: the watches move on at once
     app[ENVIRON] = dict(environ or {})
     return app
 
@@ -142,7 +143,8 @@ def init_app(config: Config, environ: Mapping[str, str] | None = None) -> web.Ap
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     secret = app[CONFIG].secrets.postgres_password  # storage.backend: postgres only
     password = None if secret is None else secret.get_secret_value()
-    app[STORE] = await open_store(app[CONFIG].file.storage, password)
+    # take_over: on SQLite (one process per file) what an earlier, crashed process claimed is freed
+    app[STORE] = await open_store(app[CONFIG].file.storage, password, take_over=True)
     app[INSTALL_ID] = await app[STORE].install_id()
     yield
     await app[STORE].close()
@@ -157,6 +159,13 @@ async def _replica_ctx(app: web.Application) -> AsyncIterator[None]:
     app[REPLICA] = Replica(app[STORE], app[METRICS], config.server.lease, names)
     yield
     await app[REPLICA].stop()
+
+
+async def _drain_ctx(app: web.Application) -> AsyncIterator[None]:
+    """At shutdown, before anything stops: this replica claims nothing new and gives up its named
+    leases, so another replica polls the watches while this one finishes its work in flight."""
+    yield
+    await app[REPLICA].drain()
 
 
 async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -241,6 +250,7 @@ async def _outbox_ctx(app: web.Application) -> AsyncIterator[None]:
         owner=replica.id,
         lease=replica.lease,
     )
+    dispatcher.confirm = functools.partial(replica.confirm, "action")
     app[DISPATCHER] = dispatcher
     await dispatcher.start()
     grafana = sinks.get("grafana")
@@ -335,6 +345,12 @@ async def _pollers_ctx(app: web.Application) -> AsyncIterator[None]:
     for poller, task in zip(pollers, tasks, strict=True):
         poller.task = task  # readiness and liveness check that every watch still polls
     app[POLLERS] = pollers
+
+    def leases_changed(held: set[str]) -> None:
+        for poller in pollers:
+            poller.lease_changed(poller.lease_name in held)
+
+    app[REPLICA].on_held = leases_changed
     yield
     for task in tasks:
         task.cancel()

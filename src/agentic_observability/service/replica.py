@@ -21,8 +21,10 @@ import logging
 import math
 import os
 import socket
+import time
 import uuid
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 from agentic_observability.store import Job, Store
 from agentic_observability.telemetry import Metrics
@@ -51,6 +53,8 @@ class Replica:
         self._task: asyncio.Task[None] | None = None
         self._failures = 0
         self._beats = 0
+        self._last_ok: float | None = None  # monotonic time the last beat finished renewing
+        self._draining = False
         self.on_jobs: Callable[[list[Job]], None] | None = None  # the workers' queue
         self.on_held: Callable[[set[str]], None] | None = None  # told whenever the held set changes
         metrics.replica.labels(self.id).set(1)
@@ -66,6 +70,35 @@ class Replica:
     def alive(self) -> bool:
         return self._task is None or not self._task.done()
 
+    @property
+    def lapsed(self) -> bool:
+        """Whether this replica's leases may have run out: its last good beat is a lease ago or more.
+        Another replica may be doing its work then; it confirms each claim before acting on it."""
+        return self._last_ok is None or time.monotonic() - self._last_ok >= self.lease
+
+    def health(self) -> dict[str, object]:
+        """Readiness: ok while beats renew; degraded after a failed one; down once a lease has passed
+        without a good one (its claims may be another replica's by now)."""
+        status = "down" if self.lapsed else "degraded" if self._failures else "ok"
+        ago = None if self._last_ok is None else round(time.monotonic() - self._last_ok, 1)
+        return {
+            "status": status,
+            "id": self.id,
+            "leases": sorted(self._held),
+            "last_renewed_seconds_ago": ago,
+        }
+
+    async def confirm(self, kind: Literal["job", "action"], row_id: int) -> bool:
+        """Just before acting on a claimed job or outbox row: is it still this replica's (renewed for
+        a lease)? False when another replica took it over (this one's heartbeat ran late)."""
+        if not self._store.shared:
+            return True  # one process on the store: nobody else can have taken it
+        confirmed = await self._store.confirm_claim(kind, row_id, self.id, self.lease)
+        if not confirmed:
+            self._metrics.lease_conflicts.inc()
+            log.warning("replica %s: %s %d is another replica's now; leaving it", self.id, kind, row_id)
+        return confirmed
+
     def wake(self) -> None:
         """Claim at once (a job was queued outside intake), not at the next beat."""
         self._wake.set()
@@ -73,6 +106,16 @@ class Replica:
     async def start(self) -> None:
         await self.beat()
         self._task = asyncio.create_task(self._run(), name="replica")
+
+    async def drain(self) -> None:
+        """Shutting down: claim nothing new, give up the named leases now (the watches, change polling
+        and retention move to another replica at once) and keep renewing only the work in flight."""
+        self._draining = True
+        self._set_held(set())
+        try:
+            await self._store.release_leases(self.id, named_only=True)
+        except Exception as exc:  # they run out on their own within one lease
+            log.warning("replica %s could not release its named leases: %s", self.id, exc)
 
     async def stop(self) -> None:
         """Stop renewing, and give everything up so another replica takes it at once."""
@@ -89,7 +132,11 @@ class Replica:
     async def beat(self) -> None:
         """Renew what this replica holds, take the named leases it can, claim the jobs nobody holds."""
         self._beats += 1
+        started = time.monotonic()
         await self._store.renew_leases(self.id, self.lease)
+        if self._draining:
+            self._last_ok = started
+            return
         wanted = self._fair_share(await self._store.lease_owners())
         held = await self._store.hold_leases(self.id, [self._presence, *wanted], self.lease)
         held.discard(self._presence)
@@ -98,6 +145,7 @@ class Replica:
             self._metrics.lease_conflicts.inc(len(lost))
             log.warning("replica %s lost %s to another replica", self.id, ", ".join(sorted(lost)))
         self._set_held(held)
+        self._last_ok = started  # what it held is renewed from here, a lease on
         jobs = await self._store.claim_jobs(self.id, self.lease)
         taken = [j for j in jobs if j.taken_from is not None]
         if taken:
@@ -137,7 +185,8 @@ class Replica:
                 await asyncio.wait_for(self._wake.wait(), interval)
             self._wake.clear()
             try:
-                await self.beat()
+                async with asyncio.timeout(interval):  # a beat that hangs counts as failed
+                    await self.beat()
                 self._failures = 0
             except Exception as exc:
                 self._failures += 1
@@ -145,5 +194,6 @@ class Replica:
                 log.error(
                     "replica %s could not renew its leases (%d in a row): %s", self.id, self._failures, exc
                 )
-                if self._failures >= BEATS_PER_LEASE:  # its leases have run out: others may hold them
+                # its named leases have run out: others may hold them (alone on the store, nobody can)
+                if self._store.shared and self.lapsed:
                     self._set_held(set())

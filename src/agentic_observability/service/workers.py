@@ -190,7 +190,13 @@ class Workers:
                 log.exception("job %d could not be recorded, retrying in %.0f s", job.id, delay)
                 await asyncio.sleep(delay)
 
+    async def _still_mine(self, job: Job) -> bool:
+        """With replicas: the job is still this one's claim (renewed), not taken over meanwhile."""
+        return self._replica is None or await self._replica.confirm("job", job.id)
+
     async def _run_job(self, job: Job) -> None:
+        if not await self._still_mine(job):
+            return
         with correlation(job.incident_id):
             incident = await self._store.get_incident(job.incident_id)
             if incident is None:
@@ -234,6 +240,8 @@ class Workers:
             actions: list[Action] = []  # merged by hand before its analysis: the root spoke for it
         else:
             actions = pipeline.actions_for(subject, stored, job.kind, self._deps)
+        if not await self._still_mine(job):  # taken over while it ran: the other replica's report stands
+            return True
         await self._store.complete_job(job.id, incident.id, stored, actions)
         self._actions_queued(actions)
         return True

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from agentic_observability.models import AcceptedAlert, Action, AuditEntry, Change, Incident, OutboxItem
 
@@ -43,6 +43,12 @@ class AcceptResult:
 
 
 class Store(Protocol):
+    @property
+    def shared(self) -> bool:
+        """Whether other processes may share this store (PostgreSQL: several replicas) and so compete for
+        its claims; False for SQLite (one process per file)."""
+        ...
+
     async def close(self) -> None: ...
 
     async def ping(self) -> None:
@@ -69,7 +75,12 @@ class Store(Protocol):
         """Apply up to ``limit`` unprocessed inbox rows to incidents, in arrival order per group, in one
         transaction: the jobs created and whether more rows may be waiting. Safe to call from several
         replicas at once (each row is applied once; a group never has two open incidents). With
-        ``owner`` and ``lease``, the new jobs are claimed by ``owner`` for ``lease`` seconds."""
+        ``owner`` and ``lease``, the new jobs are claimed by ``owner`` for ``lease`` seconds.
+
+        ``more`` may be True with no jobs created: the batch was full, or (PostgreSQL) rows wait behind
+        an earlier row of their group that another replica is applying. When only such waiting rows
+        were found the call pauses briefly (~50 ms) before returning, so a caller looping while
+        ``more`` does not spin; it should still bound its loop."""
         ...
 
     async def pending_jobs(self) -> list[Job]: ...
@@ -129,9 +140,22 @@ class Store(Protocol):
         seconds from now; how many were renewed. (Named leases are renewed by ``hold_leases``.)"""
         ...
 
-    async def release_leases(self, owner: str) -> int:
+    async def confirm_claim(
+        self, kind: Literal["job", "action"], row_id: int, owner: str, lease: float
+    ) -> bool:
+        """Just before acting on a claimed job (``kind="job"``) or outbox row (``"action"``): atomically,
+        if the row is unfinished (a job not done, an action pending) and it is ``owner``'s claim, or
+        nobody's, or its lease ran out (store clock), it is now ``owner``'s for ``lease`` seconds from
+        now: True. False when another owner holds it with a lease that has not run out, or it is
+        finished or gone. A job nobody holds (or whose lease ran out) is only taken while no earlier
+        unfinished job of its incident is unclaimed or another owner's (its jobs run in order)."""
+        ...
+
+    async def release_leases(self, owner: str, *, named_only: bool = False) -> int:
         """Give up every claim and named lease of ``owner`` (a graceful stop), so another owner takes
-        the work at once instead of after the lease; how many were released."""
+        the work at once instead of after the lease; how many were released. With ``named_only``
+        only its named leases (a replica draining: its watches move at once while its jobs and
+        outbox rows in flight stay claimed until they finish)."""
         ...
 
     async def hold_leases(self, owner: str, names: Sequence[str], lease: float) -> set[str]:

@@ -12,6 +12,7 @@ alerts share one path (dedup, incidents, jobs, restart safety).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import logging
 import random
@@ -69,6 +70,8 @@ class WatchPoller:
         # polls. None: this process alone polls it.
         self._owns = owns
         self._active = False  # polling: resumed from the store, detectors warming or warm
+        self._lost = False  # the lease went since the last poll: forget before polling again
+        self._wake = asyncio.Event()
         self.threshold = threshold
         self.uses_detector = watch.above is None and watch.below is None
         if self.uses_detector:
@@ -133,24 +136,37 @@ class WatchPoller:
                 self._metrics.errors.labels("watch").inc()
                 log.exception("watch %s: poll failed (%d in a row)", self.watch.name, failures)
             pause = self.watch.interval * (min(2**failures, 16) if failures else 1)
-            await asyncio.sleep(pause * random.uniform(1 - JITTER, 1 + JITTER))
+            with contextlib.suppress(TimeoutError):  # a lease taken or lost wakes it early
+                await asyncio.wait_for(self._wake.wait(), pause * random.uniform(1 - JITTER, 1 + JITTER))
+            self._wake.clear()
+
+    def lease_changed(self, held: bool) -> None:
+        """This replica took the watch's lease (``held``) or lost it: act now, not at the next interval.
+        A loss is remembered, so a lease lost and taken back between two polls still starts afresh
+        from the store (the other holder may have closed or opened episodes meanwhile)."""
+        if not held:
+            self._lost = True
+        self._wake.set()
 
     async def _poll_if_held(self) -> None:
         """Poll while this replica holds the watch: on taking it, resume its open episodes from the
         store (an episode stays one incident across the hand-over) and warm its detectors at the first
         poll; on losing it, forget its series (the holder tracks them now)."""
+        if self._lost or (self._active and self._owns is not None and not self._owns()):
+            self._let_go()
         if self._owns is None or self._owns():
             if not self._active:
                 await self.resume()
                 self._active = True
             await self.poll_once()
-        elif self._active:
-            self._active = False
-            for key in list(self._labels):
-                self._forget(key)
-            self._fresh_state()
-            self._metrics.watch_series.labels(self.watch.name).set(0)
-            log.info("watch %s: another replica polls it now", self.watch.name)
+
+    def _let_go(self) -> None:
+        self._lost = self._active = False
+        for key in list(self._labels):
+            self._forget(key)
+        self._fresh_state()
+        self._metrics.watch_series.labels(self.watch.name).set(0)
+        log.info("watch %s: another replica polls it now", self.watch.name)
 
     async def poll_once(self, now: float | None = None) -> int:
         """One evaluation; returns how many alerts (opens + closes) it committed."""

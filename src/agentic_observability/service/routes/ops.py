@@ -24,7 +24,6 @@ from agentic_observability.service.keys import (
     STORE,
     WORKERS,
 )
-from agentic_observability.service.replica import Replica
 
 routes = web.RouteTableDef()
 
@@ -49,7 +48,8 @@ def _stopped_loops(app: web.Application) -> list[str]:
 @routes.get("/api/v1/health/ready")
 async def ready(request: web.Request) -> web.Response:
     """Readiness: 503 when alerts cannot be stored or analysed (the store is down, a worker loop
-    died, or the oldest pending job waited too long); a Prometheus outage or an open breaker is
+    died, the oldest pending job waited too long, or the lease heartbeat has not renewed for a lease,
+    so its work may be another replica's); a Prometheus outage or an open breaker is
     reported as degraded, because the service still accepts (and later analyses) alerts meanwhile."""
     checks: dict[str, dict[str, Any]] = {}
     checks["store"] = await _check(request.app[STORE].ping())
@@ -63,10 +63,11 @@ async def ready(request: web.Request) -> web.Response:
         checks["prometheus"]["status"] = "degraded"
     checks["memory"] = await _memory_check(request.app)
     checks["loki"] = await _loki_check(request.app)
-    if REPLICA in request.app:
-        checks["replica"] = _replica_check(request.app[REPLICA])
+    if REPLICA in request.app:  # its heartbeat: a lease without a good beat and its claims may be gone
+        checks["replica"] = request.app[REPLICA].health()
     checks.update(_breaker_checks(request.app))
-    if checks["store"]["status"] != "ok" or checks["workers"]["status"] != "ok":
+    down = checks.get("replica", {}).get("status") == "down"
+    if checks["store"]["status"] != "ok" or checks["workers"]["status"] != "ok" or down:
         return web.json_response({"status": "unavailable", "checks": checks}, status=503)
     degraded = any(c["status"] not in ("ok", "disabled") for c in checks.values())
     return web.json_response({"status": "degraded" if degraded else "ok", "checks": checks})
@@ -111,11 +112,6 @@ async def _loki_check(app: web.Application) -> dict[str, Any]:
     if loki.guard.state != "closed" and found["status"] == "ok":
         found["status"] = "degraded"
     return found
-
-
-def _replica_check(replica: Replica) -> dict[str, Any]:
-    """Which replica answered, and the named leases (watches, singleton loops) it holds."""
-    return {"status": "ok", "id": replica.id, "leases": sorted(replica.held)}
 
 
 def _guards(app: web.Application) -> dict[str, Any]:

@@ -72,17 +72,48 @@ async def renew_leases(conn: Conn, owner: str, lease: float) -> int:
     return jobs.rowcount + actions.rowcount
 
 
-async def release_leases(conn: Conn, owner: str) -> int:
-    jobs = await conn.execute(
-        "UPDATE jobs SET claimed_by = NULL, lease_until = NULL WHERE claimed_by = %s AND done_at IS NULL",
-        (owner,),
-    )
-    actions = await conn.execute(
-        "UPDATE outbox SET claimed_by = NULL, lease_until = NULL WHERE claimed_by = %s AND state = 'pending'",
-        (owner,),
-    )
+# An unfinished row that is ``owner``'s, nobody's or whose lease ran out becomes ``owner``'s (renewed);
+# the row lock makes it atomic (a concurrent claim skips the row, a concurrent confirmation waits and
+# then re-checks it). A job not yet ``owner``'s waits while an earlier unfinished job of its incident
+# is unclaimed or another owner's (as claim_jobs and ingest: an incident's jobs run in order).
+CONFIRM_JOB = """
+UPDATE jobs j SET claimed_by = %(owner)s, lease_until = %(until)s
+WHERE j.id = %(id)s AND j.done_at IS NULL AND (j.claimed_by = %(owner)s OR (
+  (j.claimed_by IS NULL OR j.lease_until IS NULL OR j.lease_until < %(clock)s)
+  AND NOT EXISTS (SELECT 1 FROM jobs o WHERE o.incident_id = j.incident_id AND o.done_at IS NULL
+    AND o.id < j.id AND (o.claimed_by IS NULL OR o.claimed_by <> %(owner)s))))
+RETURNING j.id
+"""
+CONFIRM_ACTION = """
+UPDATE outbox SET claimed_by = %(owner)s, lease_until = %(until)s
+WHERE id = %(id)s AND state = 'pending'
+  AND (claimed_by IS NULL OR claimed_by = %(owner)s OR lease_until IS NULL OR lease_until < %(clock)s)
+RETURNING id
+"""
+
+
+async def confirm_claim(conn: Conn, kind: str, row_id: int, owner: str, lease: float) -> bool:
+    now = await clock(conn)
+    params = {"id": row_id, "owner": owner, "until": now + lease, "clock": now}
+    cursor = await conn.execute(CONFIRM_JOB if kind == "job" else CONFIRM_ACTION, params)
+    return bool(await cursor.fetchall())
+
+
+async def release_leases(conn: Conn, owner: str, named_only: bool = False) -> int:
+    released = 0
+    if not named_only:
+        jobs = await conn.execute(
+            "UPDATE jobs SET claimed_by = NULL, lease_until = NULL WHERE claimed_by = %s AND done_at IS NULL",
+            (owner,),
+        )
+        actions = await conn.execute(
+            "UPDATE outbox SET claimed_by = NULL, lease_until = NULL "
+            "WHERE claimed_by = %s AND state = 'pending'",
+            (owner,),
+        )
+        released = jobs.rowcount + actions.rowcount
     named = await conn.execute("DELETE FROM leases WHERE owner = %s", (owner,))
-    return jobs.rowcount + actions.rowcount + named.rowcount
+    return released + named.rowcount
 
 
 # A concurrent holder's upsert of the same name waits for this one's commit and then sees its row:

@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -35,6 +35,7 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 INSTALL_ID_LENGTH = 12
 RETRIES = 3  # a deadlock or serialization failure rolls the transaction back: run it again
+DEFERRED_PAUSE = 0.05  # ingest found only rows waiting behind another replica's: pause before "more"
 _RETRYABLE = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure, pg_errors.UniqueViolation)
 
 
@@ -53,10 +54,19 @@ def connect_kwargs(config: PostgresConfig, password: str | None) -> dict[str, An
 class PostgresStore(Reads):
     """The store on a PostgreSQL database. Create with ``await PostgresStore.open(config, password)``."""
 
-    def __init__(self, pool: AsyncConnectionPool, where: str, password: str | None) -> None:
+    def __init__(
+        self, pool: AsyncConnectionPool, where: str, password: str | None, timeout_ms: int = 10_000
+    ) -> None:
         self._pool = pool
         self._where = where
         self._password = password
+        self._timeout_ms = timeout_ms  # statement_timeout, as every pooled connection has it
+        self._mutexes: dict[str, asyncio.Lock] = {}
+
+    @property
+    def shared(self) -> bool:
+        """Several replicas may share the database: claims are contended."""
+        return True
 
     @classmethod
     async def open(cls, config: PostgresConfig, password: str | None = None) -> PostgresStore:
@@ -94,7 +104,7 @@ class PostgresStore(Reads):
             raise StoreError(
                 f"cannot open a connection pool to {where}: {_scrub(str(exc), password)}"
             ) from None
-        return cls(pool, where, password)
+        return cls(pool, where, password, timeout_ms)
 
     async def close(self) -> None:
         await self._pool.close()
@@ -155,10 +165,14 @@ class PostgresStore(Reads):
     ) -> tuple[list[Job], bool]:
         """Apply unprocessed inbox rows to incidents in one transaction (safe on several replicas at
         once); the jobs created (claimed by ``owner`` for ``lease`` seconds when given) and whether
-        more rows may be waiting (a full batch, or rows left for another replica to finish first)."""
+        more rows may be waiting (a full batch, or rows left for another replica to finish first).
+        When every row found had to wait, it pauses DEFERRED_PAUSE first: a caller looping while
+        ``more`` then retries a few times a second instead of spinning on the group locks."""
         claim = None if owner is None else (owner, await self._server_clock() + (lease or 0.0))
         planned, claimed, deferred = await self._write(writes.ingest, limit, time.time(), claim)
         jobs = [Job(j.id, str(j.incident_id), j.kind, 0, j.source) for j in planned]
+        if deferred and deferred == claimed:
+            await asyncio.sleep(DEFERRED_PAUSE)
         return jobs, claimed >= limit or deferred > 0
 
     async def _server_clock(self) -> float:
@@ -240,30 +254,44 @@ class PostgresStore(Reads):
     async def renew_leases(self, owner: str, lease: float) -> int:
         return await self._write(leases.renew_leases, owner, lease)
 
-    async def release_leases(self, owner: str) -> int:
-        return await self._write(leases.release_leases, owner)
+    async def confirm_claim(
+        self, kind: Literal["job", "action"], row_id: int, owner: str, lease: float
+    ) -> bool:
+        return await self._write(leases.confirm_claim, kind, row_id, owner, lease)
+
+    async def release_leases(self, owner: str, *, named_only: bool = False) -> int:
+        return await self._write(leases.release_leases, owner, named_only)
 
     async def hold_leases(self, owner: str, names: Sequence[str], lease: float) -> set[str]:
         return await self._write(leases.hold_leases, owner, list(names), lease)
 
     @asynccontextmanager
     async def mutex(self, name: str) -> AsyncIterator[None]:
-        """A session advisory lock on a connection of its own, held for the block. If taking or
-        releasing it fails or is cancelled midway, the connection is closed (which releases the lock
-        on the server) rather than returned to the pool still holding it."""
+        """A session advisory lock on a connection of its own, held for the block.
+
+        This replica's tasks queue for the name on an asyncio lock first, so each replica waits with
+        at most one connection (waiters never drain the pool the holder needs for its own writes).
+        The wait for the advisory lock runs with no statement timeout (a holder may keep it longer);
+        the timeout is set back before the block runs. If any of it fails or is cancelled midway,
+        the connection is closed (which releases the lock on the server) rather than returned to
+        the pool still holding it, or without its timeout."""
         key = "hashtextextended(%s, 0)"
-        try:
-            conn = await self._pool.getconn()
-        except psycopg.Error as exc:
-            raise StoreError(self._failed(f"mutex {name!r}", exc)) from None
-        try:
-            await _on_or_close(conn, f"SELECT pg_advisory_lock({key})", name, self._failed)
+        async with self._mutexes.setdefault(name, asyncio.Lock()):
             try:
-                yield
+                conn = await self._pool.getconn()
+            except psycopg.Error as exc:
+                raise StoreError(self._failed(f"mutex {name!r}", exc)) from None
+            try:
+                await _on_or_close(conn, "SET statement_timeout = 0", (), name, self._failed)
+                await _on_or_close(conn, f"SELECT pg_advisory_lock({key})", (name,), name, self._failed)
+                restore = f"SET statement_timeout = {self._timeout_ms}"
+                await _on_or_close(conn, restore, (), name, self._failed)
+                try:
+                    yield
+                finally:
+                    await _on_or_close(conn, f"SELECT pg_advisory_unlock({key})", (name,), name, self._failed)
             finally:
-                await _on_or_close(conn, f"SELECT pg_advisory_unlock({key})", name, self._failed)
-        finally:
-            await self._pool.putconn(conn)
+                await self._pool.putconn(conn)
 
     # -- outbox ------------------------------------------------------------------------------------
 
@@ -321,10 +349,14 @@ class PostgresStore(Reads):
 
 
 async def _on_or_close(
-    conn: psycopg.AsyncConnection[Any], sql: str, name: str, failed: Callable[[str, BaseException], str]
+    conn: psycopg.AsyncConnection[Any],
+    sql: str,
+    params: Sequence[Any],
+    name: str,
+    failed: Callable[[str, BaseException], str],
 ) -> None:
     try:
-        await conn.execute(sql, (name,))
+        await conn.execute(sql, params)
     except BaseException as exc:
         await conn.close()
         if isinstance(exc, psycopg.Error):

@@ -77,24 +77,57 @@ def renew_leases(conn: sqlite3.Connection, owner: str, until: float) -> int:
     return int(jobs + actions)
 
 
-def release_leases(conn: sqlite3.Connection, owner: str) -> int:
+# An unfinished row that is ``owner``'s, nobody's or whose lease ran out becomes ``owner``'s (renewed).
+# A job not yet ``owner``'s waits while an earlier unfinished job of its incident is unclaimed or
+# another owner's (as claim_jobs and ingest: an incident's jobs run in order).
+CONFIRM_JOB = """
+UPDATE jobs SET claimed_by = :owner, lease_until = :until
+WHERE id = :id AND done_at IS NULL AND (claimed_by = :owner OR (
+  (claimed_by IS NULL OR lease_until IS NULL OR lease_until < :clock)
+  AND NOT EXISTS (SELECT 1 FROM jobs o WHERE o.incident_id = jobs.incident_id AND o.done_at IS NULL
+    AND o.id < jobs.id AND (o.claimed_by IS NULL OR o.claimed_by <> :owner))))
+RETURNING id
+"""
+CONFIRM_ACTION = """
+UPDATE outbox SET claimed_by = :owner, lease_until = :until
+WHERE id = :id AND state = 'pending'
+  AND (claimed_by IS NULL OR claimed_by = :owner OR lease_until IS NULL OR lease_until < :clock)
+RETURNING id
+"""
+
+
+def confirm_claim(
+    conn: sqlite3.Connection, kind: str, row_id: int, owner: str, until: float, clock: float
+) -> bool:
+    sql = CONFIRM_JOB if kind == "job" else CONFIRM_ACTION
+    params = {"id": row_id, "owner": owner, "until": until, "clock": clock}
     with transaction(conn):
-        jobs = conn.execute(
-            "UPDATE jobs SET claimed_by = NULL, lease_until = NULL WHERE claimed_by = ? AND done_at IS NULL",
-            (owner,),
-        ).rowcount
-        actions = conn.execute(
-            "UPDATE outbox SET claimed_by = NULL, lease_until = NULL "
-            "WHERE claimed_by = ? AND state = 'pending'",
-            (owner,),
-        ).rowcount
-        named = conn.execute("DELETE FROM leases WHERE owner = ?", (owner,)).rowcount
-    return int(jobs + actions + named)
+        return bool(conn.execute(sql, params).fetchall())
+
+
+def release_leases(conn: sqlite3.Connection, owner: str, named_only: bool = False) -> int:
+    released = 0
+    with transaction(conn):
+        if not named_only:
+            released += conn.execute(
+                "UPDATE jobs SET claimed_by = NULL, lease_until = NULL "
+                "WHERE claimed_by = ? AND done_at IS NULL",
+                (owner,),
+            ).rowcount
+            released += conn.execute(
+                "UPDATE outbox SET claimed_by = NULL, lease_until = NULL "
+                "WHERE claimed_by = ? AND state = 'pending'",
+                (owner,),
+            ).rowcount
+        released += conn.execute("DELETE FROM leases WHERE owner = ?", (owner,)).rowcount
+    return int(released)
 
 
 def release_all(conn: sqlite3.Connection) -> int:
-    """Every claim and named lease, at open: the file serves one process at a time, so what an earlier
-    one held (it crashed, or was SIGKILLed) is free now, without waiting for its leases to run out."""
+    """Every claim and named lease, when the service opens the file (``SqliteStore.open(take_over=True)``):
+    the file serves one service process at a time, so what an earlier one held (it crashed, or was
+    SIGKILLed) is free now, without waiting for its leases to run out. Other openers (``agentic-obs
+    replay``, tools) must not call it: they would free a running service's claims."""
     with transaction(conn):
         released = conn.execute(
             "UPDATE jobs SET claimed_by = NULL, lease_until = NULL WHERE claimed_by IS NOT NULL"

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import aiosqlite
 
@@ -87,8 +87,17 @@ class SqliteStore:
         self._flusher: asyncio.Task[None] | None = None
         self._mutexes: dict[str, asyncio.Lock] = {}
 
+    @property
+    def shared(self) -> bool:
+        """One process per file: nobody else competes for its claims."""
+        return False
+
     @classmethod
-    async def open(cls, directory: str | Path) -> SqliteStore:
+    async def open(cls, directory: str | Path, *, take_over: bool = False) -> SqliteStore:
+        """Open (creating and migrating) the store under ``directory``. ``take_over``: the service
+        starting on the file frees every claim and named lease an earlier process left
+        (``leases.release_all``); other openers (``agentic-obs replay``) leave a running service's
+        claims alone."""
         folder = Path(directory)
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
         loop = asyncio.get_running_loop()
@@ -97,7 +106,8 @@ class SqliteStore:
             path = folder / DB_FILENAME
             conn = await loop.run_in_executor(executor, connect, path)
             await loop.run_in_executor(executor, migrate, conn)
-            await loop.run_in_executor(executor, leases.release_all, conn)
+            if take_over:
+                await loop.run_in_executor(executor, leases.release_all, conn)
             reader = await aiosqlite.connect(path, timeout=5.0)
             for pragma in PRAGMAS:
                 await reader.execute(pragma)
@@ -254,8 +264,14 @@ class SqliteStore:
     async def renew_leases(self, owner: str, lease: float) -> int:
         return await self._writer.run(leases.renew_leases, owner, time.time() + lease)
 
-    async def release_leases(self, owner: str) -> int:
-        return await self._writer.run(leases.release_leases, owner)
+    async def confirm_claim(
+        self, kind: Literal["job", "action"], row_id: int, owner: str, lease: float
+    ) -> bool:
+        clock = time.time()
+        return await self._writer.run(leases.confirm_claim, kind, row_id, owner, clock + lease, clock)
+
+    async def release_leases(self, owner: str, *, named_only: bool = False) -> int:
+        return await self._writer.run(leases.release_leases, owner, named_only)
 
     async def hold_leases(self, owner: str, names: Sequence[str], lease: float) -> set[str]:
         clock = time.time()
