@@ -50,6 +50,7 @@ BENCH_RUNS := \
 	"$(BIN)/python bench/rca_generalise.py $(DATA)/nezha_ob --steps 120 300 600 --how last" \
 	"$(BIN)/python bench/rca_speed.py --repeat 3" \
 	"$(BIN)/python bench/rca_evidence.py $(DATA)/sockshop $(DATA)/nezha_ob" \
+	"$(BIN)/python bench/replicas.py" \
 	"$(BIN)/agentic-obs backtest nab $(DATA)/nab" \
 	"$(BIN)/agentic-obs backtest nab $(DATA)/nab --detector discord" \
 	"$(BIN)/agentic-obs backtest nab $(DATA)/nab --detector forecast" \
