@@ -63,6 +63,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository r
 from tests.fakes import GRAFANA_TOKEN, PD_ROUTING_KEY, FakeGrafana, FakePagerDuty
 from tests.pg import PostgresServer, start_server
 
+from crash_safety import start_fakes as start_crash_fakes
 from webhook_load import TOKEN, free_port, start_service, wait_http
 
 ALERTS_PER_BODY = 10
@@ -239,16 +240,9 @@ def start_load(
 
 
 async def start_fakes() -> tuple[FakePagerDuty, FakeGrafana, list[web.AppRunner], int, int]:
-    pagerduty, grafana = FakePagerDuty(), FakeGrafana()
-    runners, ports = [], []
-    for fake in (pagerduty, grafana):
-        runner = web.AppRunner(fake.app())
-        await runner.setup()
-        port = free_port()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        runners.append(runner)
-        ports.append(port)
-    return pagerduty, grafana, runners, ports[0], ports[1]
+    """The counting fakes, as bench/crash_safety.py starts them."""
+    pagerduty, grafana, pd_runner, grafana_runner, pd_port, grafana_port = await start_crash_fakes()
+    return pagerduty, grafana, [pd_runner, grafana_runner], pd_port, grafana_port
 
 
 @dataclass
@@ -447,6 +441,11 @@ def stored_postgres(url: str, password: str) -> Stored:
             "SELECT body::json->'alert'->>'fingerprint', body::json->'alert'->>'status' FROM inbox "
             "WHERE processed_at IS NULL"
         ).fetchall()
+    return as_stored(install, incidents, alerts, inbox)
+
+
+def as_stored(install: Any, incidents: list[Any], alerts: list[Any], inbox: list[Any]) -> Stored:
+    """The rows either backend's queries return, as one ``Stored``."""
     return Stored(
         str(install[0]) if install else "",
         [(str(i), str(s), bool(r)) for i, s, r in incidents],
@@ -464,12 +463,7 @@ def stored_sqlite(workdir: Path) -> Stored:
             "SELECT json_extract(body, '$.alert.fingerprint'), json_extract(body, '$.alert.status') "
             "FROM inbox WHERE processed_at IS NULL"
         ).fetchall()
-    return Stored(
-        str(install[0]) if install else "",
-        [(str(i), str(s), bool(r)) for i, s, r in incidents],
-        {str(f): str(s) for f, s in alerts},
-        {(str(f), str(s)) for f, s in inbox},
-    )
+    return as_stored(install, incidents, alerts, inbox)
 
 
 @dataclass
