@@ -55,6 +55,9 @@ class Replica:
         self._beats = 0
         self._last_ok: float | None = None  # monotonic time the last beat finished renewing
         self._draining = False
+        self._beating = asyncio.Lock()  # a beat and a drain, one at a time
+        self._free_before: set[str] = set()  # the names nobody held at the last beat
+        self._extra: set[str] = set()  # names held beyond the share: no other replica wanted them
         self.on_jobs: Callable[[list[Job]], None] | None = None  # the workers' queue
         self.on_held: Callable[[set[str]], None] | None = None  # told whenever the held set changes
         metrics.replica.labels(self.id).set(1)
@@ -79,7 +82,9 @@ class Replica:
     def health(self) -> dict[str, object]:
         """Readiness: ok while beats renew; degraded after a failed one; down once a lease has passed
         without a good one (its claims may be another replica's by now)."""
-        status = "down" if self.lapsed else "degraded" if self._failures else "ok"
+        # alone on the store (SQLite) nobody can have taken its work: a slow store is degraded only
+        lapsed = self.lapsed and (self._store.shared or self._last_ok is None)
+        status = "down" if lapsed else "degraded" if self._failures or self.lapsed else "ok"
         ago = None if self._last_ok is None else round(time.monotonic() - self._last_ok, 1)
         return {
             "status": status,
@@ -108,14 +113,16 @@ class Replica:
         self._task = asyncio.create_task(self._run(), name="replica")
 
     async def drain(self) -> None:
-        """Shutting down: claim nothing new, give up the named leases now (the watches, change polling
-        and retention move to another replica at once) and keep renewing only the work in flight."""
-        self._draining = True
-        self._set_held(set())
-        try:
-            await self._store.release_leases(self.id, named_only=True)
-        except Exception as exc:  # they run out on their own within one lease
-            log.warning("replica %s could not release its named leases: %s", self.id, exc)
+        """Shutting down: claim no new job, give up the named leases now (the watches, change polling
+        and retention move to another replica at once) and keep renewing only the work in flight (the
+        outbox goes on delivering until it stops)."""
+        async with self._beating:  # not between a beat's reading of the leases and its taking them
+            self._draining = True
+            self._set_held(set())
+            try:
+                await self._store.release_leases(self.id, named_only=True)
+            except Exception as exc:  # they run out on their own within one lease
+                log.warning("replica %s could not release its named leases: %s", self.id, exc)
 
     async def stop(self) -> None:
         """Stop renewing, and give everything up so another replica takes it at once."""
@@ -130,22 +137,38 @@ class Replica:
             log.warning("replica %s could not release its leases: %s", self.id, exc)
 
     async def beat(self) -> None:
-        """Renew what this replica holds, take the named leases it can, claim the jobs nobody holds."""
-        self._beats += 1
-        started = time.monotonic()
+        """Renew what this replica holds, take the named leases it can, claim the jobs nobody holds.
+        Renewing is bounded by a beat's interval (a hung one counts as failed); claiming is not: a
+        claim cut off after its commit would be renewed for ever and never handed to the workers."""
+        async with self._beating:
+            self._beats += 1
+            started = time.monotonic()
+            async with asyncio.timeout(self.lease / BEATS_PER_LEASE):
+                renewing = await self._renew()
+            self._last_ok = started  # what it held is renewed from here, a lease on
+            if renewing:
+                await self._claim()
+
+    async def _renew(self) -> bool:
+        """Renew the claims and the named leases; whether to claim more (not while draining)."""
         await self._store.renew_leases(self.id, self.lease)
         if self._draining:
-            self._last_ok = started
-            return
-        wanted = self._fair_share(await self._store.lease_owners())
+            return False
+        live = await self._store.lease_owners()
+        wanted = self._fair_share(live)
         held = await self._store.hold_leases(self.id, [self._presence, *wanted], self.lease)
         held.discard(self._presence)
-        lost = self._held - held
-        if lost:  # held at the last beat, another has them now: this replica renewed too late
+        self._extra &= held
+        self._free_before = {n for n in self._names if n not in live}
+        # held at the last beat and another's now (not names let go past the share: still this one's)
+        lost = {n for n in self._held if live.get(n, (self.id, 0.0))[0] != self.id} - held
+        if lost:  # this replica renewed too late
             self._metrics.lease_conflicts.inc(len(lost))
             log.warning("replica %s lost %s to another replica", self.id, ", ".join(sorted(lost)))
         self._set_held(held)
-        self._last_ok = started  # what it held is renewed from here, a lease on
+        return True
+
+    async def _claim(self) -> None:
         jobs = await self._store.claim_jobs(self.id, self.lease)
         taken = [j for j in jobs if j.taken_from is not None]
         if taken:
@@ -161,9 +184,16 @@ class Replica:
         share (a replica joined), the rest is left to run out for the others to take."""
         replicas = {n for n in live if n.startswith(PRESENCE)} | {self._presence}
         share = math.ceil(len(self._names) / len(replicas))
-        mine = [n for n in self._names if live.get(n, ("", 0.0))[0] == self.id][:share]
+        held = [n for n in self._names if live.get(n, ("", 0.0))[0] == self.id]
+        extra = [n for n in held if n in self._extra]
+        mine = [n for n in held if n not in self._extra][:share]
         free = [n for n in self._names if n not in live]
-        return mine + free[: max(share - len(mine), 0)]
+        chosen = mine + free[: max(share - len(mine), 0)]
+        # a name free at two beats in a row is one no other replica wants (it does not know it: a
+        # rolling deploy that added a watch): taken beyond the share, and kept, rather than left unpolled
+        spare = [n for n in free if n in self._free_before and n not in chosen]
+        self._extra = {*extra, *spare}
+        return chosen + extra + spare
 
     def _set_held(self, held: set[str]) -> None:
         gained = held - self._held
@@ -185,14 +215,14 @@ class Replica:
                 await asyncio.wait_for(self._wake.wait(), interval)
             self._wake.clear()
             try:
-                async with asyncio.timeout(interval):  # a beat that hangs counts as failed
-                    await self.beat()
+                await self.beat()
                 self._failures = 0
             except Exception as exc:
                 self._failures += 1
                 self._metrics.errors.labels("replica").inc()
+                reason = str(exc) or f"{type(exc).__name__} (took longer than {interval:g}s)"
                 log.error(
-                    "replica %s could not renew its leases (%d in a row): %s", self.id, self._failures, exc
+                    "replica %s could not renew its leases (%d in a row): %s", self.id, self._failures, reason
                 )
                 # its named leases have run out: others may hold them (alone on the store, nobody can)
                 if self._store.shared and self.lapsed:

@@ -256,6 +256,8 @@ class Workers:
         if incident.members:
             stored = with_timeline(subject, stored)
         actions = plan_reinvestigated(incident, stored, f"{REINVESTIGATE}:{job.id}", self._deps.act)
+        if not await self._still_mine(job):  # taken over while it ran: theirs now
+            return
         await self._store.complete_job(job.id, incident.id, stored, actions)
         self._actions_queued(actions)
 
@@ -291,6 +293,8 @@ class Workers:
         except Exception:
             log.exception("even the bare report could not be planned; job %d is given up", job.id)
             return False
+        if not await self._still_mine(job):  # taken over while it ran: theirs now
+            return True
         await self._store.complete_job(job.id, incident.id, stored, actions)
         if actions and self.on_actions is not None:
             self.on_actions()

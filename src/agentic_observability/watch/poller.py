@@ -71,6 +71,7 @@ class WatchPoller:
         self._owns = owns
         self._active = False  # polling: resumed from the store, detectors warming or warm
         self._lost = False  # the lease went since the last poll: forget before polling again
+        self._held_last: bool | None = None  # what ``lease_changed`` was last told
         self._wake = asyncio.Event()
         self.threshold = threshold
         self.uses_detector = watch.above is None and watch.below is None
@@ -144,6 +145,9 @@ class WatchPoller:
         """This replica took the watch's lease (``held``) or lost it: act now, not at the next interval.
         A loss is remembered, so a lease lost and taken back between two polls still starts afresh
         from the store (the other holder may have closed or opened episodes meanwhile)."""
+        if held == self._held_last:
+            return  # another watch's lease changed: this one polls on its own cadence
+        self._held_last = held
         if not held:
             self._lost = True
         self._wake.set()
