@@ -314,7 +314,7 @@ async def _workers_ctx(app: web.Application) -> AsyncIterator[None]:
         ),
     )
     replica = app[REPLICA]
-    workers = Workers(app[STORE], deps, metrics, config.file.server.workers, replica=replica)
+    workers = Workers(app[STORE], deps, metrics, config.file.server.workers, replica)
     workers.on_actions = app[DISPATCHER].wake
     correlation = config.file.correlation
     if correlation.enabled:

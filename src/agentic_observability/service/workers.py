@@ -51,11 +51,11 @@ class Workers:
         deps: PipelineDeps,
         metrics: Metrics,
         count: int,
+        replica: Replica,
         storm_jobs_per_second: float = 10.0,
-        replica: Replica | None = None,
     ) -> None:
         self._store = store
-        self._replica = replica  # None: the only process on the store, every pending job is its own
+        self._replica = replica  # its heartbeat claims the jobs intake did not create here
         self._deps = deps
         self._metrics = metrics
         self._queues: list[asyncio.Queue[Job]] = [asyncio.Queue() for _ in range(count)]
@@ -82,10 +82,8 @@ class Workers:
         return asyncio.get_running_loop().time() - self._last_intake < STORM_WINDOW_SECONDS
 
     async def start(self) -> None:
-        """Resume what is pending: with a replica, its heartbeat claims the jobs (hand it ``enqueue_all``
-        before it starts); alone, every pending job."""
-        if self._replica is None:
-            self.enqueue_all(await self._store.pending_jobs())
+        """Resume what is pending: the replica's heartbeat claims the jobs (hand it ``enqueue_all``
+        before it starts); this drains the inbox."""
         self._wake.set()  # drain inbox rows left from before a restart
         self._tasks.append(asyncio.create_task(self._ingest_loop(), name="ingest"))
         for index, queue in enumerate(self._queues):
@@ -120,11 +118,8 @@ class Workers:
     def run_soon(self, job: Job) -> None:
         """A job queued in the store outside intake (a re-investigation): run it on its incident's
         shard, after that incident's earlier jobs. It is in the store already, so a restart resumes it;
-        with replicas, whichever claims it first runs it (this one's heartbeat is woken)."""
-        if self._replica is None:
-            self._enqueue(job)
-        else:
-            self._replica.wake()
+        whichever replica claims it first runs it (this one's heartbeat is woken)."""
+        self._replica.wake()
 
     async def _ingest_loop(self) -> None:
         while True:
@@ -146,12 +141,8 @@ class Workers:
     async def _ingest_all(self) -> None:
         more = True
         while more:
-            if self._replica is None:
-                jobs, more = await self._store.ingest_pending()
-            else:  # the jobs it creates are this replica's
-                jobs, more = await self._store.ingest_pending(
-                    owner=self._replica.id, lease=self._replica.lease
-                )
+            # the jobs it creates are this replica's
+            jobs, more = await self._store.ingest_pending(owner=self._replica.id, lease=self._replica.lease)
             for job in jobs:
                 if job.kind == "analyze":
                     self._metrics.incidents_opened.labels(job.source).inc()
@@ -192,7 +183,7 @@ class Workers:
 
     async def _still_mine(self, job: Job) -> bool:
         """With replicas: the job is still this one's claim (renewed), not taken over meanwhile."""
-        return self._replica is None or await self._replica.confirm("job", job.id)
+        return await self._replica.confirm("job", job.id)
 
     async def _run_job(self, job: Job) -> None:
         if not await self._still_mine(job):
