@@ -13,7 +13,8 @@ RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[charts]"
 FROM python:3.11-slim AS runtime
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    AGENTIC_OBS_CONFIG=/etc/agentic-obs/config.yaml
+    AGENTIC_OBS_CONFIG=/etc/agentic-obs/config.yaml \
+    NUMBA_CACHE_DIR=/tmp/numba-cache
 RUN groupadd --system --gid 10001 agentic \
  && useradd --system --uid 10001 --gid agentic --no-create-home --shell /usr/sbin/nologin agentic \
  && mkdir -p /var/lib/agentic-obs /etc/agentic-obs \

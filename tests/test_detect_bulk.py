@@ -200,11 +200,9 @@ def test_keyed_polls_with_series_that_appear_vanish_and_reuse_rows() -> None:
 
 def test_polls_of_series_at_different_ring_phases(monkeypatch: pytest.MonkeyPatch) -> None:
     """Histories are rings (histories.py): series that were warmed on different lengths, or skip a
-    poll (a gap), are at different phases and are read slice by slice per phase or gathered
-    (poll_profiles.py). Tiles of two rows, at most one phase sliced in ``columns``, and exact
-    refreshes every 3 updates (the coarse scale's done ahead, on the polls between its blocks), so
-    every path runs often; scores stay each series' per-sample detector's."""
-    monkeypatch.setattr(poll_profiles, "TILE", 2)
+    poll (a gap), are at different phases: the compiled step reads each ring in its own logical
+    order (profile_kernels.py), and ``columns`` slices at most one phase. Exact refreshes every 3
+    updates, so every path runs often; scores stay each series' per-sample detector's."""
     monkeypatch.setattr(poll_profiles, "REFRESH", 3)
     monkeypatch.setattr(histories, "PHASES", 1)
     values = np.vstack((awkward(3400, 288, seed=11), awkward(3400, 288, seed=12)))

@@ -9,13 +9,12 @@ profile.py); what remains is the step-by-step state of the likelihoods, the rang
 alert gating, which is vectorised across series, one step per sample. A watch keeps one
 ``BulkEnsemble`` for all its series and calls it once per poll; a block of one sample per series (a
 poll) takes the incremental path instead (poll_profiles.py): each series keeps its last row of
-window distances, so a poll costs O(history) per series, not O(history x width). Histories are
-rings (a poll moves no value) and the coarse profiles' exact refreshes are done on the polls where
-no coarse block completes. The coarse blocks themselves are not staggered across series: each
-series' per-sample ``DiscordScale`` completes a block on every fourth value *it* was given, so a
-watch's series, warmed and polled together, all complete theirs on the same poll; moving some to
-other polls would change their coarse means and so their scores. That poll costs about twice an
-ordinary one (both scales' profiles are read).
+window distances, so a poll costs O(history) per series, not O(history x width), in one compiled
+pass (profile_kernels.py). Histories are rings (a poll moves no value). The coarse blocks are not
+staggered across series: each series' per-sample ``DiscordScale`` completes a block on every fourth
+value *it* was given, so a watch's series, warmed and polled together, all complete theirs on the
+same poll; moving some to other polls would change their coarse means and so their scores. That
+poll costs more than an ordinary one (both scales' profiles are stepped).
 
 State per series at a one-minute interval: ~83 KiB (two float32 histories of 3,032 values, two
 float32 distance profiles of 2,984, float32 likelihood rings of 3,990 + 990 + 3,990).
@@ -151,8 +150,7 @@ class BulkEnsemble:
         distances = np.full((3, which.size, 1), np.nan)
         present = np.flatnonzero(np.isfinite(values))
         rows, new = which[present], values[present]
-        completing = self._pending_count[rows] == COARSE - 1  # the coarse profile's poll too
-        distances[0, present, 0] = self._fine_profiles.poll(self.fine, rows, new, completing)
+        distances[0, present, 0] = self._fine_profiles.poll(self.fine, rows, new)
         if self.seasonal is not None:
             distances[2, present, 0] = seasonal_poll(self.fine, rows, self.seasonal)
         distances[1, present, 0] = self._coarse_poll(rows, new)
@@ -165,10 +163,6 @@ class BulkEnsemble:
         waiting = rows[~complete]
         self._pending[waiting, count[~complete]] = new[~complete]
         self._pending_count[waiting] += 1
-        # the coarse profiles' refreshes, a third on each poll that completes no block (a series'
-        # blocks end on the same polls as its per-sample detector's, so all of a watch's series
-        # usually complete theirs on the same poll: it should not refresh too)
-        self._coarse_profiles.ahead(self.coarse, waiting[waiting % (COARSE - 1) == count[~complete]])
         out = np.full(rows.size, np.nan)
         done = rows[complete]
         if done.size:
