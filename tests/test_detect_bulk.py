@@ -32,6 +32,7 @@ from agentic_observability.detectors import (
     DEFAULT_THRESHOLD,
     create,
     histories,
+    likelihoods,
     poll_profiles,
 )
 from agentic_observability.detectors.bulk import BulkEnsemble, KeyedEnsemble
@@ -264,9 +265,11 @@ def test_episode_look_back_of_a_poll_reads_the_profiles() -> None:
                     assert got[row] == pytest.approx(expected, rel=1e-6, abs=1e-9)
 
 
-def test_quantiles_of_many_rings_are_each_rings_quantile() -> None:
+def test_quantiles_of_many_rings_are_each_rings_quantile(monkeypatch: pytest.MonkeyPatch) -> None:
     """An episode's onset on many series at once (a cluster-wide incident) takes each one's usual
-    distance in one call: the same bits as one series at a time, rings full or not."""
+    distance in one call, a chunk of rings at a time: the same bits as one series at a time, rings
+    full or not."""
+    monkeypatch.setattr(likelihoods, "QUANTILE_CHUNK", 7)
     rng = np.random.default_rng(0)
     rings = Likelihoods(50, history=400)
     for step in range(500):

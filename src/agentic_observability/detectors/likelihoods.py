@@ -20,6 +20,7 @@ import numpy as np
 from agentic_observability.detectors.likelihood import DECADES_AT_ONE
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+QUANTILE_CHUNK = 1024  # rings per quantile call: ~32 MiB of float64 at a time
 _erfc = np.frompyfunc(math.erfc, 1, 1)
 _log10 = np.frompyfunc(math.log10, 1, 1)
 
@@ -68,13 +69,16 @@ class Likelihoods:
         return float(np.quantile(held, q)) if count else None
 
     def quantiles(self, rows: np.ndarray, q: float) -> np.ndarray:
-        """``quantile`` of each of ``rows`` (NaN for None): rows whose ring is full in one call."""
+        """``quantile`` of each of ``rows`` (NaN for None): rows whose ring is full a chunk at a time
+        (a cluster-wide incident starts an episode on every series at once: as one float64 copy,
+        100,000 rings would take 3 GB)."""
         count = self._count[rows]
-        full = count >= self._past.shape[1]
+        full = np.flatnonzero(count >= self._past.shape[1])
         out = np.full(rows.size, np.nan)
-        if full.any():
-            out[full] = np.quantile(self._past[rows[full]].astype(float), q, axis=1)
-        for index in np.flatnonzero(~full & (count > 0)).tolist():
+        for start in range(0, full.size, QUANTILE_CHUNK):
+            chunk = full[start : start + QUANTILE_CHUNK]
+            out[chunk] = np.quantile(self._past[rows[chunk]].astype(float), q, axis=1)
+        for index in np.flatnonzero((count < self._past.shape[1]) & (count > 0)).tolist():
             found = self.quantile(int(rows[index]), q)
             out[index] = np.nan if found is None else found
         return out
