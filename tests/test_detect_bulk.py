@@ -281,3 +281,35 @@ def test_quantiles_of_many_rings_are_each_rings_quantile(monkeypatch: pytest.Mon
         assert np.isnan(got[row]) if expected is None else got[row] == expected
     empty = Likelihoods(2)
     assert np.isnan(empty.quantiles(np.arange(2), 0.95)).all()
+
+
+def test_a_block_naming_a_series_twice_is_refused() -> None:
+    """Each row's state steps once per sample: a poll listing a series twice would step it twice."""
+    bulk = BulkEnsemble(2, DEFAULT_THRESHOLD, DEFAULT_EPISODE_GAP, 60.0)
+    with pytest.raises(ValueError, match="more than one row"):
+        bulk.score(np.ones((2, 1)), np.array([0, 0]))
+
+
+def test_kernels_compile_uncached_when_the_cache_cannot_be_written(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cache directory that numba accepted but cannot write to (a full ``/tmp``) makes the first
+    calls raise OSError: ``ready`` then turns the disk cache off and compiles, and polls go on."""
+    from numba.core.caching import NullCache
+
+    from agentic_observability.detectors import profile_kernels
+
+    real, failures = profile_kernels._first_calls, []
+
+    def first_calls() -> None:
+        if not failures:
+            failures.append(True)
+            raise OSError(28, "No space left on device")
+        real()
+
+    monkeypatch.setattr(profile_kernels, "_first_calls", first_calls)
+    monkeypatch.setattr(profile_kernels, "_ready", False)
+    for kernel in profile_kernels._KERNELS:
+        monkeypatch.setattr(kernel, "_cache", kernel._cache)  # restored after the test
+    profile_kernels.ready()
+    assert failures and all(isinstance(kernel._cache, NullCache) for kernel in profile_kernels._KERNELS)
+    values = awkward(1300, 288, seed=3)[:2]
+    assert_same(polled(values, 300.0, 100), per_sample(values, 300.0))

@@ -129,6 +129,8 @@ class BulkEnsemble:
         path (poll_profiles.py); the scores are the same."""
         block = np.asarray(values, dtype=float)
         which = np.arange(self.series) if rows is None else np.asarray(rows, dtype=np.int64)
+        if rows is not None and np.unique(which).size != which.size:  # one step per row and sample
+            raise ValueError("a block names the same series in more than one row")
         lookback: Lookback = None  # a poll: the episode's look back reads the fine profiles
         if block.shape[1] == 1:
             distances = self._poll_distances(block[:, 0], which)

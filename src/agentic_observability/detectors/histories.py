@@ -5,7 +5,7 @@ Row ``i`` holds the last ``min(pushed[i], keep)`` values series ``i`` was given;
 the row *right-aligned* (``columns``, ``gather``): logical column ``c`` is the value pushed
 ``keep - c`` values ago, at physical column ``(c + pushed) % keep``. Series that pushed the same
 number of values modulo ``keep`` share that mapping (their *phase*); a watch's series usually do
-(warmed and polled together), and a tile of them is then read as one or two plain slices.
+(warmed and polled together), and ``columns`` then reads them as one or two plain slices.
 
 Values are held as float32 offsets from the series' first value (``centre``, float64): half the
 bytes of float64, and the rounding (2**-24 of the offset) is relative to how far the series moved,

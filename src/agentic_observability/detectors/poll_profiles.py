@@ -22,10 +22,10 @@ at ``P - w``): column ``c`` is always the same lag, so a poll updates the profil
 from __future__ import annotations
 
 import math
+from types import ModuleType
 
 import numpy as np
 
-from agentic_observability.detectors import profile_kernels
 from agentic_observability.detectors.discord import RESOLUTION
 from agentic_observability.detectors.histories import Histories
 
@@ -46,6 +46,15 @@ class Profiles:
     def nbytes(self) -> int:
         return self.squared.nbytes + self.steps.nbytes + 2 * self.low.nbytes
 
+    @staticmethod
+    def _kernels() -> ModuleType:
+        """profile_kernels, imported at the first poll: numba costs ~0.2 s and ~120 MiB to import,
+        which ``detect`` and ``backtest`` (block scoring only) need not pay."""
+        from agentic_observability.detectors import profile_kernels
+
+        profile_kernels.ready()
+        return profile_kernels
+
     def stale(self, rows: np.ndarray, block: np.ndarray) -> None:
         """A block was pushed some other way: recompute these rows' profiles at their next poll
         (or at ``prepare``)."""
@@ -62,7 +71,7 @@ class Profiles:
         self.steps[stale] = stale % REFRESH
 
     def poll(self, histories: Histories, rows: np.ndarray, values: np.ndarray) -> np.ndarray:
-        """Push one of ``values`` to each of ``rows`` of ``histories`` and return what
+        """Push one of ``values`` to each of ``rows`` (distinct) of ``histories`` and return what
         ``NearestDistance.update`` returns for it (NaN for None)."""
         self.low[rows] = np.minimum(self.low[rows], values)
         self.high[rows] = np.maximum(self.high[rows], values)
@@ -77,7 +86,7 @@ class Profiles:
         self, histories: Histories, rows: np.ndarray, fresh: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         offset = _offset(histories, self)
-        return profile_kernels.step(
+        return self._kernels().step(
             histories.values, rows, histories.pushed, fresh, offset, self.width, self.squared
         )
 
@@ -88,7 +97,7 @@ class Profiles:
         ``pushed - w - history + c`` (module doc), so the windows before the end are a prefix."""
         first = histories.pushed[rows] - 2 * self.width - self.columns
         upto = np.clip(ends - first, 0, self.columns).astype(np.int64)
-        column, smallest, second = profile_kernels.nearest(self.squared, rows, upto)
+        column, smallest, second = self._kernels().nearest(self.squared, rows, upto)
         out = np.full(rows.size, np.nan)
         measure = np.flatnonzero(np.isfinite(smallest))
         if measure.size:

@@ -6,8 +6,8 @@ series reads its ring once in logical order (into a scratch line) and updates it
 and the nearest window and the next nearest come from the same pass: about ten times less.
 
 The arithmetic is what poll_profiles.py's error bound is written for: a step is float32 (two
-differences, two squares, their difference and the sum: four roundings), a refresh is float64
-rounded once to float32. Nothing here needs the exact bits of ``NearestDistance``: the windows the
+differences, two squares, their difference and the sum), a refresh is float64 rounded once to
+float32. Nothing here needs the exact bits of ``NearestDistance``: the windows the
 profile names are measured exactly afterwards in numpy (poll_profiles.py, ``_exact``).
 """
 
@@ -18,15 +18,44 @@ from typing import Any
 
 import numba
 import numpy as np
+from numba.core.caching import NullCache
+
+_KERNELS: list[Any] = []
+_ready = False
 
 
 def _compiled(function: Callable[..., Any]) -> Any:
-    """``njit``, cached on disk where numba finds a writable directory (``NUMBA_CACHE_DIR``, the
-    package's ``__pycache__``, the user's cache); otherwise compiled at first use (about a second)."""
+    """``njit``, cached on disk in the first writable one of ``NUMBA_CACHE_DIR``, the package's
+    ``__pycache__`` and the user's cache; with none, compiled in each process (``ready``)."""
     try:
-        return numba.njit(cache=True, nogil=True)(function)
+        kernel = numba.njit(cache=True, nogil=True)(function)
     except RuntimeError:  # no cache locator: a read-only install with no writable cache directory
-        return numba.njit(nogil=True)(function)
+        kernel = numba.njit(nogil=True)(function)
+    _KERNELS.append(kernel)
+    return kernel
+
+
+def ready() -> None:
+    """Compile (or load) the kernels now, on a tiny profile, so that the first poll does not: a few
+    seconds without a cache. A cache directory that passed numba's check but cannot be written (a
+    full ``/tmp``) would make each first call raise; then the kernels compile uncached instead."""
+    global _ready
+    if _ready:
+        return
+    try:
+        _first_calls()
+    except OSError:
+        for kernel in _KERNELS:
+            kernel._cache = NullCache()
+        _first_calls()
+    _ready = True
+
+
+def _first_calls() -> None:
+    stored, rows = np.zeros((1, 8), np.float32), np.zeros(1, np.int64)
+    profiles = np.zeros((1, 2), np.float32)
+    step(stored, rows, np.full(1, 9, np.int64), np.ones(1, bool), 0, 2, profiles)
+    nearest(profiles, rows, np.full(1, 2, np.int64))
 
 
 @_compiled
@@ -102,7 +131,7 @@ def step(
     """Each of ``rows``' profile after a value was pushed to its history (recomputed where
     ``refresh``, else advanced one step), and what ``nearest`` finds in it then."""
     line = np.empty(stored.shape[1], stored.dtype)
-    found = _found(rows.size)
+    found, lanes = _found(rows.size), _lanes()
     for index in range(rows.size):
         row = rows[index]
         _logical(stored[row], pushed[row], line)
@@ -110,7 +139,7 @@ def step(
             _rebuild_row(line, pushed[row], offset, width, profiles[row])
         else:
             _advance_row(line, pushed[row], offset, width, profiles[row])
-        _scan(profiles[row], profiles.shape[1], found, index)
+        _scan(profiles[row], profiles.shape[1], found, index, lanes)
     return found
 
 
@@ -120,9 +149,9 @@ def nearest(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(column, smallest, second) per row over its profile's columns before ``upto``: the first
     smallest value's column (-1: none), that value, and the smallest of the others (inf: none)."""
-    found = _found(rows.size)
+    found, lanes = _found(rows.size), _lanes()
     for index in range(rows.size):
-        _scan(profiles[rows[index]], upto[index], found, index)
+        _scan(profiles[rows[index]], min(max(upto[index], 0), profiles.shape[1]), found, index, lanes)
     return found
 
 
@@ -132,15 +161,26 @@ def _found(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 @_compiled
+def _lanes() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A scan's scratch: each lane's smallest value, its second smallest, and where the smallest was."""
+    return np.empty(LANES, np.float32), np.empty(LANES, np.float32), np.empty(LANES, np.int32)
+
+
+@_compiled
 def _scan(
-    profile: np.ndarray, upto: int, found: tuple[np.ndarray, np.ndarray, np.ndarray], index: int
+    profile: np.ndarray,
+    upto: int,
+    found: tuple[np.ndarray, np.ndarray, np.ndarray],
+    index: int,
+    lanes: tuple[np.ndarray, np.ndarray, np.ndarray],
 ) -> None:
     """``nearest`` of one profile, written to ``found[.][index]``. Each lane keeps its smallest
     value, where it first was, and its second smallest, branch-free (so it vectorises); the lanes
     are then merged, ties going to the first column."""
-    best = np.full(LANES, np.inf, np.float32)
-    second = np.full(LANES, np.inf, np.float32)
-    at = np.zeros(LANES, np.int32)
+    best, second, at = lanes
+    best[:] = np.inf
+    second[:] = np.inf
+    at[:] = 0
     whole = upto // LANES * LANES
     for start in range(0, whole, LANES):
         for lane in range(LANES):
@@ -165,6 +205,7 @@ def _scan(
 def _lane(
     value: np.float32, column: int, lane: int, best: np.ndarray, second: np.ndarray, at: np.ndarray
 ) -> None:
+    value = value if value == value else np.float32(np.inf)  # NaN (an overflowed square): no window
     held = best[lane]
     second[lane] = min(second[lane], max(value, held))
     at[lane] = column if value < held else at[lane]
