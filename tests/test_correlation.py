@@ -19,6 +19,8 @@ from agentic_observability.demo.shop import CALLS, ShopCollector, history_openme
 from agentic_observability.demo.stack import ManagedProcess
 from agentic_observability.service import init_app
 from agentic_observability.service.keys import STORE
+from agentic_observability.service.workers import Workers
+from agentic_observability.store.base import Job
 from tests.conftest import auth_headers, prometheus_with_history
 from tests.test_actions import Sinks, sinks  # noqa: F401 (the fixture)
 from tests.test_webhook import incidents, post, wait_for
@@ -194,6 +196,38 @@ async def test_a_restart_in_the_middle_of_a_merge_loses_and_repeats_nothing(
     await wait_for(lambda: analysed(client, 2), within=30)
     assert len(also_firing(sinks)) == 1 and len(sinks.slack.parents()) == 1
     assert len(sinks.pagerduty.events("trigger")) == 1 and sinks.errors() == []
+
+
+async def test_a_join_taken_over_during_its_analysis_is_left_to_the_new_owner(
+    aiohttp_client: Client,
+    tmp_path: Path,
+    sinks: Sinks,  # noqa: F811
+    shop: tuple[ManagedProcess, float],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With replicas, another one may take a job over while its analysis (a model call) runs: the
+    join this analysis would make is then the new owner's to commit, not this replica's too."""
+    prometheus, started = shop
+    client = await aiohttp_client(init_app(config(tmp_path, sinks, prometheus)))
+    await post(client, alert("CartsCpuSaturated", "carts", started + ALONE + 5))
+    await wait_for(lambda: analysed(client, 1), within=30)
+    asked: list[int] = []  # the second group's job, each time its claim is checked
+
+    async def taken_over_once_analysed(self: Workers, job: Job) -> bool:
+        asked.append(job.id)
+        return len(asked) == 1  # mine when it starts; taken over by the time its analysis is done
+
+    monkeypatch.setattr(Workers, "_still_mine", taken_over_once_analysed)
+    await post(client, alert("ShopFrontEndSlow", "front-end", started + ALONE + 40))
+
+    async def analysis_done() -> bool:
+        return len(asked) >= 2
+
+    await wait_for(analysis_done, within=30)
+    counts = await client.app[STORE].counts()
+    assert counts["jobs_pending"] == 1  # still the (new) owner's to finish
+    assert [i["members"] for i in await incidents(client)] == [[], []]
+    assert also_firing(sinks) == [] and len(sinks.pagerduty.events("trigger")) == 1
 
 
 async def test_a_wrong_merge_is_split_and_a_missed_one_merged_by_hand(

@@ -215,6 +215,8 @@ class Workers:
         # a group waiting for an earlier one's analysis keeps its own report: no re-analysis per look
         held = fault.held_report(job) if fault else None
         stored = held or (await pipeline.run(subject, self._deps)).to_dict()
+        if not await self._still_mine(job):  # taken over during the analysis (a model call can be long):
+            return True  # the new owner reports it; a join or a resolve below would commit it twice
         if fault and job.kind == "analyze" and incident.parent_id is None and not incident.members:
             with self._deps.stage_timer("correlate"):
                 outcome = await fault.try_join(job, incident, stored)
