@@ -17,7 +17,10 @@ from aiohttp.test_utils import TestClient
 
 from agentic_observability.demo.shop import CALLS, ShopCollector, history_openmetrics
 from agentic_observability.demo.stack import ManagedProcess
+from agentic_observability.models import Incident
+from agentic_observability.pipeline.correlate import Decision
 from agentic_observability.service import init_app
+from agentic_observability.service.correlation import Correlator
 from agentic_observability.service.keys import STORE
 from agentic_observability.service.workers import Workers
 from agentic_observability.store.base import Job
@@ -228,6 +231,47 @@ async def test_a_join_taken_over_during_its_analysis_is_left_to_the_new_owner(
     assert counts["jobs_pending"] == 1  # still the (new) owner's to finish
     assert [i["members"] for i in await incidents(client)] == [[], []]
     assert also_firing(sinks) == [] and len(sinks.pagerduty.events("trigger")) == 1
+
+
+async def test_a_resolve_waits_behind_its_groups_analysis_while_that_looks_again(
+    aiohttp_client: Client,
+    tmp_path: Path,
+    sinks: Sinks,  # noqa: F811
+    shop: tuple[ManagedProcess, float],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A group's analysis that must look again later (an earlier group of the fault still being
+    analysed) is not overtaken by the same group's resolve, which arrived meanwhile: an incident's
+    jobs run in order, or its trigger would follow its resolve."""
+    prometheus, started = shop
+    client = await aiohttp_client(init_app(config(tmp_path, sinks, prometheus)))
+    await post(client, alert("CartsCpuSaturated", "carts", started + ALONE + 5))
+    await wait_for(lambda: analysed(client, 1), within=30)
+    ran: list[tuple[str, bool]] = []
+    complete, try_join = Workers._complete, Correlator.try_join
+
+    async def recorded(self: Workers, job: Job, incident: Incident) -> bool:
+        done = await complete(self, job, incident)
+        ran.append((job.kind, done))
+        return done
+
+    async def looks_again_once(self: Correlator, job: Job, incident: Incident, report: Any) -> Any:
+        if not [kind for kind, _ in ran]:  # the first look: "the earlier group is not analysed yet"
+            return Decision(None, "waiting", wait_for="1")
+        return await try_join(self, job, incident, report)
+
+    monkeypatch.setattr(Workers, "_complete", recorded)
+    monkeypatch.setattr(Correlator, "try_join", looks_again_once)
+    front_end = alert("ShopFrontEndSlow", "front-end", started + ALONE + 40)
+    await post(client, front_end)
+    await wait_for(lambda: _true(bool(ran)), within=30)  # its analysis waits to look again
+    await post(client, alert("ShopFrontEndSlow", "front-end", started + ALONE + 40, "resolved"))
+    await wait_for(lambda: _true(len(ran) >= 3), within=30)
+    assert ran == [("analyze", False), ("analyze", True), ("resolve", True)]
+
+
+async def _true(value: bool) -> bool:
+    return value
 
 
 async def test_a_wrong_merge_is_split_and_a_missed_one_merged_by_hand(

@@ -21,6 +21,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from aiolimiter import AsyncLimiter
 
@@ -42,6 +43,16 @@ INGEST_POLL_SECONDS = 1.0  # safety net: the webhook wakes the loop at once; thi
 STORM_WINDOW_SECONDS = 0.05  # a delivery within this window means intake is busy
 STORM_COALESCE_SECONDS = 0.05  # during a storm, ingest this often, in bigger transactions
 REINVESTIGATE = "reinvestigate"  # a job someone asked for (Slack's Re-investigate): see Store.queue_job
+
+
+@dataclass
+class Parked:
+    """An incident's job that runs again later (it looks again for an earlier group's analysis, or
+    backs off after a failure), and the incident's later jobs held until it is done."""
+
+    job_id: int
+    held: list[Job] = field(default_factory=list)
+    again: bool = False  # its latest run parked it once more
 
 
 class Workers:
@@ -66,6 +77,7 @@ class Workers:
         self._storm_limiter = AsyncLimiter(storm_jobs_per_second, 1.0)
         self.on_actions: Callable[[], None] | None = None  # wakes the outbox dispatcher
         self.correlator: Correlator | None = None  # one incident per fault; None: every group alone
+        self._parked: dict[str, Parked] = {}  # by incident: jobs run in order, a resolve after its analyze
 
     @property
     def act_settings(self) -> ActSettings:
@@ -156,13 +168,32 @@ class Workers:
     async def _worker(self, queue: asyncio.Queue[Job]) -> None:
         while True:
             job = await queue.get()
+            parked = self._parked.get(job.incident_id)
+            if parked is not None and parked.job_id != job.id:
+                parked.held.append(job)  # behind its incident's earlier job, which runs again soon
+                continue
             if self.under_pressure:
                 await self._storm_limiter.acquire()
             self._busy += 1
             try:
+                if parked is not None:
+                    parked.again = False
                 await self._run_until_recorded(job)
             finally:
                 self._busy -= 1
+            if parked is not None and not parked.again:  # done: the held jobs go, in their order
+                del self._parked[job.incident_id]
+                self.enqueue_all(parked.held)
+
+    def _run_again(self, job: Job, delay: float, retry: Job) -> None:
+        """Run ``retry`` (``job`` once more) after ``delay``; the incident's jobs that come meanwhile
+        wait behind it (``_worker``), so a resolve never overtakes the analysis it follows."""
+        parked = self._parked.get(job.incident_id)
+        if parked is not None and parked.job_id == job.id:
+            parked.again = True
+        else:
+            self._parked[job.incident_id] = Parked(job.id)
+        asyncio.get_running_loop().call_later(delay, self._enqueue, retry)
 
     async def _run_until_recorded(self, job: Job) -> None:
         """Run a job; while the store cannot read or record it (a full disk, a locked file), wait and
@@ -224,7 +255,7 @@ class Workers:
                 self._actions_queued(outcome.actions)
                 return True
             if outcome.wait_for is not None:
-                asyncio.get_running_loop().call_later(RECHECK_SECONDS, self._enqueue, job)
+                self._run_again(job, RECHECK_SECONDS, job)
                 return False
         if fault and job.kind == "resolve" and (incident.parent_id or incident.members):
             self._actions_queued(await fault.resolved(job, incident, stored))
@@ -267,11 +298,8 @@ class Workers:
             return
         await self._store.finish_job(job.id, error=f"{type(exc).__name__}: {exc}", give_up=last)
         if not last:
-            asyncio.get_running_loop().call_later(
-                min(2.0**job.attempts, 60.0),
-                self._enqueue,
-                Job(job.id, job.incident_id, job.kind, job.attempts + 1),
-            )
+            retry = Job(job.id, job.incident_id, job.kind, job.attempts + 1)
+            self._run_again(job, min(2.0**job.attempts, 60.0), retry)
 
     async def _complete_bare(self, job: Job, exc: Exception) -> bool:
         """The last attempt failed: send the incident's bare facts and why, so the on-call still
