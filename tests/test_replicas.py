@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
 from prometheus_client import generate_latest
 
 from agentic_observability.config import WatchConfig
 from agentic_observability.errors import StoreError
 from agentic_observability.models import AcceptedAlert, Alert, Sample, Series
-from agentic_observability.service.replica import Replica
+from agentic_observability.service import replica as replica_module
+from agentic_observability.service.replica import PRESENCE, Replica
 from agentic_observability.store import Job
 from agentic_observability.telemetry import Metrics
 from agentic_observability.watch import WatchPoller
@@ -300,3 +302,21 @@ async def test_a_watch_only_a_newer_replica_knows_is_still_polled(replicas: Repl
     await newer.stop()
     await older.stop()
     assert "watch:new" in held and held >= set(NAMES)
+
+
+async def test_a_replica_killed_long_ago_is_forgotten(
+    replicas: Replicas, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replica killed without a stop leaves its presence lease: another one's sweep deletes it once
+    it ran out long enough ago (an hour; here 0.2 s)."""
+    monkeypatch.setattr(replica_module, "FORGOTTEN_AFTER", 0.2)
+    one, two = await replicas(2)
+    killed = Replica(one, Metrics(), 0.3, NAMES)
+    await killed.beat()  # present, then gone: never stopped, nothing released
+    await asyncio.sleep(0.3 + 0.4)
+    assert await two.forget_leases(PRESENCE, 3600) == 0  # its row is still there (ran out recently)
+    live = Replica(two, Metrics(), LEASE, NAMES)
+    await live.beat()  # the first beat sweeps
+    assert await two.forget_leases(PRESENCE, 0.0) == 0  # nothing expired is left: the killed one went
+    assert set(await two.lease_owners()) == {f"{PRESENCE}{live.id}", *NAMES}
+    await live.stop()

@@ -411,6 +411,19 @@ async def test_named_leases_go_to_one_owner_and_pass_on_when_not_renewed(replica
     assert await b.hold_leases("D", names, 30) == set(names[2:])
 
 
+async def test_presence_leases_of_replicas_long_gone_are_forgotten(replicas: Replicas) -> None:
+    """Only names with the prefix (taken literally, not as a pattern) whose lease ran out long enough ago."""
+    a, b = await replicas(2)
+    await a.hold_leases("dead", ["replica:dead", "replica%x", "watch-0"], 0.2)
+    await b.hold_leases("live", ["replica:live"], 30)
+    await asyncio.sleep(0.6)
+    assert await a.forget_leases("replica:", 3600) == 0  # ran out, but not an hour ago
+    assert await a.forget_leases("replica:", 0.3) == 1  # replica:dead; not replica%x, not the live one
+    assert await b.forget_leases("watch-", 0.3) == 1  # the other names were left
+    assert await a.forget_leases("replica", 0.3) == 1  # replica%x
+    assert set(await a.lease_owners()) == {"replica:live"}
+
+
 async def test_release_named_only_keeps_the_work_in_flight(replicas: Replicas) -> None:
     """A draining replica gives up its watches at once; its jobs and outbox rows stay claimed."""
     a, b = await replicas(2)

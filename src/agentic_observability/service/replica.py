@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 BEATS_PER_LEASE = 3
 PRESENCE = "replica:"
+FORGET_EVERY, FORGOTTEN_AFTER = 100, 3600.0  # beats between sweeps; seconds a dead presence lease stays
 
 
 def replica_id() -> str:
@@ -148,6 +149,8 @@ class Replica:
             self._last_ok = started  # what it held is renewed from here, a lease on
             if renewing:
                 await self._claim()
+            if self._beats % FORGET_EVERY == 1:  # the first beat, and now and then
+                await self._forget_the_dead()
 
     async def _renew(self) -> bool:
         """Renew the claims and the named leases; whether to claim more (not while draining)."""
@@ -167,6 +170,13 @@ class Replica:
             log.warning("replica %s lost %s to another replica", self.id, ", ".join(sorted(lost)))
         self._set_held(held)
         return True
+
+    async def _forget_the_dead(self) -> None:
+        """Delete the presence leases of replicas gone for an hour (killed, never stopped): they
+        count for nothing once run out, but would stay in the table for ever."""
+        forgotten = await self._store.forget_leases(PRESENCE, FORGOTTEN_AFTER)
+        if forgotten:
+            log.info("replica %s forgot %d replicas gone for an hour or more", self.id, forgotten)
 
     async def _claim(self) -> None:
         jobs = await self._store.claim_jobs(self.id, self.lease)

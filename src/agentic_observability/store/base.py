@@ -163,6 +163,12 @@ class Store(Protocol):
         ``lease`` seconds; the names ``owner`` now holds among ``names``."""
         ...
 
+    async def forget_leases(self, prefix: str, ended: float) -> int:
+        """Delete the named leases whose names start with ``prefix`` and that ran out more than
+        ``ended`` seconds ago (store clock); how many. A replica killed without a stop leaves its
+        presence lease behind, one row per crash."""
+        ...
+
     async def lease_owners(self) -> dict[str, tuple[str, float]]:
         """Every named lease that has not run out (on the store's clock): name -> (owner, until). The
         replicas' presence leases among them tell how many replicas share the work."""

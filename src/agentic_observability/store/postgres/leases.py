@@ -134,3 +134,9 @@ async def hold_leases(conn: Conn, owner: str, names: Sequence[str], lease: float
     now = await clock(conn)
     params = {"owner": owner, "until": now + lease, "clock": now, "names": sorted(set(names))}
     return {str(r[0]) for r in await (await conn.execute(HOLD_LEASES, params)).fetchall()}
+
+
+async def forget_leases(conn: Conn, prefix: str, ended: float) -> int:
+    before = await clock(conn) - ended
+    query = "DELETE FROM leases WHERE left(name, %s) = %s AND until < %s"
+    return (await conn.execute(query, (len(prefix), prefix, before))).rowcount

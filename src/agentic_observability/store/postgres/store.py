@@ -265,6 +265,9 @@ class PostgresStore(Reads):
     async def hold_leases(self, owner: str, names: Sequence[str], lease: float) -> set[str]:
         return await self._write(leases.hold_leases, owner, list(names), lease)
 
+    async def forget_leases(self, prefix: str, ended: float) -> int:
+        return await self._write(leases.forget_leases, prefix, ended)
+
     @asynccontextmanager
     async def mutex(self, name: str) -> AsyncIterator[None]:
         """A session advisory lock on a connection of its own, held for the block.

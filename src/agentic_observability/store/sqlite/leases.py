@@ -157,3 +157,9 @@ def hold_leases(
             params = {"name": name, "owner": owner, "until": until, "clock": clock}
             held.update(str(row[0]) for row in conn.execute(HOLD_LEASE, params).fetchall())
     return held
+
+
+def forget_leases(conn: sqlite3.Connection, prefix: str, before: float) -> int:
+    with transaction(conn):
+        query = "DELETE FROM leases WHERE substr(name, 1, ?) = ? AND until < ?"
+        return conn.execute(query, (len(prefix), prefix, before)).rowcount

@@ -277,6 +277,9 @@ class SqliteStore:
         clock = time.time()
         return await self._writer.run(leases.hold_leases, owner, list(names), clock + lease, clock)
 
+    async def forget_leases(self, prefix: str, ended: float) -> int:
+        return await self._writer.run(leases.forget_leases, prefix, time.time() - ended)
+
     async def lease_owners(self) -> dict[str, tuple[str, float]]:
         rows = await self._reader.execute_fetchall(
             "SELECT name, owner, until FROM leases WHERE until >= ? ORDER BY name", (time.time(),)
