@@ -471,6 +471,26 @@ async def test_confirm_claim_of_a_job(replicas: Replicas) -> None:
     assert not await b.confirm_claim("job", resolve.id, "B", 30)
 
 
+async def test_a_job_behind_an_analysis_taken_over_is_let_go_to_run_in_order(replicas: Replicas) -> None:
+    """A holds an incident's analyze and resolve; its heartbeat ran late and B took the analyze (the
+    oldest). A must not run the resolve before B's analysis is done: its confirmation fails and lets
+    the claim go, so A's renewals do not keep it, and it is handed out once the analyze is done."""
+    a, b = await replicas(2)
+    if not a.shared:
+        return  # one process on the store: nobody else can take a job over
+    await a.accept([accepted("g")])
+    [analyze], _ = await a.ingest_pending(owner="A", lease=0.3)
+    await a.accept([accepted("g", "resolved")])
+    [resolve], _ = await a.ingest_pending(owner="A", lease=0.3)
+    await asyncio.sleep(0.4)
+    assert [j.id for j in await b.claim_jobs("B", 30)] == [analyze.id]  # taken over: the oldest only
+    assert not await a.confirm_claim("job", resolve.id, "A", 30)  # behind B's analyze
+    await a.renew_leases("A", 30)  # A's heartbeat goes on
+    assert await b.claim_jobs("B", 30) == []  # the analyze is not done yet
+    await b.finish_job(analyze.id)
+    assert [j.id for j in await b.claim_jobs("B", 30)] == [resolve.id]
+
+
 async def test_confirm_claim_of_an_outbox_row(replicas: Replicas) -> None:
     a, b = await replicas(2)
     await _jobs_for(a, ["g1", "g2"])

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -27,6 +27,16 @@ from agentic_observability.store import Job, Store
 log = logging.getLogger(__name__)
 
 RECHECK_SECONDS = 2.0  # how often a group waiting for an earlier one's analysis looks again
+StillMine = Callable[[], Awaitable[bool]]  # is the job still this replica's claim (service/replica.py)
+
+
+class TakenOver(Exception):
+    """Another replica took the job over while it was analysed (a model call can be long): the join
+    or resolve is theirs to commit, not this replica's as well."""
+
+
+async def _always_mine() -> bool:
+    return True
 
 
 @dataclass(frozen=True)
@@ -61,8 +71,11 @@ class Correlator:
         """What the pipeline analyses: a root with members is the whole fault, every alert of it."""
         return replace(incident, alerts=incident.every_alert) if incident.members else incident
 
-    async def try_join(self, job: Job, incident: Incident, report: dict[str, Any]) -> Joined | Decision:
-        """Commit the join and return it; or the decision not to (``wait_for`` set: look again later)."""
+    async def try_join(
+        self, job: Job, incident: Incident, report: dict[str, Any], still_mine: StillMine = _always_mine
+    ) -> Joined | Decision:
+        """Commit the join and return it; or the decision not to (``wait_for`` set: look again later).
+        ``TakenOver`` when the job is no longer this replica's by the time of the commit."""
         async with self._store.mutex("correlation"):
             decision = await self._decide(job, incident, report)
             if decision.wait_for is None:
@@ -72,7 +85,8 @@ class Correlator:
             root = await self._store.get_incident(decision.root)
             if root is None:
                 return Decision(None, f"incident {decision.root} vanished")
-            joined = await self._joined(incident, report, root, decision)
+            joined = await self._joined(incident, report, root, decision)  # the root analysed again
+            await _still(still_mine)
             await self._store.complete_job(
                 job.id,
                 incident.id,
@@ -118,12 +132,15 @@ class Correlator:
         """The root's report over every member's alerts, with the order they fired in."""
         return with_timeline(family, (await pipeline.run(self.subject(family), self._deps)).to_dict())
 
-    async def resolved(self, job: Job, incident: Incident, report: dict[str, Any]) -> list[Action]:
+    async def resolved(
+        self, job: Job, incident: Incident, report: dict[str, Any], still_mine: StillMine = _always_mine
+    ) -> list[Action]:
         """Complete a resolve job of a group that is part of a fault with several groups: the fault's
         resolve actions (and its root's final report) once its last group resolved, else a note in
-        its thread. Returns the actions queued."""
+        its thread. Returns the actions queued; ``TakenOver`` as ``try_join``."""
         root = await self._store.get_incident(incident.parent_id) if incident.parent_id else incident
         if root is None:  # the root was pruned: nothing left to speak for
+            await _still(still_mine)
             await self._store.complete_job(job.id, incident.id, report)
             return []
         if root is incident:  # a root's report covers the whole fault, in the order it fired
@@ -133,12 +150,14 @@ class Correlator:
             firing = own + [m.title for m in root.members if m.status == "firing"]
             note = "Still firing: " + ", ".join(firing)
             actions = plan_member_change(root, incident, "member-resolved", note, self._deps.act)
+            await _still(still_mine)
             await self._store.complete_job(job.id, incident.id, report, actions)
             return actions
         final = report if root is incident else await self._reanalyse(root)
         whole = replace(self.subject(root), report=final)
         actions = plan_actions(whole, final, "resolve", self._deps.act)
         others = {} if root is incident else {root.id: final}
+        await _still(still_mine)  # after the root's analysis, which may have been long
         await self._store.complete_job(job.id, incident.id, report, actions, other_reports=others)
         return actions
 
@@ -149,6 +168,11 @@ class Correlator:
         """The report of a job that is waiting for an earlier group's analysis."""
         held = self._waiting.get(job.id)
         return None if held is None else held[1]
+
+
+async def _still(still_mine: StillMine) -> None:
+    if not await still_mine():
+        raise TakenOver
 
 
 def with_timeline(family: Incident, report: dict[str, Any]) -> dict[str, Any]:

@@ -22,6 +22,8 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
 
 from aiolimiter import AsyncLimiter
 
@@ -31,7 +33,13 @@ from agentic_observability.models import Action, Incident
 from agentic_observability.outbox.plan import ActSettings, plan_reinvestigated
 from agentic_observability.pipeline.ports import PipelineDeps
 from agentic_observability.pipeline.reason import bare_report
-from agentic_observability.service.correlation import RECHECK_SECONDS, Correlator, Joined, with_timeline
+from agentic_observability.service.correlation import (
+    RECHECK_SECONDS,
+    Correlator,
+    Joined,
+    TakenOver,
+    with_timeline,
+)
 from agentic_observability.service.replica import Replica
 from agentic_observability.store import Job, Store
 from agentic_observability.telemetry import Metrics, correlation, log_fields
@@ -248,18 +256,13 @@ class Workers:
         stored = held or (await pipeline.run(subject, self._deps)).to_dict()
         if not await self._still_mine(job):  # taken over during the analysis (a model call can be long):
             return True  # the new owner reports it; a join or a resolve below would commit it twice
-        if fault and job.kind == "analyze" and incident.parent_id is None and not incident.members:
-            with self._deps.stage_timer("correlate"):
-                outcome = await fault.try_join(job, incident, stored)
-            if isinstance(outcome, Joined):
-                self._actions_queued(outcome.actions)
+        if fault:
+            try:
+                correlated = await self._correlate(fault, job, incident, stored)
+            except TakenOver:  # during the correlator's own analysis: the new owner commits it
                 return True
-            if outcome.wait_for is not None:
-                self._run_again(job, RECHECK_SECONDS, job)
-                return False
-        if fault and job.kind == "resolve" and (incident.parent_id or incident.members):
-            self._actions_queued(await fault.resolved(job, incident, stored))
-            return True
+            if correlated is not None:
+                return correlated
         if job.kind == "analyze" and incident.parent_id is not None:
             actions: list[Action] = []  # merged by hand before its analysis: the root spoke for it
         else:
@@ -269,6 +272,26 @@ class Workers:
         await self._store.complete_job(job.id, incident.id, stored, actions)
         self._actions_queued(actions)
         return True
+
+    async def _correlate(
+        self, fault: Correlator, job: Job, incident: Incident, stored: dict[str, Any]
+    ) -> bool | None:
+        """A group's join to its fault, or a fault member's resolve, committed by the correlator (True),
+        or a look again later (False); None: neither, the job completes on its own."""
+        mine = partial(self._still_mine, job)
+        if job.kind == "analyze" and incident.parent_id is None and not incident.members:
+            with self._deps.stage_timer("correlate"):
+                outcome = await fault.try_join(job, incident, stored, mine)
+            if isinstance(outcome, Joined):
+                self._actions_queued(outcome.actions)
+                return True
+            if outcome.wait_for is not None:
+                self._run_again(job, RECHECK_SECONDS, job)
+                return False
+        if job.kind == "resolve" and (incident.parent_id or incident.members):
+            self._actions_queued(await fault.resolved(job, incident, stored, mine))
+            return True
+        return None
 
     async def _reinvestigate(self, job: Job, incident: Incident, subject: Incident) -> None:
         """Analyse again, as someone asked: the report is replaced, and where the incident still fires

@@ -147,8 +147,10 @@ class Store(Protocol):
         if the row is unfinished (a job not done, an action pending) and it is ``owner``'s claim, or
         nobody's, or its lease ran out (store clock), it is now ``owner``'s for ``lease`` seconds from
         now: True. False when another owner holds it with a lease that has not run out, or it is
-        finished or gone. A job nobody holds (or whose lease ran out) is only taken while no earlier
-        unfinished job of its incident is unclaimed or another owner's (its jobs run in order)."""
+        finished or gone. A job is only confirmed while no earlier unfinished job of its incident is
+        unclaimed or another owner's (its jobs run in order), even one ``owner`` holds: its incident's
+        analysis may have been taken over meanwhile. ``owner``'s claim on such a job is let go, so the
+        job is handed out again once the earlier one is done."""
         ...
 
     async def release_leases(self, owner: str, *, named_only: bool = False) -> int:

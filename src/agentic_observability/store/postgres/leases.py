@@ -74,15 +74,20 @@ async def renew_leases(conn: Conn, owner: str, lease: float) -> int:
 
 # An unfinished row that is ``owner``'s, nobody's or whose lease ran out becomes ``owner``'s (renewed);
 # the row lock makes it atomic (a concurrent claim skips the row, a concurrent confirmation waits and
-# then re-checks it). A job not yet ``owner``'s waits while an earlier unfinished job of its incident
-# is unclaimed or another owner's (as claim_jobs and ingest: an incident's jobs run in order).
+# then re-checks it). A job waits while an earlier unfinished job of its incident is unclaimed or
+# another owner's (as claim_jobs and ingest: an incident's jobs run in order), even one ``owner``
+# holds already; such a claim is let go (LET_GO_JOB), to be handed out after the earlier job.
 CONFIRM_JOB = """
 UPDATE jobs j SET claimed_by = %(owner)s, lease_until = %(until)s
-WHERE j.id = %(id)s AND j.done_at IS NULL AND (j.claimed_by = %(owner)s OR (
-  (j.claimed_by IS NULL OR j.lease_until IS NULL OR j.lease_until < %(clock)s)
+WHERE j.id = %(id)s AND j.done_at IS NULL
+  AND (j.claimed_by = %(owner)s OR j.claimed_by IS NULL OR j.lease_until IS NULL OR j.lease_until < %(clock)s)
   AND NOT EXISTS (SELECT 1 FROM jobs o WHERE o.incident_id = j.incident_id AND o.done_at IS NULL
-    AND o.id < j.id AND (o.claimed_by IS NULL OR o.claimed_by <> %(owner)s))))
+    AND o.id < j.id AND (o.claimed_by IS NULL OR o.claimed_by <> %(owner)s))
 RETURNING j.id
+"""
+LET_GO_JOB = """
+UPDATE jobs SET claimed_by = NULL, lease_until = NULL
+WHERE id = %(id)s AND claimed_by = %(owner)s AND done_at IS NULL
 """
 CONFIRM_ACTION = """
 UPDATE outbox SET claimed_by = %(owner)s, lease_until = %(until)s
@@ -96,7 +101,10 @@ async def confirm_claim(conn: Conn, kind: str, row_id: int, owner: str, lease: f
     now = await clock(conn)
     params = {"id": row_id, "owner": owner, "until": now + lease, "clock": now}
     cursor = await conn.execute(CONFIRM_JOB if kind == "job" else CONFIRM_ACTION, params)
-    return bool(await cursor.fetchall())
+    confirmed = bool(await cursor.fetchall())
+    if not confirmed and kind == "job":  # as on SQLite (sqlite/leases.py, CONFIRM_JOB): let it go
+        await conn.execute(LET_GO_JOB, params)
+    return confirmed
 
 
 async def release_leases(conn: Conn, owner: str, named_only: bool = False) -> int:

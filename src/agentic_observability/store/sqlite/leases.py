@@ -78,15 +78,21 @@ def renew_leases(conn: sqlite3.Connection, owner: str, until: float) -> int:
 
 
 # An unfinished row that is ``owner``'s, nobody's or whose lease ran out becomes ``owner``'s (renewed).
-# A job not yet ``owner``'s waits while an earlier unfinished job of its incident is unclaimed or
-# another owner's (as claim_jobs and ingest: an incident's jobs run in order).
+# A job waits while an earlier unfinished job of its incident is unclaimed or another owner's (as
+# claim_jobs and ingest: an incident's jobs run in order), even a job ``owner`` holds already: its
+# incident's analysis may have been taken over meanwhile. Such a claim is let go (LET_GO_JOB), so the
+# job is handed out again after the earlier one is done.
 CONFIRM_JOB = """
 UPDATE jobs SET claimed_by = :owner, lease_until = :until
-WHERE id = :id AND done_at IS NULL AND (claimed_by = :owner OR (
-  (claimed_by IS NULL OR lease_until IS NULL OR lease_until < :clock)
+WHERE id = :id AND done_at IS NULL
+  AND (claimed_by = :owner OR claimed_by IS NULL OR lease_until IS NULL OR lease_until < :clock)
   AND NOT EXISTS (SELECT 1 FROM jobs o WHERE o.incident_id = jobs.incident_id AND o.done_at IS NULL
-    AND o.id < jobs.id AND (o.claimed_by IS NULL OR o.claimed_by <> :owner))))
+    AND o.id < jobs.id AND (o.claimed_by IS NULL OR o.claimed_by <> :owner))
 RETURNING id
+"""
+LET_GO_JOB = """
+UPDATE jobs SET claimed_by = NULL, lease_until = NULL
+WHERE id = :id AND claimed_by = :owner AND done_at IS NULL
 """
 CONFIRM_ACTION = """
 UPDATE outbox SET claimed_by = :owner, lease_until = :until
@@ -102,7 +108,10 @@ def confirm_claim(
     sql = CONFIRM_JOB if kind == "job" else CONFIRM_ACTION
     params = {"id": row_id, "owner": owner, "until": until, "clock": clock}
     with transaction(conn):
-        return bool(conn.execute(sql, params).fetchall())
+        confirmed = bool(conn.execute(sql, params).fetchall())
+        if not confirmed and kind == "job":
+            conn.execute(LET_GO_JOB, {"id": row_id, "owner": owner})
+        return confirmed
 
 
 def release_leases(conn: sqlite3.Connection, owner: str, named_only: bool = False) -> int:
