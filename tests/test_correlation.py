@@ -252,13 +252,13 @@ async def test_a_resolve_waits_behind_its_groups_analysis_while_that_looks_again
     client = await aiohttp_client(init_app(config(tmp_path, sinks, prometheus)))
     await post(client, alert("CartsCpuSaturated", "carts", started + ALONE + 5))
     await wait_for(lambda: analysed(client, 1), within=30)
-    ran: list[tuple[str, bool]] = []
+    ran: list[tuple[str, str]] = []
     complete, try_join = Workers._complete, Correlator.try_join
 
-    async def recorded(self: Workers, job: Job, incident: Incident) -> bool:
-        done = await complete(self, job, incident)
-        ran.append((job.kind, done))
-        return done
+    async def recorded(self: Workers, job: Job, incident: Incident) -> str:
+        outcome = await complete(self, job, incident)
+        ran.append((job.kind, outcome))
+        return outcome
 
     async def looks_again_once(self: Correlator, job: Job, incident: Incident, *rest: Any) -> Any:
         if not [kind for kind, _ in ran]:  # the first look: "the earlier group is not analysed yet"
@@ -272,7 +272,7 @@ async def test_a_resolve_waits_behind_its_groups_analysis_while_that_looks_again
     await wait_for(lambda: _true(bool(ran)), within=30)  # its analysis waits to look again
     await post(client, alert("ShopFrontEndSlow", "front-end", started + ALONE + 40, "resolved"))
     await wait_for(lambda: _true(len(ran) >= 3), within=30)
-    assert ran == [("analyze", False), ("analyze", True), ("resolve", True)]
+    assert ran == [("analyze", "wait"), ("analyze", "written"), ("resolve", "written")]
 
 
 async def _true(value: bool) -> bool:

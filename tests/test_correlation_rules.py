@@ -198,3 +198,5 @@ async def test_a_group_waits_for_an_earlier_analysis_then_decides_without_it() -
     gave_up = await hasty.try_join(job, new, cause)  # waited its 0 s: decides without incident 1
     assert gave_up.root is None and gave_up.wait_for is None  # type: ignore[union-attr]
     assert not hasty.waiting(job)
+    patient.forget(job)  # taken over by another replica: its wait (and held report) goes
+    assert not patient.waiting(job) and patient.held_report(job) is None

@@ -161,6 +161,10 @@ class Correlator:
         await self._store.complete_job(job.id, incident.id, report, actions, other_reports=others)
         return actions
 
+    def forget(self, job: Job) -> None:
+        """The job is no longer this replica's: its wait (since when, its report) goes with it."""
+        self._waiting.pop(job.id, None)
+
     def waiting(self, job: Job) -> bool:
         return job.id in self._waiting
 

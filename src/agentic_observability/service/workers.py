@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 from aiolimiter import AsyncLimiter
 
@@ -51,6 +51,9 @@ INGEST_POLL_SECONDS = 1.0  # safety net: the webhook wakes the loop at once; thi
 STORM_WINDOW_SECONDS = 0.05  # a delivery within this window means intake is busy
 STORM_COALESCE_SECONDS = 0.05  # during a storm, ingest this often, in bigger transactions
 REINVESTIGATE = "reinvestigate"  # a job someone asked for (Slack's Re-investigate): see Store.queue_job
+# how a job's run ended: its report committed; finished with nothing to write; to run again later;
+# left to the replica that took it over meanwhile
+Outcome = Literal["written", "finished", "wait", "left"]
 
 
 @dataclass
@@ -222,7 +225,10 @@ class Workers:
 
     async def _still_mine(self, job: Job) -> bool:
         """With replicas: the job is still this one's claim (renewed), not taken over meanwhile."""
-        return await self._replica.confirm("job", job.id)
+        mine = await self._replica.confirm("job", job.id)
+        if not mine and self.correlator is not None:
+            self.correlator.forget(job)  # were it waiting to look again, the new owner decides now
+        return mine
 
     async def _run_job(self, job: Job) -> None:
         if not await self._still_mine(job):
@@ -234,33 +240,32 @@ class Workers:
                 return
             started = time.perf_counter()
             try:
-                if not await self._complete(job, incident):
-                    return  # waiting for an earlier group's analysis; the job runs again shortly
+                outcome = await self._complete(job, incident)
             except (asyncio.CancelledError, StoreError):
                 raise  # shutdown, or the store is failing: the job stays pending (see _worker)
             except Exception as exc:
                 await self._failed(job, exc)
                 return
-            seconds = round(time.perf_counter() - started, 3)
-            log.info("report written", extra=log_fields(job=job.kind, seconds=seconds))
+            if outcome == "written":  # not when it waits to run again, or was left to another replica
+                seconds = round(time.perf_counter() - started, 3)
+                log.info("report written", extra=log_fields(job=job.kind, seconds=seconds))
 
-    async def _complete(self, job: Job, incident: Incident) -> bool:
-        """Analyse, correlate and commit one job; False when it must wait and run again."""
+    async def _complete(self, job: Job, incident: Incident) -> Outcome:
+        """Analyse, correlate and commit one job."""
         fault = self.correlator
         subject = fault.subject(incident) if fault else incident
         if job.kind == REINVESTIGATE:
-            await self._reinvestigate(job, incident, subject)
-            return True
+            return await self._reinvestigate(job, incident, subject)
         # a group waiting for an earlier one's analysis keeps its own report: no re-analysis per look
         held = fault.held_report(job) if fault else None
         stored = held or (await pipeline.run(subject, self._deps)).to_dict()
         if not await self._still_mine(job):  # taken over during the analysis (a model call can be long):
-            return True  # the new owner reports it; a join or a resolve below would commit it twice
+            return "left"  # the new owner reports it; a join or a resolve below would commit it twice
         if fault:
             try:
                 correlated = await self._correlate(fault, job, incident, stored)
             except TakenOver:  # during the correlator's own analysis: the new owner commits it
-                return True
+                return "left"
             if correlated is not None:
                 return correlated
         if job.kind == "analyze" and incident.parent_id is not None:
@@ -268,45 +273,46 @@ class Workers:
         else:
             actions = pipeline.actions_for(subject, stored, job.kind, self._deps)
         if not await self._still_mine(job):  # taken over while it ran: the other replica's report stands
-            return True
+            return "left"
         await self._store.complete_job(job.id, incident.id, stored, actions)
         self._actions_queued(actions)
-        return True
+        return "written"
 
     async def _correlate(
         self, fault: Correlator, job: Job, incident: Incident, stored: dict[str, Any]
-    ) -> bool | None:
-        """A group's join to its fault, or a fault member's resolve, committed by the correlator (True),
-        or a look again later (False); None: neither, the job completes on its own."""
+    ) -> Outcome | None:
+        """A group's join to its fault, or a fault member's resolve, committed by the correlator, or a
+        look again later ("wait"); None: neither, the job completes on its own."""
         mine = partial(self._still_mine, job)
         if job.kind == "analyze" and incident.parent_id is None and not incident.members:
             with self._deps.stage_timer("correlate"):
                 outcome = await fault.try_join(job, incident, stored, mine)
             if isinstance(outcome, Joined):
                 self._actions_queued(outcome.actions)
-                return True
+                return "written"
             if outcome.wait_for is not None:
                 self._run_again(job, RECHECK_SECONDS, job)
-                return False
+                return "wait"
         if job.kind == "resolve" and (incident.parent_id or incident.members):
             self._actions_queued(await fault.resolved(job, incident, stored, mine))
-            return True
+            return "written"
         return None
 
-    async def _reinvestigate(self, job: Job, incident: Incident, subject: Incident) -> None:
+    async def _reinvestigate(self, job: Job, incident: Incident, subject: Incident) -> Outcome:
         """Analyse again, as someone asked: the report is replaced, and where the incident still fires
         its parent message and annotation show the new one and its thread gets the investigation."""
         if incident.status != "firing":  # resolved meanwhile: its final report (and memory's) stands
             await self._store.finish_job(job.id)
-            return
+            return "finished"
         stored = (await pipeline.run(subject, self._deps)).to_dict()
         if incident.members:
             stored = with_timeline(subject, stored)
         actions = plan_reinvestigated(incident, stored, f"{REINVESTIGATE}:{job.id}", self._deps.act)
         if not await self._still_mine(job):  # taken over while it ran: theirs now
-            return
+            return "left"
         await self._store.complete_job(job.id, incident.id, stored, actions)
         self._actions_queued(actions)
+        return "written"
 
     def _actions_queued(self, actions: list[Action]) -> None:
         if actions and self.on_actions is not None:
