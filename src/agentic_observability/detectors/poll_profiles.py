@@ -101,7 +101,7 @@ class Profiles:
         out = np.full(rows.size, np.nan)
         measure = np.flatnonzero(np.isfinite(smallest))
         if measure.size:
-            limit = self._limit(rows, smallest)
+            limit = _limit(smallest, self._bound(rows))
             out[measure] = self._measure(histories, rows, (column, second, limit), measure, upto)
         return out
 
@@ -111,11 +111,6 @@ class Profiles:
         exact recompute once, each by at most EPS32 of that."""
         spread = np.square(self.high[rows] - self.low[rows])
         return (2 + 4 * self.steps[rows]) * (self.width + 1) * EPS32 * spread
-
-    def _limit(self, rows: np.ndarray, smallest: np.ndarray) -> np.ndarray:
-        """The largest profile value a window may have and still be as near as the nearest one."""
-        bound = self._bound(rows)
-        return (smallest + bound) * (1 + 1e-6) + bound
 
     def _nearest(
         self,
@@ -129,12 +124,13 @@ class Profiles:
         column, smallest, second = found
         floor = RESOLUTION * np.abs(values) * math.sqrt(self.width)
         defined = np.isfinite(smallest)
+        bound = self._bound(rows)
         # below rounding noise: the per-sample detector returns 0 there whatever the window
-        settled = defined & (smallest + self._bound(rows) < floor * floor * (1 - 1e-9))
+        settled = defined & (smallest + bound < floor * floor * (1 - 1e-9))
         out[settled] = 0.0
         measure = np.flatnonzero(defined & ~settled)
         if measure.size:
-            limit = self._limit(rows, smallest)
+            limit = _limit(smallest, bound)
             exact = self._measure(histories, rows, (column, second, limit), measure)
             out[measure] = np.where(exact > floor[measure], exact, 0.0)
         return out
@@ -205,6 +201,11 @@ def _exact(windows: np.ndarray, newest: np.ndarray) -> np.ndarray:
     """Squared distances computed as ``NearestDistance._nearest`` computes them (same bits)."""
     difference = windows - newest
     return np.einsum("ij,ij->i", difference, difference)
+
+
+def _limit(smallest: np.ndarray, bound: np.ndarray) -> np.ndarray:
+    """The largest profile value a window may have and still be as near as the nearest one."""
+    return (smallest + bound) * (1 + 1e-6) + bound
 
 
 def _offset(histories: Histories, profiles: Profiles) -> int:

@@ -86,8 +86,8 @@ class Correlator:
             if root is None:
                 return Decision(None, f"incident {decision.root} vanished")
             joined = await self._joined(incident, report, root, decision)  # the root analysed again
-            await _still(still_mine)
-            await self._store.complete_job(
+            await self._commit(
+                still_mine,
                 job.id,
                 incident.id,
                 report,
@@ -140,8 +140,7 @@ class Correlator:
         its thread. Returns the actions queued; ``TakenOver`` as ``try_join``."""
         root = await self._store.get_incident(incident.parent_id) if incident.parent_id else incident
         if root is None:  # the root was pruned: nothing left to speak for
-            await _still(still_mine)
-            await self._store.complete_job(job.id, incident.id, report)
+            await self._commit(still_mine, job.id, incident.id, report)
             return []
         if root is incident:  # a root's report covers the whole fault, in the order it fired
             report = with_timeline(root, report)
@@ -150,16 +149,21 @@ class Correlator:
             firing = own + [m.title for m in root.members if m.status == "firing"]
             note = "Still firing: " + ", ".join(firing)
             actions = plan_member_change(root, incident, "member-resolved", note, self._deps.act)
-            await _still(still_mine)
-            await self._store.complete_job(job.id, incident.id, report, actions)
+            await self._commit(still_mine, job.id, incident.id, report, actions)
             return actions
         final = report if root is incident else await self._reanalyse(root)
         whole = replace(self.subject(root), report=final)
         actions = plan_actions(whole, final, "resolve", self._deps.act)
         others = {} if root is incident else {root.id: final}
-        await _still(still_mine)  # after the root's analysis, which may have been long
-        await self._store.complete_job(job.id, incident.id, report, actions, other_reports=others)
+        await self._commit(still_mine, job.id, incident.id, report, actions, other_reports=others)
         return actions
+
+    async def _commit(self, still_mine: StillMine, *args: Any, **kwargs: Any) -> None:
+        """``Store.complete_job``, if the job is still this replica's: checked right before, after
+        whatever analysis (a model call, maybe long) came first; ``TakenOver`` if not."""
+        if not await still_mine():
+            raise TakenOver
+        await self._store.complete_job(*args, **kwargs)
 
     def forget(self, job: Job) -> None:
         """The job is no longer this replica's: its wait (since when, its report) goes with it."""
@@ -172,11 +176,6 @@ class Correlator:
         """The report of a job that is waiting for an earlier group's analysis."""
         held = self._waiting.get(job.id)
         return None if held is None else held[1]
-
-
-async def _still(still_mine: StillMine) -> None:
-    if not await still_mine():
-        raise TakenOver
 
 
 def with_timeline(family: Incident, report: dict[str, Any]) -> dict[str, Any]:
